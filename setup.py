@@ -1,0 +1,37 @@
+"""ssl-ray: run and tune semi-supervised learning methods at scale with Ray Train and Ray Tune."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ssl-ray",
+    version="0.1.0",
+    description="Semi-supervised learning methods (GAN-based and perturbation-based) on Ray Train + Ray Tune",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ssl_ray", "ssl_ray.*"]),
+    include_package_data=True,
+    package_data={"ssl_ray": ["py.typed"]},
+    install_requires=[
+        # `default` brings the dashboard's State API: without it Ray Train V2 leaks placement
+        # groups inside Tune and trials deadlock (shared/notes/RAY.md, ray issue #54305).
+        "ray[default,tune,train]>=2.50,<3",
+        # torch is resolved through torchvision: the registry's torchvision imports only with the
+        # matching (CUDA) torch build, which also runs on CPU-only machines.
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "tensorboard>=2.14",
+        "pyarrow>=14",
+        "click>=8.1",
+        "numpy>=1.24",
+        "PyYAML>=6",
+        "scikit-learn>=1.3",
+        "scipy>=1.10",
+        "matplotlib>=3.7",
+        "pandas>=2.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={"console_scripts": ["ssl-ray=ssl_ray.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
+)

@@ -1,0 +1,243 @@
+"""The training loop shared by `ssl-ray train`, every Tune trial and every Ray Train worker.
+
+Per epoch: `steps` calls of method.train_step on R/T batches, one host sync for the losses, a
+NaN/inf check that names the loss, epoch and step, evaluation on the whole validation (and test) split,
+TensorBoard scalars, an atomic checkpoint, and one report. The caller decides what "report" means
+(Ray Tune, Ray Train, or a plain list), so this file knows nothing of Ray.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .. import config as C
+from ..data import BatchStream, DataSpec, eval_tensors, load_splits
+from ..errors import DivergenceError
+from ..methods import get_method
+from . import checkpoint, distributed
+from .evaluate import clustering_error, error_rate, nmi, predict_labels
+
+Report = Callable[[dict[str, Any], "str | None"], None]
+
+
+@dataclass
+class RunSpec:
+    """What one run trains: everything but the resources it runs on."""
+
+    method: str
+    data: DataSpec = field(default_factory=DataSpec)
+    epochs: int = 10
+    seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    """Hyperparameter overrides (validated against the method's Config)."""
+    eval_test: bool = True
+    """Also measure test error each epoch (logged; tuning looks only at val_error)."""
+    picture_every: int = 0
+    """Log pictures every k epochs (and at the last one); 0 = only at the last epoch."""
+    checkpoint_every: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        d = dict(d)
+        d["data"] = DataSpec(**d.get("data", {}))
+        return cls(**d)
+
+    def method_config(self) -> Any:
+        return C.build(get_method(self.method).Config, self.config, source=f"method {self.method}")
+
+
+def _gather_labels(pred: torch.Tensor, n: int) -> torch.Tensor:
+    """Concatenate each rank's contiguous chunk of predictions (padded to equal length) into all n."""
+    if not distributed.is_distributed():
+        return pred
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    chunk = -(-n // world)
+    padded = torch.full((chunk,), -1, dtype=torch.long, device=pred.device)
+    padded[: len(pred)] = pred
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat(parts)[:n]
+
+
+class Trainer:
+    def __init__(self, spec: RunSpec, *, device: torch.device | str = "cpu", log_dir: str | None = None,
+                 progress: bool = True, rank: int | None = None, world: int | None = None):
+        self.spec = spec
+        r, w = distributed.rank_and_world()
+        self.rank, self.world = (r if rank is None else rank), (w if world is None else world)
+        self.device = torch.device(device)
+        self.method_cls = get_method(spec.method)
+        self.cfg = spec.method_config()
+        self.splits = load_splits(spec.data, spec.seed)
+        self.info = self.splits.info
+        # Same seed on every rank: identical initial weights. Then per-rank streams for noise/dropout.
+        torch.manual_seed(spec.seed)
+        self.method = self.method_cls(self.cfg, self.info, self.device)
+        for m in self.method.modules.values():
+            distributed.broadcast_module(m)
+        torch.manual_seed(spec.seed * 1_000_003 + 17 + self.rank * 7_777_777)
+        self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labeled_ratio, spec.seed, self.device,
+                                  uses_labels=self.method_cls.uses_labels,
+                                  second_unlabelled=self.method_cls.second_unlabelled, rank=self.rank,
+                                  world=self.world)
+        self.steps = self.cfg.steps_per_epoch or self.stream.epoch_steps()
+        self.x_val, self.y_val = eval_tensors(self.splits, "val", self.device)
+        self.x_test, self.y_test = eval_tensors(self.splits, "test", self.device)
+        self.epoch = 0
+        self.global_step = 0
+        self.best_val = math.inf
+        self.test_at_best = math.nan
+        self.history: list[dict[str, Any]] = []
+        self.progress = progress and self.rank == 0
+        self.tb = None
+        if log_dir and self.rank == 0:
+            from .tblog import TBLogger
+
+            self.tb = TBLogger(log_dir)
+
+    # ---- state -----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"method": self.method.state_dict(), "stream": self.stream.state_dict(), "rng": checkpoint.rng_state(),
+                "epoch": self.epoch, "global_step": self.global_step, "best_val": self.best_val,
+                "test_at_best": self.test_at_best, "spec": _plain(self.spec.to_dict())}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method"])
+        self.stream.load_state_dict(state["stream"])
+        checkpoint.set_rng_state(state["rng"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.best_val = float(state["best_val"])
+        self.test_at_best = float(state["test_at_best"])
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    def error(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        n = len(x)
+        chunk = -(-n // self.world)
+        lo, hi = self.rank * chunk, min(n, (self.rank + 1) * chunk)
+        self.method.eval()
+        pred = _gather_labels(predict_labels(self.method.predict, x[lo:hi]), n)
+        self.method.train()
+        if self.method_cls.clustering:
+            k = int(self.method.num_clusters) if hasattr(self.method, "num_clusters") else self.info.num_classes
+            return clustering_error(pred, y, k, self.info.num_classes), pred
+        return error_rate(pred, y), pred
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def run_epoch(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.method.train()
+        rows: list[torch.Tensor] = []
+        keys: list[str] = []
+        for _ in range(self.steps):
+            out = self.method.train_step(self.stream.next())
+            if not keys:
+                keys = list(out)
+            rows.append(torch.stack([out[k].detach().float().reshape(()) for k in keys]))
+        losses = torch.stack(rows)  # (steps, n_losses): one host sync below, not one per step
+        bad = ~torch.isfinite(losses)
+        if bool(bad.any()):
+            s, j = (int(v) for v in bad.nonzero()[0])
+            val = losses[s, j].item()
+            raise DivergenceError(f"{_loss_name(keys[j])} became {val} at epoch {self.epoch + 1}, "
+                                  f"step {self.global_step + s + 1}")
+        means = distributed.all_reduce_sum(losses.mean(0)) / self.world
+        self.global_step += self.steps
+        self.epoch += 1
+        train_seconds = time.perf_counter() - t0
+        metrics: dict[str, Any] = {_loss_name(k): float(v) for k, v in zip(keys, means.tolist())}
+        metrics.update(self.method.end_epoch(self.epoch))
+        for name, opt in self.method.optimizers.items():
+            metrics[f"lr_{name}"] = float(opt.param_groups[0]["lr"])
+        val_error, _ = self.error(self.x_val, self.y_val)
+        metrics["val_error"] = val_error
+        if self.spec.eval_test:
+            metrics["test_error"], test_pred = self.error(self.x_test, self.y_test)
+            if self.method_cls.clustering:
+                metrics["test_nmi"] = nmi(test_pred, self.y_test)
+        if val_error < self.best_val or not math.isfinite(self.best_val):
+            self.best_val = val_error
+            self.test_at_best = metrics.get("test_error", math.nan)
+        metrics.update(self.method.eval_metrics(self.x_val, self.y_val))
+        metrics["best_val_error"] = self.best_val
+        metrics["test_error_at_best_val"] = self.test_at_best
+        samples = self.steps * self.cfg.batch_size * self.world
+        metrics["samples_per_second"] = samples / max(train_seconds, 1e-9)
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        metrics["epoch"] = self.epoch
+        metrics["step"] = self.global_step
+        return metrics
+
+    def pictures(self) -> None:
+        if self.tb is None:
+            return
+        self.method.eval()
+        for name, img in self.method.pictures(self.x_val, self.y_val).items():
+            self.tb.image(name, img, self.epoch)
+        self.method.train()
+
+    def fit(self, report: Report | None = None) -> dict[str, Any]:
+        """Train until spec.epochs (continuing from a restored epoch); report once per epoch."""
+        last: dict[str, Any] = {}
+        total = self.spec.epochs
+        while self.epoch < total:
+            metrics = self.run_epoch()
+            self.history.append(metrics)
+            last = metrics
+            if self.tb is not None:
+                self.tb.scalars(metrics, self.epoch)
+                every = self.spec.picture_every
+                if self.epoch == total or (every and self.epoch % every == 0):
+                    self.pictures()
+            if self.progress:
+                self._print(metrics)
+            ckpt_dir = None
+            if report is not None:
+                want_ckpt = self.epoch == total or (self.spec.checkpoint_every
+                                                    and self.epoch % self.spec.checkpoint_every == 0)
+                if want_ckpt and self.rank == 0:
+                    ckpt_dir = tempfile.mkdtemp(prefix="ssl_ray_ckpt_")
+                    checkpoint.save(ckpt_dir, self.state())
+                try:
+                    report(metrics, ckpt_dir)
+                finally:
+                    if ckpt_dir:
+                        import shutil
+
+                        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if self.tb is not None:
+            self.tb.close()
+        return last
+
+    def _print(self, m: dict[str, Any]) -> None:
+        losses = " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("loss_"))
+        test = f" test_error={m['test_error']:.2f}%" if "test_error" in m else ""
+        print(f"[{self.spec.method}/{self.spec.data.name} seed={self.spec.seed}] epoch {m['epoch']}/{self.spec.epochs}"
+              f" val_error={m['val_error']:.2f}%{test} {losses} ({m['epoch_seconds']:.1f}s,"
+              f" {m['samples_per_second']:.0f} samples/s)", file=sys.stderr, flush=True)
+
+
+def _loss_name(k: str) -> str:
+    return k if k.startswith("loss_") else f"loss_{k}"
+
+
+def _plain(d: Any) -> Any:
+    """Config dicts in checkpoints must be plain containers (torch.load weights_only)."""
+    if isinstance(d, dict):
+        return {str(k): _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    if isinstance(d, (int, float, str, bool)) or d is None:
+        return d
+    return str(d)

@@ -1,0 +1,66 @@
+"""TensorBoard logging (rank 0 only): scalars per epoch, pictures, and the HParams entry of a run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCALAR_GROUPS = (("val_error", "error/val"), ("test_error", "error/test"), ("best_val_error", "error/best_val"))
+
+
+def scalar_tag(key: str) -> str:
+    for k, tag in SCALAR_GROUPS:
+        if key == k:
+            return tag
+    if key.startswith("loss_"):
+        return "loss/" + key[5:]
+    if key.startswith("lr_"):
+        return "lr/" + key[3:]
+    if key in ("samples_per_second", "epoch_seconds"):
+        return "perf/" + key
+    return "metrics/" + key
+
+
+class TBLogger:
+    def __init__(self, log_dir: str | os.PathLike):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.dir = Path(log_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.dir))
+
+    def scalars(self, metrics: dict[str, Any], step: int) -> None:
+        for k, v in metrics.items():
+            if k in ("epoch", "step") or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if np.isfinite(v):
+                self.writer.add_scalar(scalar_tag(k), v, step)
+
+    def image(self, name: str, img: np.ndarray, step: int) -> None:
+        """img: H x W x 3 uint8. Also saved as <log_dir>/pictures/<name>.png (the latest epoch)."""
+        self.writer.add_image(name, img, step, dataformats="HWC")
+        from PIL import Image
+
+        pdir = self.dir / "pictures"
+        pdir.mkdir(exist_ok=True)
+        safe = name.replace("/", "_")
+        Image.fromarray(img).save(pdir / f"{safe}.png")
+
+    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Write the HParams entry into this run's own event file (so runs line up in the dashboard)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}
+        mets = {f"hparam/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        exp, ssi, sei = hparams(clean, mets)
+        fw = self.writer._get_file_writer()
+        for s in (exp, ssi, sei):
+            fw.add_summary(s)
+        for k, v in mets.items():
+            self.writer.add_scalar(k, v, 0)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()

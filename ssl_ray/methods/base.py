@@ -1,0 +1,135 @@
+"""The method interface.
+
+A method is plain PyTorch and knows nothing of Ray:
+
+- ``Config``: a dataclass of documented hyperparameters (see :mod:`ssl_ray.config`);
+- ``build()``: its models and optimisers, from the config and the dataset's shape;
+- ``train_step(batch)``: one step on an R/T batch; it owns its optimiser steps (a GAN takes a D step
+  then a G step) and returns its losses as 0-d tensors (no ``.item()``: the loop syncs once per epoch);
+- ``predict(x)``: class logits for evaluation (EMA weights where the method keeps them).
+
+Every optimiser step goes through :meth:`Method.step`, which also averages the gradients of exactly the
+parameters being updated across data-parallel workers. That is why the methods need no
+DistributedDataParallel wrapper: in a two-player step the other player's forward pass can never trigger
+an all-reduce, and each phase synchronises only what it updates.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from ..config import BaseConfig
+from ..data import Batch, DataInfo
+from ..engine import distributed
+
+
+class Method:
+    name: ClassVar[str] = ""
+    """Registry key (``ssl-ray train NAME``)."""
+    Config: ClassVar[type[BaseConfig]] = BaseConfig
+    paper: ClassVar[str] = ""
+    """The paper (or reference code) the method follows."""
+    uses_labels: ClassVar[bool] = True
+    """False for unsupervised methods (vcagan, gan, infogan): batches carry no labelled part."""
+    second_unlabelled: ClassVar[bool] = False
+    """True when train_step needs a second, independent unlabelled batch (`batch.x_u2`)."""
+    clustering: ClassVar[bool] = False
+    """True when predictions are cluster ids: errors are then measured after Hungarian matching."""
+
+    def __init__(self, cfg: BaseConfig, info: DataInfo, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.info = info
+        self.device = torch.device(device)
+        self.modules: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+        self.build()
+        for m in self.modules.values():
+            m.to(self.device)
+
+    # ---- to implement -------------------------------------------------------------------------
+    def build(self) -> None:
+        """Create self.modules and self.optimizers."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K) for float inputs x, in eval mode, without gradients."""
+        raise NotImplementedError
+
+    # ---- optional hooks ---------------------------------------------------------------------------
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Called after each epoch (learning-rate schedules, extra metrics such as a learned prior)."""
+        for s in self.schedulers.values():
+            s.step()
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond modules and optimisers (EMA weights, a learned prior) for checkpoints."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def pictures(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        """Images worth looking at (name -> HxWx3 uint8 array) for validation data x, y; {} by default."""
+        return {}
+
+    def eval_metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Extra evaluation metrics on validation data (beyond the error rate)."""
+        return {}
+
+    # ---- shared machinery ------------------------------------------------------------------------
+    @classmethod
+    def lr_names(cls) -> tuple[str, ...]:
+        return ()
+
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+             params: Iterable[torch.nn.Parameter] | None = None) -> None:
+        """zero_grad -> backward -> average gradients across workers -> optimizer.step().
+
+        Only the optimizer's parameters are synchronised and stepped; gradients that the backward pass
+        leaves on other modules' parameters are cleared by those modules' own step.
+        """
+        if params is None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+        params = list(params)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(params)
+        optimizer.step()
+
+    def train(self) -> None:
+        for m in self.modules.values():
+            m.train()
+
+    def eval(self) -> None:
+        for m in self.modules.values():
+            m.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        self.load_extra_state(state.get("extra", {}))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for m in self.modules.values() for p in m.parameters())
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)

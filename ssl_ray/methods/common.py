@@ -1,0 +1,58 @@
+"""Pieces several methods share: weight averaging (EMA), the classifier-architecture knob, Adam."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import BaseConfig, hp
+from ..models import ARCHS
+
+
+@dataclass
+class ClassifierConfig(BaseConfig):
+    """Hyperparameters of methods that train one classifier network."""
+
+    arch: str = hp("auto", "classifier network: auto (from the data's shape), mlp, conv_small, conv_large, "
+                   "improvedgan", choices=ARCHS)
+    lr: float = hp(1e-3, "Adam learning rate", low=0, low_open=True)
+    weight_decay: float = hp(0.0, "L2 weight decay (Adam's)", low=0)
+
+
+class EMA:
+    """Exponential moving average of a module's weights (and a copy of its buffers), for evaluation.
+
+    shadow <- shadow + (1 - decay) * (param - shadow); ImprovedGAN uses decay = 1 - 1e-4.
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for s, p in zip(self.shadow.parameters(), module.parameters()):
+            s.lerp_(p.detach(), 1.0 - self.decay)
+        for s, b in zip(self.shadow.buffers(), module.buffers()):
+            s.copy_(b)
+
+    def state_dict(self) -> dict:
+        return self.shadow.state_dict()
+
+    def load_state_dict(self, s: dict) -> None:
+        self.shadow.load_state_dict(s)
+
+
+def adam(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def cross_entropy_or_zero(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy; 0 (keeping the graph) for an empty labelled part."""
+    if len(y) == 0:
+        return logits.sum() * 0.0
+    return nn.functional.cross_entropy(logits, y)

@@ -1,0 +1,46 @@
+"""Methods by name. Adding a method = one file in ssl_ray/methods/ that decorates its class with @register."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import warnings
+
+from ..errors import ConfigError
+
+METHODS: dict[str, type] = {}
+_NOT_METHODS = {"base", "common", "registry", "losses"}
+_loaded = False
+
+
+def register(cls: type) -> type:
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        warnings.warn(f"method {cls.name!r} registered twice; the later definition wins", stacklevel=2)
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    """Import every module of ssl_ray.methods. A broken import fails loudly instead of hiding a method."""
+    global _loaded
+    if _loaded:
+        return
+    from . import __path__ as pkg_path
+
+    for mod in sorted(pkgutil.iter_modules(pkg_path), key=lambda m: m.name):
+        if mod.name not in _NOT_METHODS and not mod.name.startswith("_"):
+            importlib.import_module(f"ssl_ray.methods.{mod.name}")
+    _loaded = True
+
+
+def get_method(name: str) -> type:
+    _load_all()
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def list_methods() -> list[type]:
+    _load_all()
+    return [METHODS[k] for k in sorted(METHODS)]

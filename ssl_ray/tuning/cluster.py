@@ -1,0 +1,50 @@
+"""Starting or joining a Ray cluster, with readable errors instead of long hangs."""
+from __future__ import annotations
+
+import os
+import socket
+
+from ..errors import SSLRayError
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (seconds, not minutes) when `host:port` does not answer."""
+    if address in ("auto", "local") or address.startswith("ray://") is False and ":" not in address:
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise SSLRayError(f"cannot reach a Ray cluster at {address!r} ({e}). Start one with `ray start --head` "
+                          f"or `ray up clusters/<file>.yaml`, or leave --address out to run locally.") from None
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+             quiet: bool = True) -> None:
+    """Join `address` (host:port, 'auto', ray://...) or start a private local instance bound to 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we write our own TensorBoard files
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    kwargs = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True}
+    if address and address != "local":
+        check_address(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, TimeoutError) as e:
+            raise SSLRayError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+        return
+    # A local instance: nothing listens beyond localhost (node, GCS and dashboard on 127.0.0.1).
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             _node_ip_address="127.0.0.1", **kwargs)
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return dict(ray.cluster_resources())
