@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-SCALAR_GROUPS = (("val_error", "error/val"), ("test_error", "error/test"), ("best_val_error", "error/best_val"))
+SCALAR_GROUPS = (("val_error", "error/val"), ("test_error", "error/test"), ("best_val_error", "error/best_val"),
+                 ("test_error_at_best_val", "error/test_at_best_val"))
 
 
 def scalar_tag(key: str) -> str:
@@ -48,18 +49,17 @@ class TBLogger:
         safe = name.replace("/", "_")
         Image.fromarray(img).save(pdir / f"{safe}.png")
 
-    def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Write the HParams entry into this run's own event file (so runs line up in the dashboard)."""
+    def hparams(self, config: dict[str, Any]) -> None:
+        """Write this run's HParams entry into its own event file. The metrics it names are the scalars the
+        loop logs each epoch, so the HParams dashboard compares runs (stopped early or not) by them."""
         from torch.utils.tensorboard.summary import hparams
 
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}
-        mets = {f"hparam/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        exp, ssi, sei = hparams(clean, mets)
+        tags = {tag: 0.0 for _, tag in SCALAR_GROUPS} | {"error/test_at_best_val": 0.0}
+        exp, ssi, sei = hparams(clean, tags)
         fw = self.writer._get_file_writer()
-        for s in (exp, ssi, sei):
-            fw.add_summary(s)
-        for k, v in mets.items():
-            self.writer.add_scalar(k, v, 0)
+        for summary in (exp, ssi, sei):
+            fw.add_summary(summary)
 
     def close(self) -> None:
         self.writer.flush()

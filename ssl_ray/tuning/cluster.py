@@ -31,7 +31,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we write our own TensorBoard files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    kwargs = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True}
+    # Train V2 turns every print in a worker into a log record (shown twice on the driver): keep print.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    env = {k: os.environ[k] for k in ("RAY_TRAIN_ENABLE_PRINT_PATCH", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
+                                      "SSL_RAY_CACHE", "SSL_RAY_DATA") if k in os.environ}
+    kwargs = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
+              "runtime_env": {"env_vars": env},
+              "logging_config": ray.LoggingConfig(log_level="WARNING" if quiet else "INFO")}
     if address and address != "local":
         check_address(address)
         try:

@@ -29,6 +29,11 @@ def worker_loop(config: dict[str, Any]) -> None:
     _threads(config.get("cpus_per_worker", 1))
     device = ray.train.torch.get_device()  # [1] the worker's device (GPU when given one, else CPU)
     trainer = Trainer(spec, device=device, log_dir=config.get("log_dir"), progress=config.get("progress", True))
+    if trainer.tb is not None:
+        from ..config import to_dict
+
+        trainer.tb.hparams(to_dict(trainer.cfg) | {"method": spec.method, "dataset": spec.data.name,
+                                                   "seed": spec.seed})
     ckpt = ray.train.get_checkpoint()  # [2] resume from the last checkpoint after a failure
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -48,7 +53,7 @@ def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: 
               progress: bool = True) -> dict[str, Any]:
     """Run `spec` on a TorchTrainer; returns the summary dict (also written to <output>/result.json)."""
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .cluster import init_ray
@@ -68,7 +73,8 @@ def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: 
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cpus_per_worker,
                                                            **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
-        run_config=RunConfig(name="ray_train", storage_path=str(out), failure_config=FailureConfig(max_failures)),
+        run_config=RunConfig(name="ray_train", storage_path=str(out), failure_config=FailureConfig(max_failures),
+                             logging_config=LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
     if result.error is not None:

@@ -1,0 +1,338 @@
+"""The `ssl-ray` command line: commands only; the logic lives in the package."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from .errors import SSLRayError
+
+
+class _Group(click.Group):
+    """Every SSLRayError (bad input, missing data, unreachable cluster) becomes one line and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SSLRayError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="ssl-ray")
+def main() -> None:
+    """Run and tune semi-supervised learning methods with Ray Train and Ray Tune."""
+
+
+# ---- shared options -----------------------------------------------------------------------------------
+def data_options(f):
+    f = click.option("--dataset", default=None, help="dataset name (`ssl-ray datasets`); default: digits")(f)
+    f = click.option("--data-root", default=None, help="where dataset files live (default $SSL_RAY_DATA or "
+                     "~/.cache/ssl_ray/data)")(f)
+    f = click.option("--download", is_flag=True, help="download the dataset if absent (torchvision datasets)")(f)
+    f = click.option("--labels", type=int, default=None, help="labelled training examples, class-balanced "
+                     "(default 50)")(f)
+    f = click.option("--val-size", type=int, default=None, help="validation examples held out of training "
+                     "(default: per dataset)")(f)
+    f = click.option("--data-opt", "data_opts", multiple=True, metavar="KEY=VALUE",
+                     help="dataset option, e.g. noise=0.06 for circles (repeatable)")(f)
+    return f
+
+
+def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=None):
+    from .config import parse_set
+    from .data import DataSpec
+
+    spec = base or DataSpec()
+    if dataset:
+        spec.name = dataset
+    if data_root:
+        spec.root = data_root
+    if download:
+        spec.download = True
+    if labels is not None:
+        spec.labels = labels
+    if val_size is not None:
+        spec.val_size = val_size
+    if data_opts:
+        opts = parse_set(data_opts)
+        spec.options = {**spec.options, **opts}
+    return spec
+
+
+def _emit(summary: dict, as_json: bool, human: str) -> None:
+    if as_json:
+        click.echo(human, err=True)
+        click.echo(json.dumps(summary, default=str))
+    else:
+        click.echo(human)
+
+
+# ---- train ----------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("method")
+@data_options
+@click.option("--epochs", type=int, default=20, show_default=True, help="training epochs")
+@click.option("--batch-size", type=int, default=None, help="T, samples per batch (sets the batch_size "
+              "hyperparameter)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the labelled split, the weights "
+              "and the noise")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="any hyperparameter of the method "
+              "(repeatable; `ssl-ray methods` lists them)")
+@click.option("--address", default=None, help="an existing Ray cluster (host:port, auto); default: a local "
+              "instance")
+@click.option("--workers", type=int, default=1, show_default=True, help="data-parallel Ray Train workers")
+@click.option("--cpus-per-worker", type=float, default=1, show_default=True)
+@click.option("--gpus-per-worker", type=float, default=None, help="default: 1 when the cluster has GPUs")
+@click.option("--max-failures", type=int, default=0, show_default=True, help="restarts from the last "
+              "checkpoint after a worker failure")
+@click.option("--output", default=None, help="run directory (TensorBoard files, checkpoints, result.json)")
+@click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON object with the results")
+def train(method, dataset, data_root, download, labels, val_size, data_opts, epochs, batch_size, seed, sets,
+          address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json):
+    """Train METHOD once, through Ray Train, and print its validation and test error."""
+    from . import config as C
+    from .data import load_splits
+    from .engine.loop import RunSpec
+    from .methods import get_method
+    from .tuning.train import default_output, run_train
+
+    get_method(method)
+    overrides = C.parse_set(sets)
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    data = _data_spec(dataset, data_root, download, labels, val_size, data_opts)
+    _check_positive(epochs=epochs, workers=workers, cpus_per_worker=cpus_per_worker)
+    spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides)
+    spec.method_config()  # unknown key / bad value: error before any compute
+    load_splits(data, seed)  # absent or corrupt dataset, too few/many labels: error before any compute
+    out = output or default_output("train", f"{method}-{data.name}")
+    _check_writable(out)
+    summary = run_train(spec, output=out, workers=workers, cpus_per_worker=cpus_per_worker,
+                        gpus_per_worker=gpus_per_worker, address=address, max_failures=max_failures)
+    human = (f"\n{method} on {data.name} ({data.labels} labels, seed {seed}): "
+             f"val error {summary['val_error']:.2f}%, test error {summary['test_error']:.2f}% after "
+             f"{summary['epochs']} epochs in {summary['seconds']:.1f}s\n"
+             f"output: {summary['output']}  (ssl-ray tensorboard {summary['output']})")
+    _emit(summary, as_json, human)
+
+
+def _check_positive(**values: float) -> None:
+    for k, v in values.items():
+        if v is not None and v <= 0:
+            raise SSLRayError(f"--{k.replace('_', '-')} must be positive, got {v}")
+
+
+def _check_writable(path: str) -> None:
+    from pathlib import Path
+
+    if "://" in path:
+        return
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".ssl_ray_write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SSLRayError(f"cannot write to {path}: {e.strerror or e}") from None
+
+
+# ---- tune -----------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("method")
+@click.option("--space", "space_file", default=None, help="search-space YAML (default search_spaces/METHOD.yaml)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="fix a hyperparameter on top of the space")
+@data_options
+@click.option("--num-samples", type=int, default=None, help="trials to sample (default: the space's)")
+@click.option("--max-epochs", type=int, default=None, help="epochs of a trial that is never stopped")
+@click.option("--grace-epochs", type=int, default=None, help="ASHA: epochs before a trial can be stopped")
+@click.option("--reduction-factor", type=int, default=None, help="ASHA: keep 1/factor of trials at each rung")
+@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default=None, help="default: the space's (asha)")
+@click.option("--max-concurrent", type=int, default=None, help="cap on trials running at once (default: what "
+              "the cluster's resources allow)")
+@click.option("--cpus-per-trial", type=float, default=1, show_default=True, help="CPUs per trial (per worker "
+              "with --workers > 1); also the trial's torch threads")
+@click.option("--gpus-per-trial", type=float, default=0, show_default=True, help="GPUs per trial (per worker)")
+@click.option("--workers", type=int, default=1, show_default=True, help="data-parallel Ray Train workers per trial")
+@click.option("--address", default=None, help="an existing Ray cluster (host:port or auto); default: local")
+@click.option("--storage", default=None, help="results root: a local dir (default ./ssl_ray_runs/tune), s3://, "
+              "gs:// or an NFS path shared by all nodes")
+@click.option("--name", default=None, help="experiment name (default METHOD-DATASET-TIME)")
+@click.option("--resume", is_flag=True, help="continue the interrupted experiment --storage/--name")
+@click.option("--confirm-seeds", type=int, default=0, show_default=True, help="retrain the best configuration "
+              "with K new seeds and report test error mean +- std")
+@click.option("--max-failures", type=int, default=0, show_default=True, help="retries of a crashed trial, from "
+              "its last checkpoint")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the searched trials")
+@click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON summary")
+@click.option("--quiet", is_flag=True, help="no trial table while it runs")
+def tune(method, space_file, sets, dataset, data_root, download, labels, val_size, data_opts, num_samples,
+         max_epochs, grace_epochs, reduction_factor, scheduler, max_concurrent, cpus_per_trial, gpus_per_trial,
+         workers, address, storage, name, resume, confirm_seeds, max_failures, seed, as_json, quiet):
+    """Search METHOD's hyperparameters with Ray Tune + ASHA (validation error), then summarise."""
+    from . import config as C
+    from .data import load_splits
+    from .tuning.spaces import load_space
+    from .tuning.tune import TuneOptions, apply_options, run_tune
+
+    space = load_space(space_file, method=method, sets=C.parse_set(sets))
+    space.data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=space.data)
+    _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
+                    cpus_per_trial=cpus_per_trial, workers=workers, max_concurrent=max_concurrent)
+    if gpus_per_trial < 0 or confirm_seeds < 0 or max_failures < 0:
+        raise SSLRayError("--gpus-per-trial, --confirm-seeds and --max-failures cannot be negative")
+    opts = TuneOptions(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
+                       reduction_factor=reduction_factor, scheduler=scheduler, max_concurrent=max_concurrent,
+                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, workers=workers,
+                       address=address, storage=storage, name=name, resume=resume, confirm_seeds=confirm_seeds,
+                       max_failures=max_failures, seed=seed, progress=not quiet)
+    apply_options(space, opts)
+    load_splits(space.data, seed)  # missing dataset, bad label count: error before any compute
+    if storage and "://" not in storage:
+        _check_writable(storage)
+    elif not storage:
+        _check_writable(os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune")
+    summary = run_tune(space, opts)
+    _emit(summary, as_json, _tune_text(summary))
+
+
+def _tune_text(s: dict) -> str:
+    lines = [f"\n{s['method']} on {s['dataset']} ({s['labels']} labels): {s['num_trials']} trials, "
+             f"{s['num_stopped_early']} stopped early by ASHA, {s['num_errored']} errored, "
+             f"{s['num_completed']} ran to the end, in {s['seconds']:.0f}s"]
+    b = s.get("best")
+    if b:
+        cfg = ", ".join(f"{k}={b['config'][k]:.4g}" if isinstance(b["config"][k], float) else f"{k}={b['config'][k]}"
+                        for k in s.get("searched", []))
+        lines.append(f"best: val error {b['val_error']:.2f}% (epoch {b['epochs']}), test error {b['test_error']:.2f}%"
+                     f"  [{cfg}]")
+    c = s.get("confirm")
+    if c and c.get("test_error_mean") is not None:
+        lines.append(f"confirmed with {len(c['seeds'])} seeds: test error {c['test_error_mean']:.2f} +- "
+                     f"{c['test_error_std']:.2f}%")
+    for tid, err in (s.get("errors") or {}).items():
+        lines.append(f"trial {tid} failed: {err}")
+    lines.append(f"results: {s['results']}\ncompare: ssl-ray report {s['experiment']}   |   "
+                 f"ssl-ray tensorboard {s['experiment']}")
+    return "\n".join(lines)
+
+
+# ---- report / tensorboard ----------------------------------------------------------------------------------
+@main.command()
+@click.argument("experiments", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "parquet", "json"]), default="md",
+              show_default=True)
+@click.option("--trials", is_flag=True, help="one row per trial instead of one per experiment")
+@click.option("--output", default=None, help="file to write (required for parquet)")
+def report(experiments, fmt, trials, output):
+    """Compare finished experiments side by side (e.g. i2gan vs improvedgan)."""
+    from .tuning import results as R
+
+    if trials:
+        rows = []
+        for e in experiments:
+            _, rs = R.load_experiment(e)
+            rows += [{"experiment": os.path.basename(os.path.normpath(e)), **r} for r in rs]
+    else:
+        rows = R.comparison(list(experiments))
+    if fmt == "parquet":
+        if not output:
+            raise SSLRayError("--format parquet needs --output FILE")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(R._uniform(rows)), output)
+        click.echo(f"wrote {output}")
+        return
+    if fmt == "json":
+        text = json.dumps(rows, default=str, indent=1)
+    elif fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(R._uniform(rows)[0]) if rows else [])
+        w.writeheader()
+        w.writerows(R._uniform(rows))
+        text = buf.getvalue()
+    else:
+        text = R.to_markdown(rows)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
+@main.command()
+@click.argument("experiments", nargs=-1, required=True)
+@click.option("--port", type=int, default=6006, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address TensorBoard listens on")
+@click.option("--print-only", is_flag=True, help="print the tensorboard command instead of running it")
+def tensorboard(experiments, port, host, print_only):
+    """Open TensorBoard on one or several experiments (or train runs), with readable run names."""
+    import shlex
+    import subprocess
+
+    from .tuning.tb import logdir_spec
+
+    spec = logdir_spec(list(experiments))
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec, "--port", str(port), "--host", host]
+    if print_only:
+        click.echo(" ".join(shlex.quote(c) for c in cmd))
+        return
+    click.echo(f"TensorBoard on http://{host}:{port} (Ctrl-C to stop)", err=True)
+    raise SystemExit(subprocess.call(cmd))
+
+
+# ---- listings --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def methods(names, as_json):
+    """List the methods and their hyperparameters (name, type, default, range, meaning)."""
+    from .config import describe, range_text
+    from .methods import get_method, list_methods
+
+    classes = [get_method(n) for n in names] if names else list_methods()
+    rows = [{"name": m.name, "paper": m.paper, "uses_labels": m.uses_labels,
+             "hyperparameters": describe(m.Config)} for m in classes]
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        click.echo(f"{r['name']}: {r['paper']}")
+        for h in r["hyperparameters"]:
+            rng = range_text(h)
+            click.echo(f"    {h['name']} ({h['type']}, default {h['default']!r}{', ' + rng if rng else ''}): {h['doc']}")
+        click.echo("")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def datasets(as_json):
+    """List the datasets, their options and default validation sizes."""
+    from .data import list_datasets
+
+    rows = [{"name": d.name, "doc": d.doc, "val_size": d.val_size, "options": d.options,
+             "needs_files": d.needs_files} for d in list_datasets()]
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
+        where = "files under --data-root" if r["needs_files"] else "built in"
+        click.echo(f"{r['name']:<14} {r['doc']}\n{'':<14} val_size {r['val_size']}; options: {opts}; {where}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Shared pieces of the conditional GANs with a categorical latent code (vcagan, gan, infogan).
+
+Not a method itself (the leading underscore keeps the registry away). It holds:
+
+- the hyperparameters the three share (paper Sec. 4: Z ~ N(0, I), Adam lr 1e-3 betas (0, 0.99), batch 32,
+  1000 steps per epoch, R1 weight 1, equalized learning rate for all weights);
+- the networks: a generator G(concat(z, onehot c)) and a discriminator D* whose shared trunk ends in one
+  linear layer split into an adversarial output (d_c-dim for CAGAN, 1-dim for a plain GAN) and d_c class
+  logits (none for the vanilla GAN). On 2-D points both are MLPs with `depth` hidden layers of `width`
+  units (paper: 4 x 512); we read "four fully connected layers of 512 units" as four hidden layers plus a
+  linear output layer. On images (`arch=conv`) they are small CNNs (the paper only says "simply composed of
+  CNNs"): D = conv3x3(w), conv3x3(w), avgpool, conv3x3(2w), avgpool, FC(width); G mirrors it with nearest
+  upsampling and ends in a sigmoid (images live in [0, 1]). Activations are LeakyReLU(0.2) (Karras et
+  al.'s choice; the paper does not name one);
+- the losses as pure functions (non-saturating f_d, f_g on an adversarial value; gradient penalties);
+- the train step skeleton: one D step, then one G step on the same fake batch through the updated D (the
+  paper's Algorithm 1 computes both losses before either update; sequential updates are what
+  :meth:`Method.step` supports and are the usual practice);
+- the metrics (learned or fixed prior P(C), active categories, entropy, NMI, and on the Gaussian clusters
+  the off-cluster share and per-cluster share of generated points) and the pictures.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import BaseConfig, hp
+from ..data import Batch
+from ..data.synthetic import GAUSSIAN_CENTRES, GAUSSIAN_PROBS, GAUSSIAN_SIGMA
+from ..engine import distributed
+from ..errors import ConfigError
+from ..models.equalized import EqualizedConv2d, EqualizedLinear
+from .base import Method
+from .common import adam
+
+ACTIVE_THRESHOLD = 0.01
+"""Categories with P(C) below 1% are ignored (paper Fig. 4-7)."""
+
+
+# ---- hyperparameters --------------------------------------------------------------------------------------
+@dataclass
+class CatGANConfig(BaseConfig):
+    batch_size: int = hp(32, "samples per batch, real and generated alike (paper: 32)", low=1)
+    steps_per_epoch: int = hp(1000, "optimiser steps (one D and one G update each) per epoch (paper: 1000)", low=0)
+    arch: str = hp("auto", "networks: auto (mlp for points, conv for images), mlp or conv",
+                   choices=("auto", "mlp", "conv"))
+    width: int = hp(512, "units of each hidden fully connected layer (paper, Gaussians: 512)", low=1)
+    depth: int = hp(4, "hidden fully connected layers of G and D in the mlp arch (paper, Gaussians: 4)", low=1)
+    channels: int = hp(64, "conv arch: channels of the first conv block (the second has twice as many)", low=1)
+    d_z: int = hp(16, "dimension of the continuous latent z ~ N(0, I) (paper: 16 Gaussians, 128 MNIST)", low=1)
+    d_c: int = hp(8, "number of categories of the categorical latent code (paper: 8 Gaussians, 16 MNIST)", low=1)
+    lr: float = hp(1e-3, "Adam learning rate of G and D (paper: 1e-3)", low=0, low_open=True)
+    beta1: float = hp(0.0, "Adam beta1 (paper: 0)", low=0, high=1, high_open=True)
+    beta2: float = hp(0.99, "Adam beta2 (paper: 0.99)", low=0, high=1, high_open=True)
+    lambda_r1: float = hp(1.0, "weight of the R1 penalty mean ||grad_x D(x)||^2 on real data (paper: 1)", low=0)
+    eval_samples: int = hp(4000, "generated samples behind the generation metrics and the 2-D picture", low=1)
+
+
+@dataclass
+class FixedPriorConfig(CatGANConfig):
+    prior: str = hp("uniform", "the fixed categorical prior P(C): 'uniform' over d_c categories, or d_c "
+                    "comma-separated weights such as '0.1,0.2,0.3,0.4' (normalised to sum to 1)")
+
+    def check(self) -> None:
+        parse_prior(self.prior, self.d_c)
+
+
+def parse_prior(text: str, d_c: int) -> list[float]:
+    """'uniform' -> [1/d_c] * d_c; 'w1,w2,...' (d_c positive weights) -> the normalised weights."""
+    if text.strip() == "uniform":
+        return [1.0 / d_c] * d_c
+    try:
+        w = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"prior: {text!r} is neither 'uniform' nor comma-separated numbers") from None
+    if len(w) != d_c:
+        raise ConfigError(f"prior: {len(w)} weights given but d_c = {d_c}")
+    if any(not math.isfinite(v) or v <= 0 for v in w):
+        raise ConfigError(f"prior: weights must be positive and finite, got {text!r}")
+    s = sum(w)
+    return [v / s for v in w]
+
+
+# ---- losses (pure functions) -----------------------------------------------------------------------------
+def adversarial_value(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """CAGAN's adversarial value a.c per sample (B,). A plain GAN is the case a: (B, 1), c = ones."""
+    return (a * c).sum(dim=1)
+
+
+def d_adversarial_loss(v_real: torch.Tensor, v_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating f_d: mean softplus(-v_real) + mean softplus(v_fake)."""
+    return F.softplus(-v_real).mean() + F.softplus(v_fake).mean()
+
+
+def g_adversarial_loss(v_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating f_g: mean softplus(-v_fake)."""
+    return F.softplus(-v_fake).mean()
+
+
+def input_gradient_penalty(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """mean_i ||d out_i / d x_i||^2 for per-sample outputs out (B,) of inputs x (B, ...) (graph kept)."""
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return g.flatten(1).pow(2).sum(dim=1).mean()
+
+
+def classifier_gradient_penalty(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """VCAGAN's L_creg (Eq. 6): mean ||grad_x (Q(x) . onehot(argmax Q(x)))||^2, Q = softmax(logits).
+
+    Q(x) . onehot(argmax Q(x)) is the largest class probability; its gradient flows through that entry only.
+    """
+    return input_gradient_penalty(F.softmax(logits, dim=1).max(dim=1).values, x)
+
+
+def entropy(p: torch.Tensor) -> float:
+    """Entropy in nats of a probability vector (0 log 0 = 0)."""
+    p = p.double()
+    return float(-(p[p > 0] * p[p > 0].log()).sum())
+
+
+# ---- networks --------------------------------------------------------------------------------------------
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.2)
+
+
+def _mlp(d_in: int, width: int, depth: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [EqualizedLinear(d_in, width), _act()]
+        d_in = width
+    return layers
+
+
+class CondGenerator(nn.Module):
+    """G(z, c) = net(concat(z, onehot c)): an MLP (linear output for points, sigmoid for images) or a CNN."""
+
+    def __init__(self, d_z: int, d_c: int, out_shape: tuple[int, ...], arch: str, width: int, depth: int,
+                 channels: int):
+        super().__init__()
+        self.d_z, self.d_c, self.out_shape = d_z, d_c, tuple(out_shape)
+        image = len(out_shape) == 3
+        if arch == "mlp":
+            self.net = nn.Sequential(*_mlp(d_z + d_c, width, depth),
+                                     EqualizedLinear(width, math.prod(out_shape), gain=1.0),
+                                     nn.Sigmoid() if image else nn.Identity())
+        else:
+            c, h, w = out_shape
+            if h % 4 or w % 4:
+                raise ValueError(f"the conv generator needs image sides divisible by 4, got {out_shape}")
+            s0 = (h // 4, w // 4)
+            self.net = nn.Sequential(
+                EqualizedLinear(d_z + d_c, 2 * channels * s0[0] * s0[1]), _act(),
+                nn.Unflatten(1, (2 * channels, *s0)),
+                nn.Upsample(scale_factor=2), EqualizedConv2d(2 * channels, channels, 3, padding=1), _act(),
+                nn.Upsample(scale_factor=2), EqualizedConv2d(channels, channels, 3, padding=1), _act(),
+                EqualizedConv2d(channels, c, 3, padding=1, gain=1.0), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor, c_onehot: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, c_onehot], dim=1)).reshape(len(z), *self.out_shape)
+
+
+class CondDiscriminator(nn.Module):
+    """D*(x) -> (adversarial output a (B, n_adv), class logits c' (B, n_cls)) from one shared trunk."""
+
+    def __init__(self, in_shape: tuple[int, ...], n_adv: int, n_cls: int, arch: str, width: int, depth: int,
+                 channels: int):
+        super().__init__()
+        self.n_adv, self.n_cls = n_adv, n_cls
+        if arch == "mlp":
+            trunk = [nn.Flatten(), *_mlp(math.prod(in_shape), width, depth)]
+        else:
+            c, h, w = in_shape
+            if h % 4 or w % 4:
+                raise ValueError(f"the conv discriminator needs image sides divisible by 4, got {in_shape}")
+            trunk = [EqualizedConv2d(c, channels, 3, padding=1), _act(),
+                     EqualizedConv2d(channels, channels, 3, padding=1), _act(), nn.AvgPool2d(2),
+                     EqualizedConv2d(channels, 2 * channels, 3, padding=1), _act(), nn.AvgPool2d(2),
+                     nn.Flatten(), EqualizedLinear(2 * channels * (h // 4) * (w // 4), width), _act()]
+        self.trunk = nn.Sequential(*trunk)
+        self.head = EqualizedLinear(width, n_adv + n_cls, gain=1.0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.head(self.trunk(x))
+        return h[:, :self.n_adv], h[:, self.n_adv:]
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """No parameter gradients for `module` inside the block (the G step must not touch D's gradients)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+# ---- the method skeleton ---------------------------------------------------------------------------------
+class CatGAN(Method):
+    """A GAN whose generator takes (z, c) with c drawn from a categorical prior P(C).
+
+    Subclasses set `adv_dim` ("cagan": d_c, "scalar": 1) and `has_classifier`, and implement
+    :meth:`discriminator_loss` and :meth:`generator_loss`; VCAGAN also overrides :meth:`update_prior`.
+    """
+
+    uses_labels = False
+    clustering = True
+    adv_kind: str = "scalar"
+    has_classifier: bool = True
+
+    # -- building --
+    def build(self) -> None:
+        cfg: CatGANConfig = self.cfg  # type: ignore[assignment]
+        shape = self.info.input_shape
+        arch = cfg.arch if cfg.arch != "auto" else ("conv" if len(shape) == 3 else "mlp")
+        self.num_clusters = cfg.d_c
+        n_adv = cfg.d_c if self.adv_kind == "cagan" else 1
+        n_cls = cfg.d_c if self.has_classifier else 0
+        self.G = CondGenerator(cfg.d_z, cfg.d_c, shape, arch, cfg.width, cfg.depth, cfg.channels)
+        self.D = CondDiscriminator(shape, n_adv, n_cls, arch, cfg.width, cfg.depth, cfg.channels)
+        self.modules = {"G": self.G, "D": self.D}
+        betas = (cfg.beta1, cfg.beta2)
+        self.optimizers = {"D": adam(self.D.parameters(), cfg.lr, betas), "G": adam(self.G.parameters(), cfg.lr, betas)}
+        self.prior = torch.tensor(self.initial_prior(), dtype=torch.float32, device=self.device)
+
+    def initial_prior(self) -> list[float]:
+        return parse_prior(getattr(self.cfg, "prior", "uniform"), self.cfg.d_c)
+
+    # -- latent codes --
+    def onehot(self, c: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(c, self.cfg.d_c).float()
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z ~ N(0, I_{d_z}) and category indices c ~ P(C) (the current prior)."""
+        z = torch.randn(n, self.cfg.d_z, device=self.device, generator=generator)
+        c = torch.multinomial(self.prior, n, replacement=True, generator=generator)
+        return z, c
+
+    def adversarial(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Per-sample adversarial value: a.onehot(c) for CAGAN, the scalar output otherwise."""
+        return adversarial_value(a, self.onehot(c)) if self.adv_kind == "cagan" else a[:, 0]
+
+    # -- training --
+    def discriminator_loss(self, x: torch.Tensor, x_fake: torch.Tensor, c_fake: torch.Tensor
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """(L_d, its detached parts, the real data's class logits) for real x (requires grad) and fake data."""
+        raise NotImplementedError
+
+    def generator_loss(self, x_fake: torch.Tensor, c_fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scalar_discriminator_loss(self, x: torch.Tensor, x_fake: torch.Tensor
+                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Plain (non-CAGAN) D loss for gan and infogan: softplus(-s_r) + softplus(s_f) + lambda_r1 R1(s_r).
+
+        Returns (loss, detached parts, fake class logits, real class logits)."""
+        s_f, logits_f = self.D(x_fake)
+        s_r, logits_r = self.D(x)
+        loss_adv = d_adversarial_loss(s_r[:, 0], s_f[:, 0])
+        lam = self.cfg.lambda_r1  # type: ignore[attr-defined]
+        loss_r1 = input_gradient_penalty(s_r[:, 0], x) if lam > 0 else loss_adv.new_zeros(())
+        parts = {"loss_adv_d": loss_adv.detach(), "loss_r1": loss_r1.detach()}
+        return loss_adv + lam * loss_r1, parts, logits_f, logits_r
+
+    def update_prior(self, real_logits: torch.Tensor) -> None:
+        """Fixed priors do nothing; VCAGAN moves P(C) toward the batch mean of Q(x_real)."""
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch.x_u.detach().requires_grad_(True)  # gradient penalties differentiate w.r.t. real inputs
+        z, c = self.sample_latent(len(x))
+        x_fake = self.G(z, self.onehot(c))
+        loss_d, parts, real_logits = self.discriminator_loss(x, x_fake.detach(), c)
+        self.step(self.optimizers["D"], loss_d)
+        self.update_prior(real_logits.detach())
+        with frozen(self.D):
+            loss_g = self.generator_loss(x_fake, c)
+        self.step(self.optimizers["G"], loss_g)
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), **parts}
+
+    # -- evaluation --
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits c' of D*'s classifier head (the cluster of x)."""
+        was = self.D.training
+        self.D.eval()
+        _, logits = self.D(x)
+        self.D.train(was)
+        return logits
+
+    def _eval_generator(self) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(12345)  # same eval samples every epoch
+
+    @torch.no_grad()
+    def generate(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n samples (and their categories) from the current prior, with a fixed evaluation noise seed."""
+        z, c = self.sample_latent(n, self._eval_generator())
+        return self.G(z, self.onehot(c)), c
+
+    def prior_metrics(self) -> dict[str, float]:
+        p = self.prior.detach().cpu()
+        out = {f"prior_{k}": float(v) for k, v in enumerate(p)}
+        out["active_categories"] = float((p >= ACTIVE_THRESHOLD).sum())
+        out["prior_entropy"] = entropy(p)
+        return out
+
+    @torch.no_grad()
+    def eval_metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        from ..engine.evaluate import nmi, predict_labels
+
+        out = self.prior_metrics()
+        if len(y):
+            out["val_nmi"] = nmi(predict_labels(self.predict, x), y)
+        if self.info.name == "gaussians":
+            out.update(gaussian_generation_metrics(self.generate(self.cfg.eval_samples)[0]))
+        return out
+
+    def extra_state(self) -> dict:
+        return {"prior": self.prior.detach().cpu().clone()}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "prior" in state:
+            self.prior = state["prior"].to(self.device, torch.float32).clone()
+
+    @torch.no_grad()
+    def pictures(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
+        if self.info.input_shape == (2,):
+            xf, c = self.generate(self.cfg.eval_samples)
+            return {"generated": scatter_by_category(xf.cpu().numpy(), c.cpu().numpy(), self.prior.cpu().numpy(),
+                                                     f"{self.name}: generated points by category")}
+        if len(self.info.input_shape) == 3:
+            return {"generated": self.category_grid()}
+        return {}
+
+    @torch.no_grad()
+    def category_grid(self, rows: int = 8) -> np.ndarray:
+        """One row per continuous code z, one column per category with P(C) >= 1%."""
+        from ..engine.plots import image_grid
+
+        cats = torch.nonzero(self.prior >= ACTIVE_THRESHOLD).flatten()
+        if len(cats) == 0:
+            cats = self.prior.argmax().reshape(1)
+        g = self._eval_generator()
+        z = torch.randn(rows, self.cfg.d_z, device=self.device, generator=g)
+        zz = z.repeat_interleave(len(cats), dim=0)
+        cc = cats.repeat(rows)
+        was = self.G.training
+        self.G.eval()
+        imgs = self.G(zz, self.onehot(cc))
+        self.G.train(was)
+        return image_grid(imgs, nrow=len(cats))
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over data-parallel workers (itself when not distributed)."""
+    if not distributed.is_distributed():
+        return t
+    _, world = distributed.rank_and_world()
+    return distributed.all_reduce_sum(t.clone()) / world
+
+
+# ---- the Gaussian-clusters measurements ------------------------------------------------------------------
+def gaussian_generation_metrics(points: torch.Tensor, centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA,
+                                probs=GAUSSIAN_PROBS) -> dict[str, float]:
+    """Share of generated points farther than 3 sigma from every true centre ("lines between clusters"),
+    the share of the on-cluster points at each true cluster (truth: `probs`), and the total variation
+    distance between those shares and `probs`."""
+    cen = torch.as_tensor(centres, dtype=points.dtype, device=points.device)
+    d = torch.cdist(points.reshape(len(points), -1), cen)  # (N, 4)
+    dmin, near = d.min(dim=1)
+    on = dmin <= 3 * sigma
+    out = {"gen_off_cluster": float((~on).float().mean())}
+    counts = torch.bincount(near[on], minlength=len(centres)).double()
+    share = counts / counts.sum().clamp_min(1)
+    for k, s in enumerate(share.tolist()):
+        out[f"gen_share_{k}"] = s
+    out["gen_share_tv"] = float(0.5 * (share - torch.as_tensor(probs, dtype=torch.double)).abs().sum())
+    return out
+
+
+def scatter_by_category(points: np.ndarray, cats: np.ndarray, prior: np.ndarray, title: str,
+                        centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
+    """Generated 2-D points coloured by their category (as in the paper's Fig. 2-4), true centres as black
+    crosses with their 3-sigma circles; the legend gives P(C) of each category with P(C) >= 1%."""
+    from ..engine.plots import figure_to_array, new_figure
+
+    fig, ax = new_figure(5.0, 5.0)
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10" if len(prior) <= 10 else "tab20")
+    for k in range(len(prior)):
+        m = cats == k
+        if not m.any():
+            continue
+        label = f"c={k}: P={prior[k]:.3f}" if prior[k] >= ACTIVE_THRESHOLD else None
+        ax.scatter(points[m, 0], points[m, 1], s=2, color=cmap(k % cmap.N), label=label, rasterized=True)
+    for cx, cy in centres:
+        ax.add_patch(plt.Circle((cx, cy), 3 * sigma, fill=False, ls="--", lw=0.8, color="k"))
+    cen = np.asarray(centres)
+    ax.scatter(cen[:, 0], cen[:, 1], marker="x", s=60, c="k", label="true centres")
+    ax.set_xlim(-4, 4)
+    ax.set_ylim(-4, 4)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=6, markerscale=3)
+    ax.set_title(title, fontsize=9)
+    return figure_to_array(fig)

@@ -1,0 +1,63 @@
+"""Vanilla GAN with a continuous and a categorical latent code (the baseline of the VCAGAN paper, Fig. 2).
+
+G(concat(z, onehot c)) with z ~ N(0, I) and c from a fixed prior (uniform by default, as in the paper's
+Fig. 2); an unconditional D with one scalar output; the non-saturating adversarial losses
+softplus(-D(x)) + softplus(D(G)) for D and softplus(-D(G)) for G, plus the R1 penalty on real data; nothing
+ties the generated data to c. Networks, optimiser and penalty weight are the VCAGAN experiments' (see
+:mod:`ssl_ray.methods._cgan`).
+
+The vanilla GAN has no classifier, yet tuning needs a finite val_error. Our choice: a real point x is
+assigned the category of its nearest generated sample (1-NN, Euclidean in input space) among
+`nn_per_category` samples generated per category with a fixed noise seed. This asks the only question a
+vanilla GAN can answer ("which category's samples does x look like?"); if G ignores c, as the paper
+reports, the categories overlap and the clustering error and NMI are those of a near-random partition.
+It is a generator-side measurement and not comparable one-to-one with the classifier-based errors of
+vcagan and infogan; read the generation metrics (gen_off_cluster, gen_share_*) for the paper's comparison.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from ..config import hp
+from ._cgan import CatGAN, FixedPriorConfig, g_adversarial_loss
+from .registry import register
+
+
+@dataclass
+class GANConfig(FixedPriorConfig):
+    nn_per_category: int = hp(256, "generated samples per category behind the 1-NN cluster assignment used as "
+                              "the vanilla GAN's 'classifier' for val/test error", low=1)
+
+
+@register
+class GAN(CatGAN):
+    name = "gan"
+    Config = GANConfig
+    paper = "vanilla GAN with continuous + categorical latent (baseline of the VCAGAN paper, Fig. 2)"
+    adv_kind = "scalar"
+    has_classifier = False
+
+    def discriminator_loss(self, x, x_fake, c_fake):
+        loss, parts, _, logits_r = self.scalar_discriminator_loss(x, x_fake)
+        return loss, parts, logits_r
+
+    def generator_loss(self, x_fake, c_fake):
+        s_f, _ = self.D(x_fake)
+        return g_adversarial_loss(s_f[:, 0])
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """One-hot 'logits' of the category of each point's nearest generated sample (see the module doc)."""
+        n, d_c = self.cfg.nn_per_category, self.cfg.d_c  # type: ignore[attr-defined]
+        g = self._eval_generator()
+        z = torch.randn(n * d_c, self.cfg.d_z, device=self.device, generator=g)
+        c = torch.arange(d_c, device=self.device).repeat_interleave(n)
+        was = self.G.training
+        self.G.eval()
+        bank = self.G(z, self.onehot(c)).flatten(1)
+        self.G.train(was)
+        nearest = torch.cdist(x.flatten(1).float(), bank).argmin(dim=1)
+        return F.one_hot(c[nearest], d_c).float()

@@ -1,0 +1,288 @@
+"""Improved Techniques for Training GANs (Salimans, Goodfellow, Zaremba, Cheung, Radford, Chen; NeurIPS 2016).
+
+Semi-supervised GAN with feature matching. The discriminator D outputs K class logits l(x); the
+"fake" class has its logit fixed at 0, so with Z(x) = logsumexp_k l_k(x) the probability that x is
+real is D(x) = e^Z / (e^Z + 1) = sigmoid(Z(x)). D minimises L_lab + w * L_unl with
+L_lab = cross-entropy on labelled data and
+L_unl = 0.5 * mean[-Z(x_u) + softplus(Z(x_u))] + 0.5 * mean[softplus(Z(G(z)))]
+(= 0.5 * (-log D(x_u)) + 0.5 * (-log(1 - D(G(z)))) averaged). G minimises feature matching between
+D's last hidden features on a second, independently drawn unlabelled batch (`batch.x_u2`) and on
+generated samples: the squared difference of the feature means for the MNIST MLP, the mean absolute
+difference for conv nets (`fm_norm`, auto picks by architecture as the reference code does). One D step,
+then one G step with fresh noise z ~ U(0, 1)^100, per batch; Adam with beta1 = 0.5.
+
+Defaults follow openai/improved-gan (`train_mnist_feature_matching.py`, `train_cifar_feature_matching.py`):
+batch 100 labelled + 100 unlabelled (T = 200, R/T = 0.5), lr 3e-3 for the MNIST MLP and 3e-4 for conv nets
+(the CIFAR script decays it linearly to 0 over its last 400 of 1200 epochs: `lr_decay_start=800`,
+`lr_decay_end=1200`), test error measured with an exponential moving average of D's weights
+(decay 1 - 1e-4). Architectures come from the data's shape (`arch`, `gen_arch` override):
+flat/grey images get the MNIST MLPs (D 1000-500-250-250-250 with weight norm and Gaussian noise 0.3 on
+the input, 0.5 after each hidden layer; G 500-500 with BN and softplus, sigmoid output), colour images
+the CIFAR conv D (64/128 channels for SVHN, 96/192 otherwise) and the deconvolution G, 2-D points small
+MLPs. Choices the paper leaves open, each a hyperparameter:
+- EMA: with decay 1 - 1e-4 the average needs ~10^4 steps to forget the initial weights; the reference
+  trains 180k (MNIST) to 600k (CIFAR) steps. Short runs (digits: ~11 steps per epoch) need a smaller
+  `ema_decay`, or 0 to evaluate the raw weights. The EMA is used for evaluation only, as in the reference.
+- The reference's data-dependent weight-norm initialisation is not reproduced (PyTorch's default init).
+- D sees labelled, unlabelled and generated samples in three separate forward passes (as in the
+  reference), so BN-based discriminators (conv_small, conv_large) normalise each part on its own.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import hp
+from ..data import Batch
+from ..data.splits import batch_composition
+from ..engine.plots import image_grid
+from ..errors import ConfigError
+from ..models import MLP, ConvGenerator, ConvNet, MLPGenerator, build_classifier, build_generator
+from .base import Method
+from .common import EMA, ClassifierConfig, adam, cross_entropy_or_zero
+from .registry import register
+
+MNIST_D_HIDDEN = (1000, 500, 250, 250, 250)
+
+
+# ---- losses (pure functions) ---------------------------------------------------------------------------
+def real_logit(logits: torch.Tensor) -> torch.Tensor:
+    """Z(x) = logsumexp_k l_k(x): the logit of "x is real" when the fake class's logit is fixed at 0."""
+    return torch.logsumexp(logits, dim=1)
+
+
+def d_real_prob(logits: torch.Tensor) -> torch.Tensor:
+    """D(x) = e^Z / (e^Z + 1) = sigmoid(Z(x)), per sample."""
+    return torch.sigmoid(real_logit(logits))
+
+
+def unlabelled_loss(logits_unl: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """ImprovedGAN's L_unl = 0.5 mean[-Z(x_u) + softplus(Z(x_u))] + 0.5 mean[softplus(Z(G(z)))]."""
+    z_u, z_f = real_logit(logits_unl), real_logit(logits_fake)
+    return 0.5 * (-z_u + F.softplus(z_u)).mean() + 0.5 * F.softplus(z_f).mean()
+
+
+def feature_matching_loss(f_real: torch.Tensor, f_fake: torch.Tensor, norm: str) -> torch.Tensor:
+    """Distance between the batch means of D's features: "l2" = mean_j (m_real - m_fake)_j^2 (MNIST code),
+    "l1" = mean_j |m_real - m_fake|_j (CIFAR/SVHN code). Real and generated batches may differ in size."""
+    d = f_real.mean(0) - f_fake.mean(0)
+    if norm == "l2":
+        return d.pow(2).mean()
+    if norm == "l1":
+        return d.abs().mean()
+    raise ValueError(f"unknown feature-matching norm {norm!r}")
+
+
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """Prediction confidence p_max(x) = max_y softmax(l(x))_y, per sample."""
+    return logits.softmax(1).amax(1)
+
+
+# ---- config ------------------------------------------------------------------------------------------------
+@dataclass
+class ImprovedGANConfig(ClassifierConfig):
+    batch_size: int = hp(200, "T: samples per batch; the reference uses 100 labelled + 100 unlabelled", low=2)
+    labeled_ratio: float = hp(0.5, "R/T: the labelled share of each batch (reference: 100 of 200)",
+                              low=0, high=1, low_open=True, high_open=True)
+    arch: str = hp("auto", "discriminator: auto (MNIST MLP for flat/grey images, ImprovedGAN conv net for colour "
+                   "images, small MLP for points), mlp (the MNIST MLP on images), conv_small, conv_large, "
+                   "improvedgan", choices=("auto", "mlp", "conv_small", "conv_large", "improvedgan"))
+    gen_arch: str = hp("auto", "generator: auto (MLP 500-500 for grey images and points, deconvolution net for "
+                       "colour images), mlp, conv", choices=("auto", "mlp", "conv"))
+    lr: float = hp(0.0, "Adam learning rate of D and G; 0 = the reference's: 3e-3 for MLP discriminators (MNIST), "
+                   "3e-4 for conv ones (CIFAR-10, SVHN)", low=0)
+    beta1: float = hp(0.5, "Adam beta1 of D and G (reference 0.5)", low=0, high=1, high_open=True)
+    lr_decay_start: int = hp(0, "epoch from which the lr decays linearly (0 = constant lr; reference CIFAR: 800)",
+                             low=0)
+    lr_decay_end: int = hp(0, "epoch at which the decayed lr reaches 0 (reference CIFAR: 1200)", low=0)
+    unl_weight: float = hp(1.0, "w: weight of L_unl in D's loss (reference 1)", low=0)
+    z_dim: int = hp(100, "generator noise dimension; z ~ U(0, 1)^z_dim", low=1)
+    fm_norm: str = hp("auto", "feature-matching distance: l2 (squared, the MNIST code), l1 (mean absolute, the "
+                      "CIFAR/SVHN code), auto = l2 for MLP discriminators, l1 for conv ones",
+                      choices=("auto", "l1", "l2"))
+    ema_decay: float = hp(0.9999, "decay of the weight average used for evaluation (reference 1 - 1e-4; needs "
+                          "~1e4 steps; 0 = evaluate the raw weights)", low=0, high=1, high_open=True)
+
+    def check(self) -> None:
+        r, u = batch_composition(self.batch_size, self.labeled_ratio)
+        if u < 1:
+            raise ConfigError(f"labeled_ratio: {self.labeled_ratio} leaves no unlabelled sample in a batch of "
+                              f"{self.batch_size}")
+        if (self.lr_decay_start or self.lr_decay_end) and self.lr_decay_end <= self.lr_decay_start:
+            raise ConfigError(f"lr_decay_end: {self.lr_decay_end} must be after lr_decay_start "
+                              f"({self.lr_decay_start})")
+
+
+def linear_decay(start: int, end: int):
+    """lr factor after `epoch` epochs: 1 until `start`, then linearly to 0 at `end` (constant if end = 0)."""
+    def factor(epoch: int) -> float:
+        if end <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (end - epoch) / (end - start)))
+    return factor
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """No gradients for `module`'s parameters inside the block (the other player's step)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+# ---- method -----------------------------------------------------------------------------------------------
+@register
+class ImprovedGAN(Method):
+    name = "improvedgan"
+    Config = ImprovedGANConfig
+    paper = "Salimans et al., Improved Techniques for Training GANs, NeurIPS 2016 (openai/improved-gan)"
+    second_unlabelled = True
+
+    # -- build ------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+        self.D = self.build_discriminator()
+        self.G = self.build_generator()
+        conv = isinstance(self.D, ConvNet)
+        self.fm_norm = cfg.fm_norm if cfg.fm_norm != "auto" else ("l1" if conv else "l2")
+        lr = cfg.lr or (3e-4 if conv else 3e-3)
+        betas = (cfg.beta1, 0.999)
+        self.modules = {"D": self.D, "G": self.G}
+        self.optimizers = {"D": adam(self.D.parameters(), lr, betas, cfg.weight_decay),
+                           "G": adam(self.G.parameters(), lr, betas)}
+        factor = linear_decay(cfg.lr_decay_start, cfg.lr_decay_end)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
+        self.ema = EMA(self.D, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        # Fixed noise for the sample grids (its own generator: the training RNG stream is untouched).
+        self.picture_z = torch.rand(100, cfg.z_dim, generator=torch.Generator().manual_seed(0))
+
+    def build_discriminator(self) -> nn.Module:
+        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+        shape, k = self.info.input_shape, self.info.num_classes
+        arch = cfg.arch
+        if arch == "auto":
+            arch = "mlp" if len(shape) == 1 or shape[0] == 1 else "improvedgan"
+        if arch == "mlp":
+            if len(shape) == 1:  # 2-D points: a small MLP
+                return MLP(shape[0], k, (100, 100))
+            return MLP(self.info.input_dim, k, MNIST_D_HIDDEN, weight_norm=True, input_noise=0.3, hidden_noise=0.5)
+        if arch == "improvedgan":
+            width = (64, 128) if self.info.name == "svhn" else (96, 192)
+            return ConvNet(shape[0], k, "improvedgan", width=width, weight_norm=True)
+        return build_classifier(shape, k, arch)
+
+    def build_generator(self) -> nn.Module:
+        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+        shape = self.info.input_shape
+        arch = cfg.gen_arch
+        if arch == "auto":
+            return build_generator(cfg.z_dim, shape)
+        if arch == "conv":
+            return ConvGenerator(cfg.z_dim, shape)  # type: ignore[arg-type]
+        return MLPGenerator(cfg.z_dim, shape)
+
+    # -- the two players ----------------------------------------------------------------------------------
+    def sample_z(self, n: int) -> torch.Tensor:
+        return torch.rand(n, self.cfg.z_dim, device=self.device)  # type: ignore[attr-defined]
+
+    def n_fake_d(self, n_unl: int) -> int:
+        """Generated samples in D's step (the reference: as many as the unlabelled batch)."""
+        return n_unl
+
+    def n_fake_g(self, n_unl: int) -> int:
+        """Generated samples in G's step (the reference: as many as the unlabelled batch)."""
+        return n_unl
+
+    def d_unl_weight(self) -> float:
+        """The factor of L_unl in D's loss."""
+        return self.cfg.unl_weight  # type: ignore[attr-defined]
+
+    def d_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """D's losses on a batch (fresh generated samples, no gradient into G)."""
+        with torch.no_grad():
+            fake = self.G(self.sample_z(self.n_fake_d(len(batch.x_u))))
+        lab = cross_entropy_or_zero(self.D(batch.x_l), batch.y_l)
+        logits_fake = self.D(fake)
+        unl = unlabelled_loss(self.D(batch.x_u), logits_fake)
+        return {"lab": lab, "unl": unl, "d": lab + self.d_unl_weight() * unl}
+
+    def g_loss(self, x_u2: torch.Tensor) -> torch.Tensor:
+        """Feature matching between D's features of x_u2 and of freshly generated samples."""
+        with torch.no_grad():
+            f_real = self.D.features(x_u2)
+        fake = self.G(self.sample_z(self.n_fake_g(len(x_u2))))
+        return feature_matching_loss(f_real, self.D.features(fake), self.fm_norm)
+
+    def d_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One D step (only D's parameters get gradients: the fake batch is generated without a graph)."""
+        d = self.d_losses(batch)
+        self.step(self.optimizers["D"], d["d"])
+        if self.ema is not None:
+            self.ema.update(self.D)
+        return d
+
+    def g_step(self, x_u2: torch.Tensor) -> torch.Tensor:
+        """One G step with fresh noise; D is frozen so no gradient is spent on it."""
+        with frozen(self.D):
+            g = self.g_loss(x_u2)
+        self.step(self.optimizers["G"], g)
+        return g
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        d = self.d_step(batch)
+        g = self.g_step(batch.x_u2 if batch.x_u2 is not None else batch.x_u)
+        return {"loss_lab": d["lab"].detach(), "loss_unl": d["unl"].detach(), "loss_g": g.detach()}
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    @property
+    def eval_net(self) -> nn.Module:
+        return self.ema.shadow if self.ema is not None else self.D
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.eval_net
+        was = net.training
+        net.eval()
+        out = net(x)
+        net.train(was)
+        return out
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        was = self.G.training
+        self.G.eval()
+        out = self.G(z.to(self.device))
+        self.G.train(was)
+        return out
+
+    @torch.no_grad()
+    def eval_metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """On validation data, with the evaluation network (EMA weights if kept): mean prediction
+        confidence p_max, mean D(real), and mean D(fake) on as many generated samples."""
+        from ..data.base import to_float
+
+        xs = to_float(x[:1000])
+        logits = self.predict(xs)
+        logits_fake = self.predict(self.generate(self.sample_z(len(xs))))
+        return {"confidence": float(confidence(logits).mean()), "d_real": float(d_real_prob(logits).mean()),
+                "d_fake": float(d_real_prob(logits_fake).mean())}
+
+    def pictures(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        if not self.info.is_image:
+            return {}
+        return {"samples": image_grid(self.generate(self.picture_z), nrow=10)}
+
+    def extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])

@@ -1,0 +1,201 @@
+"""Virtual Adversarial Training (Miyato, Maeda, Koyama, Ishii; TPAMI 2018).
+
+VAT smooths the classifier along the direction in input space to which its prediction is most
+sensitive. For each input x a random d ~ N(0, I) is refined by `ip` power iterations
+(d <- xi * normalize(d); d <- grad_d KL(p(.|x) || p(.|x + d)) with p(.|x) held fixed), which approximates
+the dominant eigenvector of the KL's Hessian at r = 0; the virtual adversarial perturbation is
+r_adv = eps * normalize(d) and the loss is L_vat = KL(stopgrad p(.|x) || p(.|x + r_adv)), a batch mean.
+Total loss: CE(labelled) + alpha * L_vat (+ entmin_weight * H(p(.|x_u)) for "VAT+EntMin").
+
+Defaults follow the official code, takerum/vat_tf (`vat.py`, `train_semisup.py`): xi = 1e-6, ip = 1,
+alpha = 1, Adam 1e-3, 32 labelled + 128 unlabelled per batch; `normalize` divides each example by its
+max |v| + 1e-12, then by sqrt(1e-6 + sum v^2). Forward passes on unlabelled and perturbed inputs do not
+update BatchNorm running statistics (the reference's `update_batch_stats=False`); they still use the
+batch statistics in training mode, as there. Choices made here:
+- L_vat is taken over all T inputs of the batch (labelled + unlabelled, the paper's D_l u D_ul);
+  the reference applies it to its unlabelled stream only: `vat_inputs: unlabelled` does that.
+- The entropy term (weight `entmin_weight`, default 0 = plain VAT; the paper's VAT+EntMin uses 1) is on
+  the unlabelled part, as in the reference.
+
+The helpers shared with advgen (KL with logits, frozen BN statistics, the pictures) live here.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import hp
+from ..data import Batch
+from ..data.base import to_float
+from ..errors import ConfigError
+from ..models import build_classifier
+from .base import Method
+from .common import ClassifierConfig, adam, cross_entropy_or_zero
+from .registry import register
+
+
+# ---- pure functions ------------------------------------------------------------------------------
+def kl_with_logits(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
+    """Batch mean of KL(softmax(q) || softmax(p)) = sum_k q_k (log q_k - log p_k) (vat_tf's
+    `kl_divergence_with_logit`). No gradient stop here: callers detach what they hold fixed."""
+    q_log = F.log_softmax(q_logits, dim=1)
+    return (q_log.exp() * (q_log - F.log_softmax(p_logits, dim=1))).sum(1).mean()
+
+
+def entropy_with_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Batch mean of H(softmax(logits)) = -sum_k p_k log p_k."""
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(1).mean()
+
+
+def normalize(d: torch.Tensor) -> torch.Tensor:
+    """vat_tf's `get_normalized_vector`, per example: d / (max|d| + 1e-12), then / sqrt(1e-6 + sum d^2)."""
+    dims = tuple(range(1, d.dim()))
+    d = d / (d.abs().amax(dim=dims, keepdim=True) + 1e-12)
+    return d / torch.sqrt(1e-6 + d.pow(2).sum(dim=dims, keepdim=True))
+
+
+def vat_perturbation(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, logits: torch.Tensor,
+                     eps: float, xi: float = 1e-6, ip: int = 1, d: torch.Tensor | None = None) -> torch.Tensor:
+    """r_adv = eps * normalize(d) after `ip` power iterations from d (default N(0, I)); no graph kept."""
+    p_logits = logits.detach()
+    d = torch.randn_like(x) if d is None else d
+    for _ in range(ip):
+        d = (xi * normalize(d)).requires_grad_(True)
+        dist = kl_with_logits(p_logits, forward(x.detach() + d))
+        d = torch.autograd.grad(dist, d)[0].detach()
+    return eps * normalize(d)
+
+
+def vat_loss(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, logits: torch.Tensor,
+             r_adv: torch.Tensor) -> torch.Tensor:
+    """L_vat = KL(softmax(stopgrad(logits)) || softmax(forward(x + r_adv))), batch mean."""
+    return kl_with_logits(logits.detach(), forward(x + r_adv.detach()))
+
+
+# ---- shared helpers (advgen uses them too) ---------------------------------------------------------
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Forward passes inside use batch statistics (training mode) but leave BN running statistics as
+    they were (momentum 0 keeps running mean/var; the reference's `update_batch_stats=False`)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (mom, nbt) in zip(bns, saved):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
+
+
+class PicturesMixin:
+    """Pictures for methods that perturb inputs: for 2-D points the decision boundary (the last training
+    batch's labelled points and unlabelled points, misclassified validation points); for images pairs
+    of original / adversarial images (subclasses define `adversarial(x)`)."""
+
+    info: object
+    _last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def remember(self, batch: Batch) -> None:
+        self._last = (batch.x_l.detach(), batch.y_l.detach(), batch.x_u.detach())
+
+    def adversarial(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pictures(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        from ..engine import plots
+
+        x = to_float(x)
+        if not self.info.is_image:  # type: ignore[attr-defined]
+            if self._last is None or x.shape[1] != 2:
+                return {}
+            xl, yl, xu = (t.cpu().numpy() for t in self._last)
+            return {"decision_boundary": plots.decision_boundary(
+                self.predict, xl, yl, xu, x.cpu().numpy(), y.cpu().numpy(),  # type: ignore[attr-defined]
+                title=f"{self.name}: validation points", device=x.device)}  # type: ignore[attr-defined]
+        xs = x[:16]
+        with torch.enable_grad():
+            adv = self.adversarial(xs).detach()
+        pairs = torch.stack([xs, adv], 1).flatten(0, 1)  # original, adversarial, original, ...
+        return {"original_vs_adversarial": plots.image_grid(pairs, nrow=8)}
+
+
+# ---- the method ----------------------------------------------------------------------------------
+@dataclass
+class VATConfig(ClassifierConfig):
+    batch_size: int = hp(160, "T: samples per batch (reference: 32 labelled + 128 unlabelled)", low=1)
+    labeled_ratio: float = hp(0.2, "R/T: labelled share of each batch (reference: 32/160)", low=0, high=1,
+                              low_open=True)
+    eps: float = hp(8.0, "epsilon: L2 norm of the virtual adversarial perturbation (reference: 8 for "
+                    "CIFAR-10, 2.5-3.5 SVHN, 0.3 MNIST; the circles table uses 0.1 and 1.0)", low=0, low_open=True)
+    xi: float = hp(1e-6, "xi: norm of the finite-difference probe in the power iteration (reference 1e-6)",
+                   low=0, low_open=True)
+    ip: int = hp(1, "Ip: number of power iterations (reference 1)", low=1)
+    alpha: float = hp(1.0, "weight of L_vat in CE + alpha * L_vat (reference 1)", low=0)
+    entmin_weight: float = hp(0.0, "weight of the entropy of p(y|x_u) (VAT+EntMin uses 1; 0 = plain VAT)", low=0)
+    vat_inputs: str = hp("all", "inputs L_vat is taken over: all (labelled + unlabelled, the paper's D_l u D_ul) "
+                         "or unlabelled (the reference code's unlabelled stream)", choices=("all", "unlabelled"))
+
+    def check(self) -> None:
+        if self.vat_inputs == "unlabelled" and self.labeled_ratio >= 1.0:
+            raise ConfigError("vat_inputs: 'unlabelled' needs labeled_ratio < 1 (the batch has no unlabelled part)")
+
+
+@register
+class VAT(PicturesMixin, Method):
+    name = "vat"
+    Config = VATConfig
+    paper = "Miyato et al., Virtual Adversarial Training, TPAMI 2018 (takerum/vat_tf)"
+
+    def build(self) -> None:
+        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        self.net = build_classifier(self.info.input_shape, self.info.num_classes, cfg.arch)
+        self.modules = {"net": self.net}
+        self.optimizers = {"opt": adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)}
+
+    def perturbed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        with frozen_bn_stats(self.net):
+            return self.net(x)
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        self.remember(batch)
+        logits_l = self.net(batch.x_l)  # the labelled pass updates BN statistics, the others do not
+        logits_u = self.perturbed_forward(batch.x_u) if len(batch.x_u) else logits_l[:0]
+        loss_ce = cross_entropy_or_zero(logits_l, batch.y_l)
+        if cfg.vat_inputs == "all":
+            x, logits = batch.x_all, torch.cat([logits_l, logits_u])
+        else:
+            x, logits = batch.x_u, logits_u
+        r_adv = vat_perturbation(self.perturbed_forward, x, logits, cfg.eps, cfg.xi, cfg.ip)
+        loss_vat = vat_loss(self.perturbed_forward, x, logits, r_adv)
+        loss = loss_ce + cfg.alpha * loss_vat
+        out = {"loss_ce": loss_ce.detach(), "loss_vat": loss_vat.detach()}
+        if cfg.entmin_weight > 0 and len(batch.x_u):
+            loss_ent = entropy_with_logits(logits_u)
+            loss = loss + cfg.entmin_weight * loss_ent
+            out["loss_ent"] = loss_ent.detach()
+        self.step(self.optimizers["opt"], loss)
+        return out
+
+    def adversarial(self, x: torch.Tensor) -> torch.Tensor:
+        """x + r_adv for the current classifier (pictures)."""
+        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        logits = self.perturbed_forward(x)
+        return x + vat_perturbation(self.perturbed_forward, x, logits, cfg.eps, cfg.xi, cfg.ip)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        was = self.net.training
+        self.net.eval()
+        out = self.net(x)
+        self.net.train(was)
+        return out

@@ -1,0 +1,183 @@
+"""Results you can compare: results.parquet (one row per trial), history.parquet (one row per trial and
+epoch), summary.json, and the tables of `ssl-ray report`."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import config as C
+from ..errors import SSLRayError
+from ..methods import get_method
+
+RESULTS, HISTORY, SUMMARY = "results.parquet", "history.parquet", "summary.json"
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def _reason(error: Any) -> str | None:
+    if error is None:
+        return None
+    text = str(error).strip().splitlines()
+    for line in reversed(text):
+        line = line.strip()
+        if line and not line.startswith(("File ", "^", "~")):
+            return line[:500]
+    return text[-1][:500] if text else repr(error)
+
+
+def read_histories(exp: str) -> dict[str, list[dict[str, Any]]]:
+    """Per-trial lists of reported results, from each trial's result.json (written by Tune as it runs)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    root = Path(exp)
+    for f in sorted(root.glob("*/result.json")):
+        rows = []
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a crash
+        if rows:
+            out[str(rows[0].get("trial_id", f.parent.name))] = rows
+    return out
+
+
+def summarize(grid, exp: str, space, *, max_epochs: int, seconds: float) -> dict[str, Any]:
+    """Build the tables from a ResultGrid, write them next to the experiment, return the JSON summary."""
+    from .tune import SPEC_KEY
+
+    cls = get_method(space.method)
+    rows, history = [], []
+    for r in grid:
+        hp = {k: v for k, v in (r.config or {}).items() if k != SPEC_KEY}
+        m = dict(r.metrics or {})
+        df = r.metrics_dataframe
+        hist = df.to_dict("records") if df is not None and len(df) else ([m] if m else [])
+        trial_id = m.get("trial_id") or (hist[-1].get("trial_id") if hist else None) or Path(r.path).name
+        vals = [h.get("val_error") for h in hist if _num(h.get("val_error")) is not None]
+        epochs = int(max([_num(h.get("epoch")) or 0 for h in hist] or [0]))
+        err = _reason(r.error)
+        status = "ERROR" if r.error is not None else ("STOPPED" if epochs < max_epochs else "TERMINATED")
+        full = C.to_dict(C.build(cls.Config, {**space.fixed, **hp}))
+        best_i = min(range(len(hist)), key=lambda i: hist[i].get("val_error", math.inf)
+                     if _num(hist[i].get("val_error")) is not None else math.inf) if vals else None
+        row = {"trial_id": trial_id, "status": status, "stopped_early": status == "STOPPED",
+               "error": err, "epochs": epochs,
+               "val_error": _num(m.get("val_error")), "test_error": _num(m.get("test_error")),
+               "best_val_error": min(vals) if vals else None,
+               "test_error_at_best_val": _num(hist[best_i].get("test_error")) if best_i is not None else None,
+               "epoch_of_best_val": int(hist[best_i].get("epoch", 0)) if best_i is not None else None,
+               "seconds": _num(m.get("time_total_s")), "path": str(r.path)}
+        row.update({f"config/{k}": v for k, v in full.items()})
+        rows.append(row)
+        for h in hist:
+            hr = {"trial_id": trial_id, "epoch": int(_num(h.get("epoch")) or 0)}
+            hr.update({k: _num(v) for k, v in h.items() if _num(v) is not None and k not in ("epoch",)
+                       and not k.startswith("config")})
+            history.append(hr)
+    ok = [r for r in rows if r["best_val_error"] is not None and math.isfinite(r["best_val_error"])]
+    best = min(ok, key=lambda r: r["best_val_error"]) if ok else None
+    summary = {
+        "experiment": exp, "method": space.method, "dataset": space.data.name, "labels": space.data.labels,
+        "num_trials": len(rows), "num_stopped_early": sum(r["stopped_early"] for r in rows),
+        "num_errored": sum(r["status"] == "ERROR" for r in rows),
+        "num_completed": sum(r["status"] == "TERMINATED" for r in rows),
+        "scheduler": vars(space.scheduler), "searched": list(space.search), "seconds": round(seconds, 1),
+        "best": None if best is None else {
+            "trial_id": best["trial_id"], "config": {k[7:]: v for k, v in best.items() if k.startswith("config/")},
+            "val_error": best["best_val_error"], "test_error": best["test_error_at_best_val"],
+            "epochs": best["epoch_of_best_val"], "epochs_run": best["epochs"]},
+        "errors": {r["trial_id"]: r["error"] for r in rows if r["error"]},
+        "results": exp.rstrip("/") + "/" + RESULTS, "history": exp.rstrip("/") + "/" + HISTORY,
+    }
+    write_tables(exp, rows, history)
+    write_summary(exp, summary)
+    return summary
+
+
+def write_tables(exp: str, rows: list[dict], history: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, base = _fs(exp)
+    for name, data in ((RESULTS, rows), (HISTORY, history)):
+        table = pa.Table.from_pylist(_uniform(data))
+        tmp = f"{base}/.{name}.tmp"
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, f"{base}/{name}")  # complete files only, even if the driver dies mid-write
+
+
+def _uniform(rows: list[dict]) -> list[dict]:
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    return [{k: r.get(k) for k in keys} for r in rows]
+
+
+def write_summary(exp: str, summary: dict[str, Any]) -> None:
+    fs, base = _fs(exp)
+    with fs.open_output_stream(f"{base}/{SUMMARY}") as f:
+        f.write(json.dumps(summary, indent=2, default=str).encode())
+
+
+def _fs(path: str):
+    import pyarrow.fs as pafs
+
+    if "://" in path:
+        fs, base = pafs.FileSystem.from_uri(path)
+        return fs, base
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return pafs.LocalFileSystem(), str(Path(path).resolve())
+
+
+# ---- reading experiments back (ssl-ray report / tensorboard) ----------------------------------------------
+def load_experiment(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if not (p / RESULTS).exists():
+        raise SSLRayError(f"{path} is not a finished ssl-ray experiment (no {RESULTS}); run `ssl-ray tune` or "
+                          f"`ssl-ray tune ... --resume` to complete it")
+    summary = json.loads((p / SUMMARY).read_text()) if (p / SUMMARY).exists() else {}
+    rows = pq.read_table(p / RESULTS).to_pylist()
+    return summary, rows
+
+
+def comparison(paths: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for path in paths:
+        s, rows = load_experiment(path)
+        conf = s.get("confirm") or {}
+        best = s.get("best") or {}
+        out.append({
+            "experiment": os.path.basename(os.path.normpath(path)), "method": s.get("method"),
+            "dataset": s.get("dataset"), "labels": s.get("labels"), "trials": len(rows),
+            "stopped_early": sum(bool(r.get("stopped_early")) for r in rows),
+            "errored": sum(r.get("status") == "ERROR" for r in rows),
+            "best_val_error": best.get("val_error"), "test_error": best.get("test_error"),
+            "confirm_test_error": (f"{conf['test_error_mean']:.2f} +- {conf['test_error_std']:.2f} "
+                                   f"({len(conf.get('seeds', []))} seeds)") if conf.get("test_error_mean") is not None
+            else None,
+            "best_config": ", ".join(f"{k}={_fmt(best.get('config', {}).get(k))}" for k in s.get("searched", [])),
+        })
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(nothing to compare)"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r[k] is None else _fmt(r[k]) for k in keys) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,336 @@
+"""Search spaces are data: `search_spaces/<method>.yaml`, validated against the method's dataclass.
+
+Format (docs/ADDING_A_METHOD.md)::
+
+    method: i2gan
+    description: quick start on digits
+    dataset: {name: digits, labels: 50}
+    fixed: {batch_size: 100}
+    search:
+      tau: {loguniform: [1.0, 10.0]}
+      n_fake: {choice: [100, 200, 400]}
+    scheduler: {name: asha, max_epochs: 20, grace_epochs: 2, reduction_factor: 3}
+    num_samples: 12
+
+Every error names the file, the line and the key, and says what is allowed; nothing starts before the
+whole document is valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import config as C
+from ..data import DataSpec
+from ..errors import ConfigError
+from ..methods import get_method
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+
+# distribution -> (number of arguments or None for a list, value types it can produce)
+DISTRIBUTIONS: dict[str, tuple[int | None, tuple[type, ...]]] = {
+    "uniform": (2, (float,)), "loguniform": (2, (float,)), "quniform": (3, (float,)),
+    "qloguniform": (3, (float,)), "randint": (2, (int,)), "qrandint": (3, (int,)),
+    "choice": (None, (int, float, str, bool)), "grid": (None, (int, float, str, bool)),
+}
+TOP_KEYS = ("method", "description", "dataset", "fixed", "search", "scheduler", "num_samples")
+SCHEDULER_KEYS = {"name": str, "max_epochs": int, "grace_epochs": int, "reduction_factor": int}
+DATASET_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
+
+
+@dataclass
+class Param:
+    name: str
+    dist: str
+    args: list[Any]
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        a = self.args
+        return {"uniform": lambda: tune.uniform(*a), "loguniform": lambda: tune.loguniform(*a),
+                "quniform": lambda: tune.quniform(*a), "qloguniform": lambda: tune.qloguniform(*a),
+                "randint": lambda: tune.randint(*a), "qrandint": lambda: tune.qrandint(*a),
+                "choice": lambda: tune.choice(a), "grid": lambda: tune.grid_search(a)}[self.dist]()
+
+    def describe(self) -> str:
+        return f"{self.dist}{self.args}"
+
+
+@dataclass
+class Scheduler:
+    name: str = "asha"
+    max_epochs: int = 20
+    grace_epochs: int = 2
+    reduction_factor: int = 3
+
+
+@dataclass
+class SearchSpace:
+    method: str
+    source: str = "<defaults>"
+    description: str = ""
+    data: DataSpec = field(default_factory=DataSpec)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Param] = field(default_factory=dict)
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    num_samples: int = 8
+
+    def param_space(self) -> dict[str, Any]:
+        return {k: p.to_tune() for k, p in self.search.items()}
+
+    def grid_size(self) -> int:
+        n = 1
+        for p in self.search.values():
+            if p.dist == "grid":
+                n *= len(p.args)
+        return n
+
+
+def _lines(text: str) -> dict[tuple[str, ...], int]:
+    """1-based line of every mapping key, by its path: {("search", "tau"): 7, ...}."""
+    out: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, str(k.value))
+                out[key] = k.start_mark.line + 1
+                walk(v, key)
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+class _Ctx:
+    def __init__(self, source: str, lines: dict[tuple[str, ...], int]):
+        self.source, self.lines = source, lines
+
+    def err(self, path: tuple[str, ...], msg: str) -> ConfigError:
+        line = None
+        for i in range(len(path), 0, -1):
+            line = self.lines.get(path[:i])
+            if line:
+                break
+        where = f"{self.source}:{line}" if line else self.source
+        key = ".".join(path)
+        return ConfigError(f"{where}: {key + ': ' if key else ''}{msg}")
+
+
+def default_space_path(method: str) -> Path:
+    return SPACES_DIR / f"{method}.yaml"
+
+
+def load_space(path: str | Path | None = None, *, method: str | None = None,
+               sets: dict[str, Any] | None = None) -> SearchSpace:
+    """Load and validate a search space (the method's default file when `path` is None)."""
+    if path is None:
+        if method is None:
+            raise ConfigError("give a method or a search-space file")
+        get_method(method)
+        path = default_space_path(method)
+        if not path.exists():
+            raise ConfigError(f"no default search space for {method!r} (expected {path}); pass --space FILE")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read search space {p}: {e.strerror or e}") from None
+    space = parse_space(text, source=str(p), method=method)
+    if sets:
+        apply_sets(space, sets)
+    return space
+
+
+def parse_space(text: str, *, source: str = "<string>", method: str | None = None) -> SearchSpace:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    ctx = _Ctx(source, _lines(text))
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ctx.err((), f"a search space is a mapping with keys {', '.join(TOP_KEYS)}; got {type(doc).__name__}")
+    for k in doc:
+        if k not in TOP_KEYS:
+            raise ctx.err((str(k),), f"unknown key; allowed: {', '.join(TOP_KEYS)}")
+    name = doc.get("method", method)
+    if method is not None and name != method:
+        raise ctx.err(("method",), f"this space is for {name!r}, not {method!r}")
+    if not isinstance(name, str):
+        raise ctx.err(("method",), "missing or not a string: name the method this space is for")
+    try:
+        cls = get_method(name)
+    except ConfigError as e:
+        raise ctx.err(("method",), str(e)) from None
+    space = SearchSpace(method=name, source=source, description=str(doc.get("description", "") or ""))
+    space.data = _parse_dataset(doc.get("dataset", {}), ctx)
+    fixed = doc.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise ctx.err(("fixed",), "must be a mapping of hyperparameter: value")
+    for k, v in fixed.items():
+        try:
+            space.fixed[str(k)] = C.check_value(cls.Config, str(k), v)
+        except ConfigError as e:
+            raise ctx.err(("fixed", str(k)), str(e)) from None
+    search = doc.get("search") or {}
+    if not isinstance(search, dict):
+        raise ctx.err(("search",), "must be a mapping of hyperparameter: {distribution: arguments}")
+    for k, v in search.items():
+        k = str(k)
+        if k in space.fixed:
+            raise ctx.err(("search", k), "is both fixed and searched; keep one")
+        space.search[k] = _parse_param(cls.Config, k, v, ctx)
+    space.scheduler = _parse_scheduler(doc.get("scheduler") or {}, ctx)
+    ns = doc.get("num_samples", 8)
+    if isinstance(ns, bool) or not isinstance(ns, int) or ns < 1:
+        raise ctx.err(("num_samples",), f"must be a positive integer, got {ns!r}")
+    space.num_samples = ns
+    _check_defaults(cls, space, ctx)
+    return space
+
+
+def _parse_dataset(d: Any, ctx: _Ctx) -> DataSpec:
+    if isinstance(d, str):
+        d = {"name": d}
+    if not isinstance(d, dict):
+        raise ctx.err(("dataset",), "must be a dataset name or a mapping like {name: digits, labels: 50}")
+    for k in d:
+        if k not in DATASET_KEYS:
+            raise ctx.err(("dataset", str(k)), f"unknown key; allowed: {', '.join(sorted(DATASET_KEYS))}")
+    spec = DataSpec(**{k: v for k, v in d.items()})
+    from ..data import get_entry
+    from ..data.registry import check_options
+    from ..errors import DataError
+
+    try:
+        check_options(get_entry(spec.name), dict(spec.options or {}))
+    except DataError as e:
+        raise ctx.err(("dataset",), str(e)) from None
+    if isinstance(spec.labels, bool) or not isinstance(spec.labels, int) or spec.labels < 1:
+        raise ctx.err(("dataset", "labels"), f"must be a positive integer, got {spec.labels!r}")
+    return spec
+
+
+def _field_type(cls: type, key: str) -> Any:
+    return typing.get_type_hints(cls)[key]
+
+
+def _parse_param(cfg_cls: type, key: str, v: Any, ctx: _Ctx) -> Param:
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    path = ("search", key)
+    if key not in names:
+        raise ctx.err(path, f"unknown hyperparameter for {cfg_cls.__name__}; valid: {', '.join(sorted(names))}")
+    if not isinstance(v, dict) or len(v) != 1:
+        raise ctx.err(path, "must be one {distribution: arguments}, e.g. {loguniform: [1e-4, 1e-2]}; "
+                      f"distributions: {', '.join(DISTRIBUTIONS)}")
+    dist, args = next(iter(v.items()))
+    if dist not in DISTRIBUTIONS:
+        raise ctx.err(path, f"unknown distribution {dist!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+    nargs, produces = DISTRIBUTIONS[dist]
+    tp = _field_type(cfg_cls, key)
+    if not isinstance(args, list):
+        raise ctx.err(path, f"{dist} takes a list of arguments, got {args!r}")
+    if nargs is None:
+        if not args:
+            raise ctx.err(path, f"{dist} needs a non-empty list of values")
+        try:
+            vals = [C.check_value(cfg_cls, key, a) for a in args]
+        except ConfigError as e:
+            raise ctx.err(path, str(e)) from None
+        return Param(key, dist, vals)
+    if tp not in produces and not (tp is float and int in produces):
+        allowed = [d for d, (_, pr) in DISTRIBUTIONS.items() if tp in pr or (tp is float and int in pr)]
+        raise ctx.err(path, f"{dist} gives {produces[0].__name__} values but {key} is {C.type_name(tp)}; "
+                      f"use one of {', '.join(allowed)}")
+    if len(args) != nargs:
+        form = "[low, high]" if nargs == 2 else "[low, high, q]"
+        raise ctx.err(path, f"{dist} takes {form}, got {args!r}")
+    if any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
+        raise ctx.err(path, f"{dist} arguments must be numbers, got {args!r}")
+    if int in produces and any(isinstance(a, float) and not a.is_integer() for a in args):
+        raise ctx.err(path, f"{dist} arguments must be integers, got {args!r}")
+    lo, hi = args[0], args[1]
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ctx.err(path, f"{dist} range must be finite, got {args!r}")
+    if lo >= hi:
+        raise ctx.err(path, f"empty or inverted range [{lo}, {hi}]: low must be below high")
+    if dist in ("loguniform", "qloguniform") and lo <= 0:
+        raise ctx.err(path, f"{dist} needs low > 0, got {lo}")
+    if nargs == 3 and not args[2] > 0:
+        raise ctx.err(path, f"{dist} needs a positive step q, got {args[2]}")
+    top = hi - 1 if dist == "randint" else hi  # randint's high is exclusive, as in Ray Tune
+    try:
+        C.check_value(cfg_cls, key, lo)
+        C.check_value(cfg_cls, key, top)
+    except ConfigError as e:
+        raise ctx.err(path, f"range {args!r} leaves the allowed values: {e}") from None
+    cast = int if int in produces else float
+    return Param(key, dist, [cast(a) for a in args[:2]] + ([cast(args[2])] if nargs == 3 else []))
+
+
+def _parse_scheduler(d: Any, ctx: _Ctx) -> Scheduler:
+    if isinstance(d, str):
+        d = {"name": d}
+    if not isinstance(d, dict):
+        raise ctx.err(("scheduler",), "must be a mapping like {name: asha, max_epochs: 20, grace_epochs: 2}")
+    s = Scheduler()
+    for k, v in d.items():
+        if k not in SCHEDULER_KEYS:
+            raise ctx.err(("scheduler", str(k)), f"unknown key; allowed: {', '.join(SCHEDULER_KEYS)}")
+        want = SCHEDULER_KEYS[k]
+        if want is int and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ctx.err(("scheduler", k), f"must be a positive integer, got {v!r}")
+        if want is str and v not in ("asha", "fifo"):
+            raise ctx.err(("scheduler", k), f"must be asha or fifo, got {v!r}")
+        setattr(s, k, v)
+    check_scheduler(s, ctx.err)
+    return s
+
+
+def check_scheduler(s: Scheduler, err=None) -> None:
+    def fail(path, msg):
+        raise (err(path, msg) if err else ConfigError(f"{'.'.join(path)}: {msg}"))
+
+    if s.name == "asha" and s.reduction_factor < 2:
+        fail(("scheduler", "reduction_factor"), f"must be at least 2, got {s.reduction_factor}")
+    if s.grace_epochs > s.max_epochs:
+        fail(("scheduler", "grace_epochs"), f"{s.grace_epochs} exceeds max_epochs {s.max_epochs}")
+
+
+def _check_defaults(cls: type, space: SearchSpace, ctx: _Ctx) -> None:
+    """The fixed values with one sample of every searched value must build a valid config."""
+    probe = dict(space.fixed)
+    for k, p in space.search.items():
+        probe[k] = p.args[0]
+    try:
+        C.build(cls.Config, probe)
+    except ConfigError as e:
+        raise ctx.err(("search",), f"the space's values do not make a valid configuration: {e}") from None
+
+
+def apply_sets(space: SearchSpace, sets: dict[str, Any]) -> None:
+    """--set key=value fixes a hyperparameter on top of the file (and stops searching it)."""
+    cls = get_method(space.method)
+    for k, v in sets.items():
+        try:
+            space.fixed[k] = C.check_value(cls.Config, k, v)
+        except ConfigError as e:
+            raise ConfigError(f"--set {k}: {e}") from None
+        space.search.pop(k, None)
+    C.build(cls.Config, {**space.fixed, **{k: p.args[0] for k, p in space.search.items()}}, source="--set")
