@@ -84,6 +84,10 @@ def check_options(entry: DatasetEntry, options: dict[str, Any]) -> dict[str, Any
     out = dict(entry.options)
     for k, v in options.items():
         default = entry.options[k]
+        # bool("false") is True and int(2.5) is 2: refuse such values instead of silently changing them
+        if (isinstance(default, bool) and not isinstance(v, bool) and v not in (0, 1)) or (
+                type(default) is int and isinstance(v, float) and not v.is_integer()):
+            raise DataError(f"dataset option {k}: expected {type(default).__name__}, got {v!r}")
         try:
             out[k] = type(default)(v) if default is not None and not isinstance(v, type(default)) else v
         except (TypeError, ValueError):

@@ -125,8 +125,9 @@ def load_cifar(root: Path, download: bool = False, *, num_classes: int = 10) -> 
     te = [_cifar_arrays(p, key) for p in test_files]
     xtr, ytr = np.concatenate([a for a, _ in tr]), np.concatenate([b for _, b in tr])
     xte, yte = np.concatenate([a for a, _ in te]), np.concatenate([b for _, b in te])
-    if ytr.min(initial=0) < 0 or ytr.max(initial=0) >= num_classes:
-        raise DataError(f"corrupt dataset files in {base}: labels outside 0..{num_classes - 1}")
+    for y in (ytr, yte):  # the test labels too: a bad test batch would silently corrupt test_error
+        if y.min(initial=0) < 0 or y.max(initial=0) >= num_classes:
+            raise DataError(f"corrupt dataset files in {base}: labels outside 0..{num_classes - 1}")
     info = DataInfo(name, (3, 32, 32), num_classes, "image")
     return RawData(info, xtr, ytr, xte, yte)
 

@@ -38,6 +38,7 @@ class TBLogger:
                 continue
             if np.isfinite(v):
                 self.writer.add_scalar(scalar_tag(k), v, step)
+        self.writer.flush()  # once per epoch: the files are complete whenever Tune copies them to storage
 
     def image(self, name: str, img: np.ndarray, step: int) -> None:
         """img: H x W x 3 uint8. Also saved as <log_dir>/pictures/<name>.png (the latest epoch)."""

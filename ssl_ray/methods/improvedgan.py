@@ -23,7 +23,12 @@ MLPs. Choices the paper leaves open, each a hyperparameter:
 - EMA: with decay 1 - 1e-4 the average needs ~10^4 steps to forget the initial weights; the reference
   trains 180k (MNIST) to 600k (CIFAR) steps. Short runs (digits: ~11 steps per epoch) need a smaller
   `ema_decay`, or 0 to evaluate the raw weights. The EMA is used for evaluation only, as in the reference.
-- The reference's data-dependent weight-norm initialisation is not reproduced (PyTorch's default init).
+- The reference's data-dependent initialisation of D's weight-normed layers is reproduced (`data_init`):
+  before the first step, layer by layer, each one's scale g and bias are set so that its outputs on a
+  batch have zero mean and unit variance per unit (the reference uses 500 training images; we use the
+  first batch's labelled + unlabelled samples, and rank 0's result under data parallelism). Without it
+  the Gaussian noise (sigma 0.5) swamps the small default-initialised activations and learning stalls.
+  The generator keeps PyTorch's default initialisation.
 - D sees labelled, unlabelled and generated samples in three separate forward passes (as in the
   reference), so BN-based discriminators (conv_small, conv_large) normalise each part on its own.
 """
@@ -104,6 +109,7 @@ class ImprovedGANConfig(ClassifierConfig):
     fm_norm: str = hp("auto", "feature-matching distance: l2 (squared, the MNIST code), l1 (mean absolute, the "
                       "CIFAR/SVHN code), auto = l2 for MLP discriminators, l1 for conv ones",
                       choices=("auto", "l1", "l2"))
+    data_init: bool = hp(True, "data-dependent init of D's weight-normed layers on the first batch (reference)")
     ema_decay: float = hp(0.9999, "decay of the weight average used for evaluation (reference 1 - 1e-4; needs "
                           "~1e4 steps; 0 = evaluate the raw weights)", low=0, high=1, high_open=True)
 
@@ -124,6 +130,29 @@ def linear_decay(start: int, end: int):
             return 1.0
         return min(1.0, max(0.0, (end - epoch) / (end - start)))
     return factor
+
+
+@torch.no_grad()
+def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
+    """Salimans & Kingma's data-dependent init of every weight-normed Linear/Conv in `net`, in order:
+    g <- g / std(t), b <- -mean(t) / std(t), with t = the layer's pre-activation without bias on `x`,
+    so each output unit starts with zero mean and unit variance. Returns the number of layers set."""
+    layers = [m for m in net.modules() if hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")]
+    for layer in layers:
+        out: list[torch.Tensor] = []
+        handle = layer.register_forward_hook(lambda mod, inp, o: out.append(o))
+        net(x)
+        handle.remove()
+        bias = layer.bias if layer.bias is not None else torch.zeros(1, device=x.device)
+        shape = (1, -1) + (1,) * (out[0].dim() - 2)
+        t = out[0] - bias.view(shape)
+        dims = [d for d in range(t.dim()) if d != 1]
+        mean, std = t.mean(dims), t.std(dims) + 1e-8
+        g = layer.parametrizations.weight.original0
+        g.div_(std.view(g.shape))
+        if layer.bias is not None:
+            layer.bias.copy_(-mean / std)
+    return len(layers)
 
 
 @contextmanager
@@ -161,6 +190,7 @@ class ImprovedGAN(Method):
         factor = linear_decay(cfg.lr_decay_start, cfg.lr_decay_end)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
         self.ema = EMA(self.D, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.initialised = not cfg.data_init
         # Fixed noise for the sample grids (its own generator: the training RNG stream is untouched).
         self.picture_z = torch.rand(100, cfg.z_dim, generator=torch.Generator().manual_seed(0))
 
@@ -236,7 +266,22 @@ class ImprovedGAN(Method):
         self.step(self.optimizers["G"], g)
         return g
 
+    def data_init(self, x: torch.Tensor) -> None:
+        """The reference's data-dependent init of D (once, before the first step), then a fresh EMA."""
+        from ..engine import distributed
+
+        was = self.D.training
+        self.D.train()
+        weight_norm_data_init(self.D, x)
+        self.D.train(was)
+        distributed.broadcast_module(self.D)
+        if self.ema is not None:
+            self.ema = EMA(self.D, self.ema.decay)
+        self.initialised = True
+
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if not self.initialised:
+            self.data_init(batch.x_all)
         d = self.d_step(batch)
         g = self.g_step(batch.x_u2 if batch.x_u2 is not None else batch.x_u)
         return {"loss_lab": d["lab"].detach(), "loss_unl": d["unl"].detach(), "loss_g": g.detach()}
@@ -281,8 +326,12 @@ class ImprovedGAN(Method):
         return {"samples": image_grid(self.generate(self.picture_z), nrow=10)}
 
     def extra_state(self) -> dict:
-        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+        state: dict = {"initialised": self.initialised}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
+        self.initialised = bool(state.get("initialised", self.initialised))
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])

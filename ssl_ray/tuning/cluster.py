@@ -31,6 +31,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we write our own TensorBoard files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A forced experiment snapshot per kept checkpoint is expected with one checkpoint per epoch.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Train V2 turns every print in a worker into a log record (shown twice on the driver): keep print.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     env = {k: os.environ[k] for k in ("RAY_TRAIN_ENABLE_PRINT_PATCH", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",

@@ -191,6 +191,8 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # our own TensorBoard files replace Tune's
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
+        sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=1 if o.progress else 0)
     t0 = time.time()
     if o.resume:
@@ -202,7 +204,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         tuner = tune.Tuner(
             trainable, param_space={**space.param_space(), SPEC_KEY: meta},
             tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=space.num_samples,
-                                        max_concurrent_trials=concurrent, reuse_actors=False),
+                                        max_concurrent_trials=concurrent, reuse_actors=True),
             run_config=run_config)
         _save_space(exp, space, o)
     grid = tuner.fit()
