@@ -1,0 +1,101 @@
+"""The command line as a user meets it: `ssl-ray train` end to end on a real local Ray instance, the
+listings, and one readable error (exit 2, no traceback) for each kind of bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ssl_ray.cli import main
+from tb_read import has_hparams, read_scalars
+
+
+def _cli(*args, timeout=600, env=None):
+    return subprocess.run([sys.executable, "-m", "ssl_ray.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.ray
+def test_train_supervised_digits_json_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = _cli("train", "supervised", "--dataset", "digits", "--labels", "50", "--epochs", "8", "--output", str(out),
+             "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("method", "dataset", "labels", "seed", "epochs", "val_error", "test_error", "seconds", "config",
+                "output"):
+        assert key in s, key
+    assert (s["method"], s["dataset"], s["labels"], s["seed"], s["epochs"]) == ("supervised", "digits", 50, 0, 8)
+    assert s["test_error"] < 45.0, s  # chance is 90%: the baseline must beat it by far
+    assert s["config"]["lr"] == 1e-3 and s["config"]["batch_size"] == 64
+    assert "epoch 8/8" in r.stderr  # progress while it runs
+    sc = read_scalars(out / "tensorboard")
+    assert [st for st, _ in sc["error/val"]] == list(range(1, 9))
+    assert sc["error/test"][-1][1] == pytest.approx(s["test_error"], rel=1e-5)
+    assert has_hparams(out / "tensorboard")
+    assert json.loads((out / "result.json").read_text())["test_error"] == s["test_error"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "nosuch"], "unknown method 'nosuch'; known methods:"),
+    (["train", "supervised", "--set", "lrr=1"], "unknown hyperparameter 'lrr'"),
+    (["train", "supervised", "--set", "lr=-1"], "lr: -1.0 is out of range"),
+    (["train", "supervised", "--set", "lr"], "--set expects key=value"),
+    (["train", "supervised", "--set", "labeled_ratio=0"], "labeled_ratio"),
+    (["train", "supervised", "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
+    (["train", "supervised", "--labels", "3"], "labels: 3 is fewer than the 10 classes"),
+    (["train", "supervised", "--labels", "100000"], "more than the"),
+    (["train", "supervised", "--dataset", "circles", "--data-opt", "noyse=0.1"], "noyse"),
+    (["train", "supervised", "--epochs", "0"], "--epochs must be positive"),
+    (["tune", "nosuch"], "unknown method"),
+    (["tune", "supervised", "--space", "/nonexistent.yaml"], "cannot read search space"),
+    (["tune", "supervised", "--grace-epochs", "50", "--max-epochs", "5"], "grace_epochs"),
+])
+def test_bad_input_is_one_readable_error(args, needle):
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_dataset_names_the_files(tmp_path):
+    r = CliRunner().invoke(main, ["train", "supervised", "--dataset", "mnist", "--data-root", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "train-images-idx3-ubyte" in r.output and "--download" in r.output and str(tmp_path) in r.output
+
+
+def test_unwritable_output_is_an_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    target = ro / "x"
+    if os.access(ro, os.W_OK):  # root ignores permissions; use a path under a file instead
+        f = tmp_path / "file"
+        f.write_text("")
+        target = f / "x"
+    r = CliRunner().invoke(main, ["train", "supervised", "--epochs", "1", "--output", str(target)])
+    assert r.exit_code == 2 and "cannot write to" in r.output
+
+
+def test_unreachable_address_fails_fast():
+    r = CliRunner().invoke(main, ["train", "supervised", "--epochs", "1", "--address", "127.0.0.1:9"])
+    assert r.exit_code == 2 and "cannot reach a Ray cluster" in r.output
+
+
+def test_methods_and_datasets_listings():
+    r = CliRunner().invoke(main, ["methods", "--json"])
+    assert r.exit_code == 0
+    rows = {m["name"]: m for m in json.loads(r.output)}
+    assert "supervised" in rows
+    hp = {h["name"]: h for h in rows["supervised"]["hyperparameters"]}
+    assert hp["lr"]["default"] == 1e-3 and hp["lr"]["doc"]
+    assert hp["labeled_ratio"]["low"] == 0 and hp["labeled_ratio"]["low_open"]
+    r = CliRunner().invoke(main, ["datasets", "--json"])
+    names = {d["name"] for d in json.loads(r.output)}
+    assert {"circles", "gaussians", "digits", "mnist", "fashion_mnist", "svhn", "cifar10", "cifar100",
+            "imagefolder"} <= names
+    text = CliRunner().invoke(main, ["methods", "supervised"]).output
+    assert "labeled_ratio (float, default 1.0, in (0, 1])" in text
