@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -110,6 +111,8 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
         overrides["batch_size"] = batch_size
     data = _data_spec(dataset, data_root, download, labels, val_size, data_opts)
     _check_positive(epochs=epochs, workers=workers, cpus_per_worker=cpus_per_worker)
+    _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures)
+    _check_seed(seed)
     spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides)
     spec.method_config()  # unknown key / bad value: error before any compute
     load_splits(data, seed)  # absent or corrupt dataset, too few/many labels: error before any compute
@@ -126,8 +129,23 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
 
 def _check_positive(**values: float) -> None:
     for k, v in values.items():
-        if v is not None and v <= 0:
+        if v is not None and not (v > 0 and math.isfinite(v)):  # click's FLOAT accepts nan and inf
             raise SSLRayError(f"--{k.replace('_', '-')} must be positive, got {v}")
+
+
+def _check_non_negative(**values: float) -> None:
+    for k, v in values.items():
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            raise SSLRayError(f"--{k.replace('_', '-')} cannot be negative, got {v}")
+
+
+SEED_LIMIT = 2 ** 32  # NumPy/Ray seeding accept [0, 2**32); the trainer derives larger seeds from it
+
+
+def _check_seed(seed: int, extra: int = 0) -> None:
+    if not 0 <= seed < SEED_LIMIT - extra:
+        raise SSLRayError(f"--seed must be in [0, {SEED_LIMIT - 1 - extra}]" + (
+            f" with --confirm-seeds {extra}" if extra else "") + f", got {seed}")
 
 
 def _check_writable(path: str) -> None:
@@ -186,9 +204,11 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
     space = load_space(space_file, method=method, sets=C.parse_set(sets))
     space.data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=space.data)
     _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
-                    cpus_per_trial=cpus_per_trial, workers=workers, max_concurrent=max_concurrent)
-    if gpus_per_trial < 0 or confirm_seeds < 0 or max_failures < 0:
+                    reduction_factor=reduction_factor, cpus_per_trial=cpus_per_trial, workers=workers,
+                    max_concurrent=max_concurrent)
+    if not math.isfinite(gpus_per_trial) or gpus_per_trial < 0 or confirm_seeds < 0 or max_failures < 0:
         raise SSLRayError("--gpus-per-trial, --confirm-seeds and --max-failures cannot be negative")
+    _check_seed(seed, confirm_seeds)
     opts = TuneOptions(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
                        reduction_factor=reduction_factor, scheduler=scheduler, max_concurrent=max_concurrent,
                        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, workers=workers,

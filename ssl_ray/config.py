@@ -106,9 +106,12 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # float(10**400) overflows
         raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r}") from None
     raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+INT_LIMIT = 2 ** 63  # integer hyperparameters end up in torch / NumPy int64
 
 
 def check_value(cls: type, key: str, value: Any) -> Any:
@@ -123,8 +126,10 @@ def check_value(cls: type, key: str, value: Any) -> Any:
         raise ConfigError(f"{key}: {v!r} is not allowed; {range_text(describe_field(cls, key))}")
     lo, hi = m.get("low"), m.get("high")
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{key}: {v!r} is not finite")
+        if isinstance(v, int) and abs(v) >= INT_LIMIT:
+            raise ConfigError(f"{key}: {v!r} is too large (integers must fit in 64 bits)")
         bad_lo = lo is not None and (v < lo or (m.get("low_open") and v == lo))
         bad_hi = hi is not None and (v > hi or (m.get("high_open") and v == hi))
         if bad_lo or bad_hi:
@@ -168,6 +173,10 @@ def parse_set(items: typing.Iterable[str]) -> dict[str, Any]:
         try:
             out[key] = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:
+            out[key] = raw
+        except RecursionError:
+            raise ConfigError(f"--set {key}: value nested too deeply") from None
+        except Exception:  # PyYAML's constructors raise ValueError, IndexError... on e.g. `!!float ''`
             out[key] = raw
     return out
 

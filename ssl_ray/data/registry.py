@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,8 +91,10 @@ def check_options(entry: DatasetEntry, options: dict[str, Any]) -> dict[str, Any
             raise DataError(f"dataset option {k}: expected {type(default).__name__}, got {v!r}")
         try:
             out[k] = type(default)(v) if default is not None and not isinstance(v, type(default)) else v
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # float(10**400) overflows
             raise DataError(f"dataset option {k}: expected {type(default).__name__}, got {v!r}") from None
+        if isinstance(out[k], float) and not math.isfinite(out[k]):
+            raise DataError(f"dataset option {k}: {v!r} is not finite")
     return out
 
 

@@ -3,12 +3,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
 from .base import DataInfo, RawData
 
 # The VCAGAN paper's four clusters (Sec. 4.1): centres, mixture probabilities, standard deviation.
 GAUSSIAN_CENTRES = ((-2.0, 2.0), (2.0, 1.0), (0.0, -2.0), (1.0, -1.0))
 GAUSSIAN_PROBS = (0.1, 0.4, 0.2, 0.3)
 GAUSSIAN_SIGMA = 0.3
+
+
+def _check(name: str, **conditions: bool) -> None:
+    """DataError naming the first dataset option whose condition fails (NumPy/sklearn would raise or,
+    worse, silently slice with a negative size)."""
+    for key, ok in conditions.items():
+        if not ok:
+            raise DataError(f"dataset {name!r}: option {key} is out of range")
+
+
+def _seed_ok(seed: int) -> bool:
+    return 0 <= seed < 2 ** 32
 
 
 def make_circles(noise: float = 0.05, factor: float = 0.5, n_train: int = 1700, n_test: int = 1000,
@@ -22,6 +35,8 @@ def make_circles(noise: float = 0.05, factor: float = 0.5, n_train: int = 1700, 
     """
     from sklearn.datasets import make_circles as sk_circles
 
+    _check("circles", noise=noise >= 0, factor=0 <= factor < 1, n_train=n_train >= 1, n_test=n_test >= 1,
+           data_seed=_seed_ok(data_seed))
     x, y = sk_circles(n_samples=n_train + n_test, noise=noise, factor=factor, random_state=data_seed)
     x = x.astype(np.float32)
     y = y.astype(np.int64)
@@ -33,6 +48,7 @@ def make_circles(noise: float = 0.05, factor: float = 0.5, n_train: int = 1700, 
 def make_gaussians(n_train: int = 10000, n_test: int = 2000, sigma: float = GAUSSIAN_SIGMA,
                    data_seed: int = 0) -> RawData:
     """The VCAGAN paper's mixture of four 2-D Gaussians; the label is the cluster a point was drawn from."""
+    _check("gaussians", n_train=n_train >= 1, n_test=n_test >= 1, sigma=sigma >= 0, data_seed=_seed_ok(data_seed))
     rng = np.random.default_rng(data_seed)
     n = n_train + n_test
     y = rng.choice(len(GAUSSIAN_PROBS), size=n, p=GAUSSIAN_PROBS).astype(np.int64)
@@ -53,6 +69,7 @@ def load_digits(data_seed: int = 0, n_test: int = 497) -> RawData:
     from sklearn.model_selection import train_test_split
 
     d = sk_digits()
+    _check("digits", n_test=10 <= n_test <= len(d.target) - 10, data_seed=_seed_ok(data_seed))  # 10 classes each side
     x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]  # N,1,8,8 in 0..255
     y = d.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=n_test, stratify=y, random_state=data_seed)

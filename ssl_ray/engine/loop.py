@@ -86,7 +86,9 @@ class Trainer:
         self.method = self.method_cls(self.cfg, self.info, self.device)
         for m in self.method.modules.values():
             distributed.broadcast_module(m)
-        torch.manual_seed(spec.seed * 1_000_003 + 17 + self.rank * 7_777_777)
+        self.method.rank, self.method.world = self.rank, self.world
+        self.method.noise_gen.manual_seed(spec.seed * 1_000_003 + 99_991)  # shared noise stream (global_rand)
+        torch.manual_seed(spec.seed * 1_000_003 + 17 + self.rank * 7_777_777)  # per-rank: dropout, noise layers
         self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labeled_ratio, spec.seed, self.device,
                                   uses_labels=self.method_cls.uses_labels,
                                   second_unlabelled=self.method_cls.second_unlabelled, rank=self.rank,
@@ -109,6 +111,7 @@ class Trainer:
     # ---- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"method": self.method.state_dict(), "stream": self.stream.state_dict(), "rng": checkpoint.rng_state(),
+                "noise": self.method.noise_gen.get_state(),
                 "epoch": self.epoch, "global_step": self.global_step, "best_val": self.best_val,
                 "test_at_best": self.test_at_best, "spec": _plain(self.spec.to_dict())}
 
@@ -116,6 +119,7 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         self.stream.load_state_dict(state["stream"])
         checkpoint.set_rng_state(state["rng"])
+        self.method.noise_gen.set_state(state["noise"])
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.best_val = float(state["best_val"])
@@ -126,6 +130,7 @@ class Trainer:
         n = len(x)
         chunk = -(-n // self.world)
         lo, hi = self.rank * chunk, min(n, (self.rank + 1) * chunk)
+        self._sync_buffers()
         self.method.eval()
         pred = _gather_labels(predict_labels(self.method.predict, x[lo:hi]), n)
         self.method.train()
@@ -133,6 +138,20 @@ class Trainer:
             k = int(self.method.num_clusters) if hasattr(self.method, "num_clusters") else self.info.num_classes
             return clustering_error(pred, y, k, self.info.num_classes), pred
         return error_rate(pred, y), pred
+
+    def _sync_buffers(self) -> None:
+        """BatchNorm statistics are per worker while training (no SyncBatchNorm: see docs); before evaluating,
+        every worker takes rank 0's, so the sharded evaluation is of one and the same model."""
+        if not distributed.is_distributed():
+            return
+        import torch.distributed as dist
+
+        seen: set[int] = set()
+        for obj in list(self.method.modules.values()) + [getattr(v, "shadow", v) for v in vars(self.method).values()]:
+            if isinstance(obj, torch.nn.Module) and id(obj) not in seen:
+                seen.add(id(obj))
+                for b in obj.buffers():
+                    dist.broadcast(b.data, 0)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run_epoch(self) -> dict[str, Any]:

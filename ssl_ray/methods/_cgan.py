@@ -316,7 +316,12 @@ class CatGAN(Method):
 
         out = self.prior_metrics()
         if len(y):
-            out["val_nmi"] = nmi(predict_labels(self.predict, x), y)
+            pred = predict_labels(self.predict, x)
+            out["val_nmi"] = nmi(pred, y)
+            # Where the learned prior is heading (its fixed point is E_x[Q(x)]): the categories that the
+            # classifier gives at least 1% of the real validation points.
+            share = torch.bincount(pred, minlength=self.cfg.d_c).double() / len(pred)
+            out["real_active_categories"] = float((share >= ACTIVE_THRESHOLD).sum())
         if self.info.name == "gaussians":
             out.update(gaussian_generation_metrics(self.generate(self.cfg.eval_samples)[0]))
         return out

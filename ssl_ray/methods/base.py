@@ -46,6 +46,8 @@ class Method:
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
+        self.rank, self.world = distributed.rank_and_world()
+        self.noise_gen = torch.Generator().manual_seed(0)  # reseeded by the Trainer; identical on all ranks
         self.build()
         for m in self.modules.values():
             m.to(self.device)
@@ -103,6 +105,24 @@ class Method:
         loss.backward()
         distributed.average_gradients(params)
         optimizer.step()
+
+    def global_rand(self, n: int, *shape: int, normal: bool = False) -> torch.Tensor:
+        """This worker's n noise samples (uniform [0, 1) or standard normal), cut from the world * n samples of
+        a stream all workers share: noise stays independent across workers, and N workers together draw
+        exactly the noise one worker with an N times larger batch would (what makes data parallelism exact)."""
+        draw = torch.randn if normal else torch.rand
+        full = draw((self.world * n, *shape), generator=self.noise_gen)
+        return full[self.rank * n:(self.rank + 1) * n].to(self.device)
+
+    def global_multinomial(self, probs: torch.Tensor, n: int) -> torch.Tensor:
+        """n categorical samples from probs, drawn like :meth:`global_rand` (inverse CDF of shared uniforms)."""
+        u = self.global_rand(n)
+        cdf = probs.detach().float().cumsum(0).to(self.device)
+        return torch.searchsorted(cdf / cdf[-1], u.clamp_max(1 - 1e-7)).clamp_max(len(probs) - 1)
+
+    def all_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean of t over data-parallel workers (e.g. a batch statistic every worker must agree on)."""
+        return distributed.all_reduce_sum(t.detach().clone()) / self.world if self.world > 1 else t
 
     def train(self) -> None:
         for m in self.modules.values():

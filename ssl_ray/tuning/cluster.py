@@ -48,8 +48,30 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
             raise SSLRayError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
         return
     # A local instance: nothing listens beyond localhost (node, GCS and dashboard on 127.0.0.1).
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", **kwargs)
+    # address="local": without it ray.init joins the latest `ray start` cluster on this machine
+    # (/tmp/ray/ray_current_cluster), e.g. another user's, instead of starting a private instance.
+    # Ray's State API, which Train's PlacementGroupCleaner calls from a worker process, finds "the" cluster
+    # the same way: with another Ray instance on the machine it asked that one, did not find our Train
+    # controller, took it for dead and removed the live run's placement group (BENCHMARKS.md). So the GCS
+    # gets a port chosen here, and every worker is told the address through RAY_ADDRESS.
+    port = _free_port()
+    env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    saved = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
+                 dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = saved
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cluster_resources() -> dict[str, float]:

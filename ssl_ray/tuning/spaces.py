@@ -161,6 +161,10 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: malformed YAML: nested too deeply") from None
+    except Exception as e:  # PyYAML's constructors raise ValueError, IndexError... on e.g. `!!float ''`
+        raise ConfigError(f"{source}: malformed YAML: {type(e).__name__}: {e}") from None
     ctx = _Ctx(source, _lines(text))
     if doc is None:
         doc = {}
@@ -178,7 +182,10 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
         cls = get_method(name)
     except ConfigError as e:
         raise ctx.err(("method",), str(e)) from None
-    space = SearchSpace(method=name, source=source, description=str(doc.get("description", "") or ""))
+    desc = doc.get("description", "")
+    if isinstance(desc, (list, dict)):
+        raise ctx.err(("description",), f"must be text, got {type(desc).__name__}")
+    space = SearchSpace(method=name, source=source, description=str(desc or ""))
     space.data = _parse_dataset(doc.get("dataset", {}), ctx)
     fixed = doc.get("fixed") or {}
     if not isinstance(fixed, dict):
@@ -214,6 +221,19 @@ def _parse_dataset(d: Any, ctx: _Ctx) -> DataSpec:
         if k not in DATASET_KEYS:
             raise ctx.err(("dataset", str(k)), f"unknown key; allowed: {', '.join(sorted(DATASET_KEYS))}")
     spec = DataSpec(**{k: v for k, v in d.items()})
+    if spec.options is None:
+        spec.options = {}
+    if not isinstance(spec.name, str):
+        raise ctx.err(("dataset", "name"), f"must be a dataset name, got {spec.name!r}")
+    if not isinstance(spec.options, dict):
+        raise ctx.err(("dataset", "options"), f"must be a mapping of option: value, got {spec.options!r}")
+    if spec.val_size is not None and (isinstance(spec.val_size, bool) or not isinstance(spec.val_size, int)
+                                      or spec.val_size < 0):
+        raise ctx.err(("dataset", "val_size"), f"must be a non-negative integer, got {spec.val_size!r}")
+    if spec.root is not None and not isinstance(spec.root, str):
+        raise ctx.err(("dataset", "root"), f"must be a folder path, got {spec.root!r}")
+    if not isinstance(spec.download, bool):
+        raise ctx.err(("dataset", "download"), f"must be true or false, got {spec.download!r}")
     from ..data import get_entry
     from ..data.registry import check_options
     from ..errors import DataError
@@ -263,17 +283,19 @@ def _parse_param(cfg_cls: type, key: str, v: Any, ctx: _Ctx) -> Param:
         raise ctx.err(path, f"{dist} takes {form}, got {args!r}")
     if any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
         raise ctx.err(path, f"{dist} arguments must be numbers, got {args!r}")
+    if not all(abs(a) < C.INT_LIMIT if isinstance(a, int) else math.isfinite(a) for a in args):
+        raise ctx.err(path, f"{dist} arguments must be finite (integers within 64 bits), got {args!r}")
     if int in produces and any(isinstance(a, float) and not a.is_integer() for a in args):
         raise ctx.err(path, f"{dist} arguments must be integers, got {args!r}")
     lo, hi = args[0], args[1]
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ctx.err(path, f"{dist} range must be finite, got {args!r}")
     if lo >= hi:
         raise ctx.err(path, f"empty or inverted range [{lo}, {hi}]: low must be below high")
     if dist in ("loguniform", "qloguniform") and lo <= 0:
         raise ctx.err(path, f"{dist} needs low > 0, got {lo}")
     if nargs == 3 and not args[2] > 0:
         raise ctx.err(path, f"{dist} needs a positive step q, got {args[2]}")
+    if nargs == 3:
+        _check_step(dist, lo, hi, args[2], lambda msg: ctx.err(path, msg))
     top = hi - 1 if dist == "randint" else hi  # randint's high is exclusive, as in Ray Tune
     try:
         C.check_value(cfg_cls, key, lo)
@@ -282,6 +304,17 @@ def _parse_param(cfg_cls: type, key: str, v: Any, ctx: _Ctx) -> Param:
         raise ctx.err(path, f"range {args!r} leaves the allowed values: {e}") from None
     cast = int if int in produces else float
     return Param(key, dist, [cast(a) for a in args[:2]] + ([cast(args[2])] if nargs == 3 else []))
+
+
+def _check_step(dist: str, lo: float, hi: float, q: float, err) -> None:
+    """Ray Tune refuses float bounds that are not multiples of q, and a qrandint with no multiple of q inside."""
+    if dist == "qrandint":
+        if math.ceil(lo / q) * q > hi:
+            raise err(f"no multiple of q={q} in [{lo}, {hi}]: nothing to sample")
+        return
+    for b in (lo, hi):
+        if not math.isclose(b / q, round(b / q)):
+            raise err(f"bounds must be multiples of q (Ray Tune requires it): {b} is not a multiple of {q}")
 
 
 def _parse_scheduler(d: Any, ctx: _Ctx) -> Scheduler:

@@ -23,7 +23,8 @@ from ..methods import get_method
 from .spaces import SearchSpace, check_scheduler
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
-SPEC_KEY = "_ssl_ray"  # the non-hyperparameter part of a trial's config (method, data, budget, resources)
+SPEC_KEY = "_ssl_ray"
+DRIVER_ONLY = {"cpu": 0, "memory": 1 << 20}  # the non-hyperparameter part of a trial's config (method, data, budget, resources)
 
 
 @dataclass
@@ -177,7 +178,9 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
             "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
             "storage": exp, "max_failures": o.max_failures}
     if o.workers > 1:
-        trial_res = {"cpu": 0}  # the trial only drives; its TorchTrainer reserves the workers' resources
+        # The trial only drives its TorchTrainer, which reserves the workers' resources; a CPU-free bundle
+        # (1 MiB of memory) keeps the trial from holding a CPU its own workers then wait for.
+        trial_res = DRIVER_ONLY
     else:
         trial_res = {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
     trainable = tune.with_resources(trial_fn, trial_res)
@@ -204,7 +207,9 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         tuner = tune.Tuner(
             trainable, param_space={**space.param_space(), SPEC_KEY: meta},
             tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=space.num_samples,
-                                        max_concurrent_trials=concurrent, reuse_actors=True),
+                                        max_concurrent_trials=concurrent,
+                                        # reuse saves a process start per trial; Train-driving trials cannot
+                                        reuse_actors=o.workers == 1),
             run_config=run_config)
         _save_space(exp, space, o)
     grid = tuner.fit()
@@ -265,7 +270,7 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
                                       config=fixed).to_dict(),
                       "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
                       "storage": storage + "/" + name + "-confirm", "max_failures": o.max_failures})
-    trial_res = {"cpu": 0} if o.workers > 1 else {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
+    trial_res = DRIVER_ONLY if o.workers > 1 else {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
     tuner = tune.Tuner(tune.with_resources(trial_fn, trial_res),
                        param_space={SPEC_KEY: tune.grid_search(metas)},
                        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, max_concurrent_trials=_concurrency(o)),
