@@ -1,7 +1,12 @@
-"""Methods by name. Adding a method = one file in ssl_ray/methods/ that decorates its class with @register."""
+"""Methods by name. Adding a method = one file in ssl_ray/methods/ that decorates its class with @register.
+
+Methods can also live outside the package: name their modules in $SSL_RAY_PLUGINS (comma-separated,
+importable from PYTHONPATH) and they are registered like the built-in ones, in every Ray worker too.
+"""
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import warnings
 
@@ -31,6 +36,11 @@ def _load_all() -> None:
     for mod in sorted(pkgutil.iter_modules(pkg_path), key=lambda m: m.name):
         if mod.name not in _NOT_METHODS and not mod.name.startswith("_"):
             importlib.import_module(f"ssl_ray.methods.{mod.name}")
+    for name in filter(None, (n.strip() for n in os.environ.get("SSL_RAY_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"cannot import plugin module {name!r} named in SSL_RAY_PLUGINS: {e}") from None
     _loaded = True
 
 

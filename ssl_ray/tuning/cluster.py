@@ -36,7 +36,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # Train V2 turns every print in a worker into a log record (shown twice on the driver): keep print.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     env = {k: os.environ[k] for k in ("RAY_TRAIN_ENABLE_PRINT_PATCH", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
-                                      "SSL_RAY_CACHE", "SSL_RAY_DATA") if k in os.environ}
+                                      "SSL_RAY_CACHE", "SSL_RAY_DATA", "SSL_RAY_PLUGINS", "PYTHONPATH")
+           if k in os.environ}
     kwargs = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
               "runtime_env": {"env_vars": env},
               "logging_config": ray.LoggingConfig(log_level="WARNING" if quiet else "INFO")}

@@ -28,6 +28,9 @@ def _reason(error: Any) -> str | None:
     for line in reversed(text):
         line = line.strip()
         if line and not line.startswith(("File ", "^", "~")):
+            head, sep, rest = line.partition(": ")
+            if sep and "." in head and " " not in head:  # "ssl_ray.errors.DivergenceError: ..." -> short name
+                line = head.rsplit(".", 1)[-1] + ": " + rest
             return line[:500]
     return text[-1][:500] if text else repr(error)
 

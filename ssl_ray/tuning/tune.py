@@ -18,13 +18,14 @@ from typing import Any
 from .. import config as C
 from ..engine import checkpoint
 from ..engine.loop import RunSpec, Trainer
-from ..errors import SSLRayError
+from ..errors import DivergenceError, SSLRayError
 from ..methods import get_method
 from .spaces import SearchSpace, check_scheduler
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
 SPEC_KEY = "_ssl_ray"
-DRIVER_ONLY = {"cpu": 0, "memory": 1 << 20}  # the non-hyperparameter part of a trial's config (method, data, budget, resources)
+DRIVER_ONLY = {"cpu": 0, "memory": 1 << 20}
+DIVERGED = "DIVERGED.txt"  # the non-hyperparameter part of a trial's config (method, data, budget, resources)
 
 
 @dataclass
@@ -65,6 +66,9 @@ def trial_fn(config: dict[str, Any]) -> None:
 
     torch.set_num_threads(max(1, int(meta["cpus"])))
     trial_dir = ray.tune.get_context().get_trial_dir()  # [1] this trial's directory
+    marker = os.path.join(trial_dir, DIVERGED)
+    if os.path.exists(marker):  # a retry of a diverged trial would diverge again: fail at once, no compute
+        raise DivergenceError(open(marker).read())
     device = "cuda" if meta["gpus"] > 0 and torch.cuda.is_available() else "cpu"
     trainer = Trainer(spec, device=device, log_dir=os.path.join(trial_dir, "tensorboard"), progress=False)
     if trainer.tb is not None:
@@ -80,7 +84,12 @@ def trial_fn(config: dict[str, Any]) -> None:
 
         ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)  # [3]
 
-    trainer.fit(report)
+    try:
+        trainer.fit(report)
+    except DivergenceError as e:
+        with open(marker, "w") as f:
+            f.write(str(e))
+        raise
 
 
 def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
@@ -232,29 +241,34 @@ def _save_space(exp: str, space: SearchSpace, o: TuneOptions) -> None:
 
 
 def _replay_asha(tuner, exp: str, scheduler) -> None:
-    """ASHA's rung state is not saved by Tuner.restore (RAY.md). We rebuild it from every trial's saved
-    results: each recorded (epoch, val_error) is fed to the bracket in epoch order, so trials that resume
-    are judged against the same cut-offs as before the interruption, and their own past rung decisions
-    stand (ASHA never re-decides a rung a trial has passed)."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    internal = tuner._local_tuner  # no public way to hand a restored Tuner its scheduler
-    internal._tune_config.scheduler = scheduler
-    if not isinstance(scheduler, ASHAScheduler):
-        return
+    """Hand the restored Tuner a scheduler whose ASHA rungs are rebuilt from the saved results."""
     from . import results
 
-    hist = results.read_histories(exp)
-    bracket = scheduler._brackets[0]
-    rows = sorted((r["epoch"], tid, r["val_error"]) for tid, rs in hist.items() for r in rs
-                  if r.get("val_error") is not None and math.isfinite(r["val_error"]))
+    tuner._local_tuner._tune_config.scheduler = scheduler  # no public way to hand a restored Tuner one
+    replay_rungs(scheduler, results.read_histories(exp))
+
+
+def replay_rungs(scheduler, histories: dict[str, list[dict[str, Any]]]) -> int:
+    """ASHA's rung state is not saved by Tuner.restore (RAY.md). Rebuild it: every saved (epoch, val_error)
+    of every trial is fed to ASHA's bracket in epoch order, so the rungs hold what they held before the
+    interruption; trials that resume are judged against the same cut-offs, and a rung a trial already
+    passed is never re-decided (ASHA's own rule). Returns the number of results replayed."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    if not isinstance(scheduler, ASHAScheduler):
+        return 0
+    rows = sorted((r["epoch"], tid, r["val_error"]) for tid, rs in histories.items() for r in rs
+                  if isinstance(r.get("val_error"), (int, float)) and math.isfinite(r["val_error"])
+                  and isinstance(r.get("epoch"), (int, float)))
 
     class _T:
         def __init__(self, tid: str):
             self.trial_id = tid
 
+    bracket = scheduler._brackets[0]  # ssl-ray uses ASHA with one bracket (Ray's default)
     for epoch, tid, val in rows:
-        bracket.on_result(_T(tid), epoch, -val)  # ASHA stores the metric sign-flipped for mode=min
+        bracket.on_result(_T(tid), epoch, -val if MODE == "min" else val)  # ASHA stores sign-flipped for min
+    return len(rows)
 
 
 def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage: str, name: str) -> dict[str, Any]:
