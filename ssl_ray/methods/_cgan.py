@@ -238,7 +238,10 @@ class CatGAN(Method):
         return F.one_hot(c, self.cfg.d_c).float()
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """z ~ N(0, I_{d_z}) and category indices c ~ P(C) (the current prior)."""
+        """z ~ N(0, I_{d_z}) and category indices c ~ P(C) (the current prior). Training noise comes from the
+        stream shared by data-parallel workers (Method.global_rand); `generator` gives a fixed one (pictures)."""
+        if generator is None:
+            return self.global_rand(n, self.cfg.d_z, normal=True), self.global_multinomial(self.prior, n)
         z = torch.randn(n, self.cfg.d_z, device=self.device, generator=generator)
         c = torch.multinomial(self.prior, n, replacement=True, generator=generator)
         return z, c
