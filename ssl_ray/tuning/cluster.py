@@ -41,6 +41,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     kwargs = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
               "runtime_env": {"env_vars": env},
               "logging_config": ray.LoggingConfig(log_level="WARNING" if quiet else "INFO")}
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]  # as ray.init does (set for Ray Jobs, or by the user)
     if address and address != "local":
         check_address(address)
         try:
