@@ -1,5 +1,4 @@
 """Shared fixtures. Tests use real files, real Ray instances and data the project makes or ships."""
-import os
 
 import pytest
 import torch

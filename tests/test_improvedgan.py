@@ -2,7 +2,6 @@
 and a short run on digits that has to learn."""
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np

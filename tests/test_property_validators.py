@@ -25,10 +25,9 @@ from hypothesis import strategies as st
 
 from ssl_ray import config as C
 from ssl_ray.data import list_datasets
-from ssl_ray.data.registry import DataSpec, get_entry
 from ssl_ray.errors import SSLRayError
 from ssl_ray.methods import get_method, list_methods
-from ssl_ray.tuning.spaces import DATASET_KEYS, DISTRIBUTIONS, SCHEDULER_KEYS, SPACES_DIR, TOP_KEYS, SearchSpace, \
+from ssl_ray.tuning.spaces import DATASET_KEYS, DISTRIBUTIONS, SCHEDULER_KEYS, SPACES_DIR, SearchSpace, \
     parse_space
 
 torch.set_num_threads(1)

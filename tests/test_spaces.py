@@ -1,5 +1,4 @@
 """Search spaces: every shipped YAML validates, and every kind of mistake is an error naming file, line, key."""
-from pathlib import Path
 
 import pytest
 

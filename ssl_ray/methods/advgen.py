@@ -29,10 +29,8 @@ import torch
 from ..config import hp
 from ..data import Batch
 from ..errors import ConfigError
-from ..models import build_classifier
 from ..models.encoder_decoder import G_ARCHS, Z_MODES, EncoderDecoder
-from .base import Method
-from .common import ClassifierConfig, adam, cross_entropy_or_zero
+from .common import ClassifierConfig, ClassifierMethod, adam, cross_entropy_or_zero
 from .registry import register
 from .vat import PicturesMixin, frozen_bn_stats, kl_with_logits
 
@@ -84,19 +82,18 @@ class AdvGenConfig(ClassifierConfig):
 
 
 @register
-class AdvGen(PicturesMixin, Method):
+class AdvGen(PicturesMixin, ClassifierMethod):
     name = "advgen"
     Config = AdvGenConfig
     paper = "Ma, Mao, Chen, Li, Generating Adversarial Examples by Adversarial Networks for SSL, WISE 2019"
 
     def build(self) -> None:
         cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
-        self.net = build_classifier(self.info.input_shape, self.info.num_classes, cfg.arch)
+        self.build_net()  # the classifier C and its optimiser "opt"
         self.gen = EncoderDecoder(self.info.input_shape, cfg.latent_dim, cfg.noise_dim, cfg.g_hidden, cfg.z_mode,
                                   cfg.g_arch)
-        self.modules = {"net": self.net, "gen": self.gen}
-        self.optimizers = {"opt_c": adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay),
-                           "opt_g": adam(self.gen.parameters(), cfg.lr_g)}
+        self.modules["gen"] = self.gen
+        self.optimizers["opt_g"] = adam(self.gen.parameters(), cfg.lr_g)
 
     def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
         """C's forward pass without BN running-statistics updates (unlabelled and generated inputs)."""
@@ -131,7 +128,7 @@ class AdvGen(PicturesMixin, Method):
             gx = self.gen(batch.x_all, z)
         loss_adv = kl_with_logits(clean, self.frozen_forward(gx))
         loss_nll = cross_entropy_or_zero(logits_l, batch.y_l)
-        self.step(self.optimizers["opt_c"], classifier_objective(loss_nll, loss_adv, cfg.alpha))
+        self.step(self.optimizers["opt"], classifier_objective(loss_nll, loss_adv, cfg.alpha))
         return {"loss_nll": loss_nll.detach(), "loss_adv": loss_adv.detach()}
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -151,10 +148,3 @@ class AdvGen(PicturesMixin, Method):
         """G(x, z) for fresh z (pictures)."""
         return self.gen(x)
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        was = self.net.training
-        self.net.eval()
-        out = self.net(x)
-        self.net.train(was)
-        return out

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..config import BaseConfig, hp
-from ..models import ARCHS
+from ..models import ARCHS, build_classifier
+from .base import Method
 
 
 @dataclass
@@ -56,3 +57,25 @@ def cross_entropy_or_zero(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     if len(y) == 0:
         return logits.sum() * 0.0
     return nn.functional.cross_entropy(logits, y)
+
+
+class ClassifierMethod(Method):
+    """A method around one classifier, `self.net` (from ClassifierConfig's arch), trained by one Adam
+    optimiser, `self.optimizers["opt"]`; it predicts with the network's logits in eval mode."""
+
+    def build_net(self, arch: str | None = None) -> None:
+        cfg: ClassifierConfig = self.cfg  # type: ignore[assignment]
+        self.net = build_classifier(self.info.input_shape, self.info.num_classes, arch or cfg.arch)
+        self.modules["net"] = self.net
+        self.optimizers["opt"] = adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+
+    def build(self) -> None:
+        self.build_net()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        was = self.net.training
+        self.net.eval()
+        out = self.net(x)
+        self.net.train(was)
+        return out

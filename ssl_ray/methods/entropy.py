@@ -41,9 +41,7 @@ import torch.nn.functional as F
 from ..config import hp
 from ..data import Batch, to_float
 from ..errors import ConfigError
-from ..models import build_classifier
-from .base import Method
-from .common import ClassifierConfig, adam, cross_entropy_or_zero
+from .common import ClassifierConfig, ClassifierMethod, cross_entropy_or_zero
 from .registry import register
 
 LOC_MODES = ("top", "weighted")
@@ -113,7 +111,7 @@ def locality_loss(cams: torch.Tensor, probs: torch.Tensor, mode: str = "top") ->
 
 # ---- the method -------------------------------------------------------------------------------------
 @register
-class Entropy(Method):
+class Entropy(ClassifierMethod):
     name = "entropy"
     Config = EntropyConfig
     paper = "Bansal & Zepeda, Clustering and Locality Penalties for Semi-Supervised Learning (CE + MEL + NBEL + Loc)"
@@ -128,12 +126,10 @@ class Entropy(Method):
         arch = cfg.arch
         if arch == "auto" and info.is_image:
             arch = "conv_small" if info.input_shape[0] == 1 else "conv_large"
-        self.net = build_classifier(info.input_shape, info.num_classes, arch)
+        self.build_net(arch)
         if cfg.gamma > 0 and not self.net.has_feature_maps:
             raise ConfigError(f"gamma: {cfg.gamma:g} > 0 needs a conv net with class activation maps, "
                               f"arch={cfg.arch} gives {type(self.net).__name__}; set gamma=0")
-        self.modules = {"net": self.net}
-        self.optimizers = {"opt": adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)}
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg: EntropyConfig = self.cfg  # type: ignore[assignment]
@@ -154,13 +150,6 @@ class Entropy(Method):
         self.step(self.optimizers["opt"], loss)
         out["loss_total"] = loss
         return {k: v.detach() for k, v in out.items()}
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        self.net.eval()
-        out = self.net(x)
-        self.net.train()
-        return out
 
     @torch.no_grad()
     def pictures(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:

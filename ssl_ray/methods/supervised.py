@@ -11,9 +11,7 @@ import torch
 
 from ..config import hp
 from ..data import Batch
-from ..models import build_classifier
-from .base import Method
-from .common import ClassifierConfig, adam, cross_entropy_or_zero
+from .common import ClassifierConfig, ClassifierMethod, cross_entropy_or_zero
 from .registry import register
 
 
@@ -25,25 +23,12 @@ class SupervisedConfig(ClassifierConfig):
 
 
 @register
-class Supervised(Method):
+class Supervised(ClassifierMethod):
     name = "supervised"
     Config = SupervisedConfig
     paper = "baseline: cross-entropy on labelled data only"
-
-    def build(self) -> None:
-        cfg: SupervisedConfig = self.cfg  # type: ignore[assignment]
-        self.net = build_classifier(self.info.input_shape, self.info.num_classes, cfg.arch)
-        self.modules = {"net": self.net}
-        self.optimizers = {"opt": adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)}
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         loss = cross_entropy_or_zero(self.net(batch.x_l), batch.y_l)
         self.step(self.optimizers["opt"], loss)
         return {"loss_lab": loss.detach()}
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        self.net.eval()
-        out = self.net(x)
-        self.net.train()
-        return out

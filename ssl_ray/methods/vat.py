@@ -33,9 +33,7 @@ from ..config import hp
 from ..data import Batch
 from ..data.base import to_float
 from ..errors import ConfigError
-from ..models import build_classifier
-from .base import Method
-from .common import ClassifierConfig, adam, cross_entropy_or_zero
+from .common import ClassifierConfig, ClassifierMethod, cross_entropy_or_zero
 from .registry import register
 
 
@@ -150,16 +148,10 @@ class VATConfig(ClassifierConfig):
 
 
 @register
-class VAT(PicturesMixin, Method):
+class VAT(PicturesMixin, ClassifierMethod):
     name = "vat"
     Config = VATConfig
     paper = "Miyato et al., Virtual Adversarial Training, TPAMI 2018 (takerum/vat_tf)"
-
-    def build(self) -> None:
-        cfg: VATConfig = self.cfg  # type: ignore[assignment]
-        self.net = build_classifier(self.info.input_shape, self.info.num_classes, cfg.arch)
-        self.modules = {"net": self.net}
-        self.optimizers = {"opt": adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)}
 
     def perturbed_forward(self, x: torch.Tensor) -> torch.Tensor:
         with frozen_bn_stats(self.net):
@@ -192,10 +184,3 @@ class VAT(PicturesMixin, Method):
         logits = self.perturbed_forward(x)
         return x + vat_perturbation(self.perturbed_forward, x, logits, cfg.eps, cfg.xi, cfg.ip)
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        was = self.net.training
-        self.net.eval()
-        out = self.net(x)
-        self.net.train(was)
-        return out

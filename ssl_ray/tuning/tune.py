@@ -167,7 +167,6 @@ def experiment_path(o: TuneOptions, space: SearchSpace) -> tuple[str, str]:
 
 
 def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
-    import ray
     from ray import tune
     from ray.tune import CLIReporter
 
