@@ -162,22 +162,33 @@ class BatchStream:
         y = torch.as_tensor(np.asarray(raw.y_train), dtype=torch.long)
         lab = torch.as_tensor(splits.lab_idx, dtype=torch.long)
         unl = torch.as_tensor(splits.unl_idx, dtype=torch.long)
-        self.x_lab = x[lab].to(self.device)
+        # On the CPU the batches are gathered straight from the (memory-mapped) training array, which every
+        # trial on the node shares; on an accelerator the training set is copied there once.
+        self.x_src = x if self.device.type == "cpu" else x.to(self.device)
+        self.lab_ids, self.unl_ids = lab.to(self.device), unl.to(self.device)
         self.y_lab = y[lab].to(self.device)
-        self.x_unl = x[unl].to(self.device)
         self.gen = torch.Generator().manual_seed(int(seed) + 7919)  # same on every rank
         self.lab_cycle = _Cycler(len(lab), self.gen)
         self.unl_cycle = _Cycler(len(unl), self.gen)
 
     @property
     def unlabelled_size(self) -> int:
-        return len(self.x_unl)
+        return len(self.unl_ids)
+
+    @property
+    def x_lab(self) -> torch.Tensor:
+        """The labelled inputs (a copy: for pictures and inspection, not the training path)."""
+        return self.x_src[self.lab_ids]
+
+    @property
+    def x_unl(self) -> torch.Tensor:
+        return self.x_src[self.unl_ids]
 
     def epoch_steps(self) -> int:
         """Steps for one pass over the unlabelled pool (T - R of it per step; all T when R = T), so an
         epoch means the same amount of data for every method, the supervised baseline included."""
         per_step = (self.u or self.r) * self.world
-        return max(1, -(-len(self.x_unl) // per_step))
+        return max(1, -(-len(self.unl_ids) // per_step))
 
     def _slice(self, idx: torch.Tensor, per_rank: int) -> torch.Tensor:
         return idx[self.rank * per_rank:(self.rank + 1) * per_rank].to(self.device)
@@ -188,8 +199,9 @@ class BatchStream:
         x_u2 = None
         if self.second:
             ui2 = self._slice(self.unl_cycle.next(max(self.u, self.r) * self.world), max(self.u, self.r))
-            x_u2 = to_float(self.x_unl[ui2])
-        return Batch(to_float(self.x_lab[li]), self.y_lab[li], to_float(self.x_unl[ui]), x_u2)
+            x_u2 = to_float(self.x_src[self.unl_ids[ui2]])
+        return Batch(to_float(self.x_src[self.lab_ids[li]]), self.y_lab[li], to_float(self.x_src[self.unl_ids[ui]]),
+                     x_u2)
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state(), "lab": self.lab_cycle.state_dict(), "unl": self.unl_cycle.state_dict()}
