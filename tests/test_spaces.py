@@ -23,6 +23,8 @@ def test_every_method_has_a_default_space():
     from ssl_ray.methods import list_methods
 
     for m in list_methods():
+        if not m.__module__.startswith("ssl_ray.methods."):
+            continue  # a plugin method registered by another test
         assert (SPACES_DIR / f"{m.name}.yaml").exists(), f"no search_spaces/{m.name}.yaml"
 
 
