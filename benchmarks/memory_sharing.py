@@ -9,9 +9,8 @@ the cache files alone) every 0.5 s. The table shows every trial process in the l
 were running at once (the JSON also has each process's peaks).
 
 If the dataset were held K times, each trial's USS would include the 45 MiB training array; memory-mapped,
-the cache files' PSS per trial is (their resident size) / K. The script also prints the size of the copy
-BatchStream keeps of the unlabelled pool (the data "lives on the device once": on a CPU device that is a
-private copy per trial).
+the cache files' PSS per trial is (their resident size) / K. The script also prints the size of the unlabelled
+pool, which BatchStream used to copy privately per trial on CPU (it now gathers batches from the shared map).
 
     python benchmarks/memory_sharing.py [--quick] [--trials 4]
 """
@@ -175,7 +174,8 @@ def main() -> None:
 
         ray.shutdown()
     print(f"\ncache files (MB): {', '.join(f'{n} {s:.1f}' for n, s in sorted(files.items()))}; "
-          f"BatchStream's copy of the unlabelled pool: {unl_copy:.1f} MB per trial")
+          f"unlabelled pool {unl_copy:.1f} MB (gathered per batch from the shared map on CPU since 2026-11-21; "
+          f"before that, a private copy per trial)")
     print("K trials at once: figures (MB) of every trial process in the last sample where all K were running")
     print(f"{'K':>3s}{'procs':>6s}{'RSS':>8s}{'PSS':>8s}{'USS':>8s}{'cache RSS':>11s}{'cache PSS':>11s}"
           f"{'sum PSS':>9s}{'sum cache PSS':>15s}   (per-trial: median over the K processes)")
