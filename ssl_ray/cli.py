@@ -47,6 +47,14 @@ def data_options(f):
     return f
 
 
+def perf_options(f):
+    f = click.option("--amp", is_flag=True, help="mixed precision: bfloat16 autocast in the training steps")(f)
+    f = click.option("--compile", "compile_", is_flag=True, help="torch.compile the method's models")(f)
+    f = click.option("--no-resident-data", "host_data", is_flag=True, help="on a GPU, keep the dataset on the host "
+                     "and copy each batch (default: resident on the device)")(f)
+    return f
+
+
 def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=None):
     from .config import parse_set
     from .data import DataSpec
@@ -96,8 +104,9 @@ def _emit(summary: dict, as_json: bool, human: str) -> None:
               "checkpoint after a worker failure")
 @click.option("--output", default=None, help="run directory (TensorBoard files, checkpoints, result.json)")
 @click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON object with the results")
+@perf_options
 def train(method, dataset, data_root, download, labels, val_size, data_opts, epochs, batch_size, seed, sets,
-          address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json):
+          address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json, amp, compile_, host_data):
     """Train METHOD once, through Ray Train, and print its validation and test error."""
     from . import config as C
     from .data import load_splits
@@ -113,7 +122,8 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
     _check_positive(epochs=epochs, workers=workers, cpus_per_worker=cpus_per_worker)
     _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures)
     _check_seed(seed)
-    spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides)
+    spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides, amp=amp, compile=compile_,
+                   data_resident=not host_data)
     spec.method_config()  # unknown key / bad value: error before any compute
     load_splits(data, seed)  # absent or corrupt dataset, too few/many labels: error before any compute
     out = output or default_output("train", f"{method}-{data.name}")
@@ -192,9 +202,11 @@ def _check_writable(path: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the searched trials")
 @click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON summary")
 @click.option("--quiet", is_flag=True, help="no trial table while it runs")
+@perf_options
 def tune(method, space_file, sets, dataset, data_root, download, labels, val_size, data_opts, num_samples,
          max_epochs, grace_epochs, reduction_factor, scheduler, max_concurrent, cpus_per_trial, gpus_per_trial,
-         workers, address, storage, name, resume, confirm_seeds, max_failures, seed, as_json, quiet):
+         workers, address, storage, name, resume, confirm_seeds, max_failures, seed, as_json, quiet, amp, compile_,
+         host_data):
     """Search METHOD's hyperparameters with Ray Tune + ASHA (validation error), then summarise."""
     from . import config as C
     from .data import load_splits
@@ -213,7 +225,8 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
                        reduction_factor=reduction_factor, scheduler=scheduler, max_concurrent=max_concurrent,
                        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, workers=workers,
                        address=address, storage=storage, name=name, resume=resume, confirm_seeds=confirm_seeds,
-                       max_failures=max_failures, seed=seed, progress=not quiet)
+                       max_failures=max_failures, seed=seed, progress=not quiet, amp=amp, compile=compile_,
+                       data_resident=not host_data)
     apply_options(space, opts)
     load_splits(space.data, seed)  # missing dataset, bad label count: error before any compute
     if storage and "://" not in storage:

@@ -152,7 +152,7 @@ class BatchStream:
 
     def __init__(self, splits: Splits, batch_size: int, labeled_ratio: float, seed: int,
                  device: torch.device | str = "cpu", *, uses_labels: bool = True, second_unlabelled: bool = False,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, resident: bool = True):
         self.r, self.u = batch_composition(batch_size, labeled_ratio, uses_labels)
         self.rank, self.world = rank, world
         self.second = second_unlabelled
@@ -164,8 +164,11 @@ class BatchStream:
         unl = torch.as_tensor(splits.unl_idx, dtype=torch.long)
         # On the CPU the batches are gathered straight from the (memory-mapped) training array, which every
         # trial on the node shares; on an accelerator the training set is copied there once.
-        self.x_src = x if self.device.type == "cpu" else x.to(self.device)
-        self.lab_ids, self.unl_ids = lab.to(self.device), unl.to(self.device)
+        # (`resident=False` keeps it on the host and copies each batch: the slow path, kept to measure against.)
+        self.resident = resident
+        self.x_src = x.to(self.device) if self.resident else x
+        ids_device = self.device if self.resident else torch.device("cpu")
+        self.lab_ids, self.unl_ids = lab.to(ids_device), unl.to(ids_device)
         self.y_lab = y[lab].to(self.device)
         self.gen = torch.Generator().manual_seed(int(seed) + 7919)  # same on every rank
         self.lab_cycle = _Cycler(len(lab), self.gen)
@@ -191,7 +194,10 @@ class BatchStream:
         return max(1, -(-len(self.unl_ids) // per_step))
 
     def _slice(self, idx: torch.Tensor, per_rank: int) -> torch.Tensor:
-        return idx[self.rank * per_rank:(self.rank + 1) * per_rank].to(self.device)
+        return idx[self.rank * per_rank:(self.rank + 1) * per_rank].to(self.lab_ids.device)
+
+    def _gather(self, ids: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return to_float(self.x_src[ids[i]].to(self.device, non_blocking=True))
 
     def next(self) -> Batch:
         li = self._slice(self.lab_cycle.next(self.r * self.world), self.r)
@@ -199,8 +205,8 @@ class BatchStream:
         x_u2 = None
         if self.second:
             ui2 = self._slice(self.unl_cycle.next(max(self.u, self.r) * self.world), max(self.u, self.r))
-            x_u2 = to_float(self.x_src[self.unl_ids[ui2]])
-        return Batch(to_float(self.x_src[self.lab_ids[li]]), self.y_lab[li], to_float(self.x_src[self.unl_ids[ui]]),
+            x_u2 = self._gather(self.unl_ids, ui2)
+        return Batch(self._gather(self.lab_ids, li), self.y_lab[li.to(self.device)], self._gather(self.unl_ids, ui),
                      x_u2)
 
     def state_dict(self) -> dict:

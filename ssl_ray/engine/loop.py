@@ -41,6 +41,13 @@ class RunSpec:
     picture_every: int = 0
     """Log pictures every k epochs (and at the last one); 0 = only at the last epoch."""
     checkpoint_every: int = 1
+    amp: bool = False
+    """Mixed precision: training steps under bfloat16 autocast (backward and optimiser steps in float32)."""
+    compile: bool = False
+    """torch.compile every model of the method (in place: checkpoints keep their keys)."""
+    data_resident: bool = True
+    """Keep the training set on the accelerator (no per-step host-to-device copies); False gathers each batch
+    on the host and copies it. No effect on the CPU, where batches come from the shared memory map."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +99,10 @@ class Trainer:
         self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labeled_ratio, spec.seed, self.device,
                                   uses_labels=self.method_cls.uses_labels,
                                   second_unlabelled=self.method_cls.second_unlabelled, rank=self.rank,
-                                  world=self.world)
+                                  world=self.world, resident=spec.data_resident)
+        if spec.compile:
+            for m in self.method.modules.values():
+                m.compile()
         self.steps = self.cfg.steps_per_epoch or self.stream.epoch_steps()
         self.x_val, self.y_val = eval_tensors(self.splits, "val", self.device)
         self.x_test, self.y_test = eval_tensors(self.splits, "test", self.device)
@@ -139,6 +149,13 @@ class Trainer:
             return clustering_error(pred, y, k, self.info.num_classes), pred
         return error_rate(pred, y), pred
 
+    def _autocast(self):
+        import contextlib
+
+        if not self.spec.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
     def _sync_buffers(self) -> None:
         """BatchNorm statistics are per worker while training (no SyncBatchNorm: see docs); before evaluating,
         every worker takes rank 0's, so the sharded evaluation is of one and the same model."""
@@ -160,7 +177,8 @@ class Trainer:
         rows: list[torch.Tensor] = []
         keys: list[str] = []
         for _ in range(self.steps):
-            out = self.method.train_step(self.stream.next())
+            with self._autocast():
+                out = self.method.train_step(self.stream.next())
             if not keys:
                 keys = list(out)
             rows.append(torch.stack([out[k].detach().float().reshape(()) for k in keys]))

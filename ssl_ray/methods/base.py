@@ -102,7 +102,8 @@ class Method:
             params = [p for g in optimizer.param_groups for p in g["params"]]
         params = list(params)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.autocast(device_type=self.device.type, enabled=False):  # backward outside mixed precision
+            loss.float().backward()
         distributed.average_gradients(params)
         optimizer.step()
 

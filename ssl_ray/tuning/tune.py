@@ -47,6 +47,9 @@ class TuneOptions:
     max_failures: int = 0
     seed: int = 0
     progress: bool = True
+    amp: bool = False
+    compile: bool = False
+    data_resident: bool = True
 
 
 # ---- the trial --------------------------------------------------------------------------------------------
@@ -182,7 +185,8 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     if data.root and "://" not in data.root:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
     meta = {"spec": RunSpec(space.method, data, epochs=space.scheduler.max_epochs, seed=o.seed,
-                            config=dict(space.fixed)).to_dict(),
+                            config=dict(space.fixed), amp=o.amp, compile=o.compile,
+                            data_resident=o.data_resident).to_dict(),
             "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
             "storage": exp, "max_failures": o.max_failures}
     if o.workers > 1:
@@ -280,7 +284,8 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
     metas = []
     for s in seeds:
         metas.append({"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=s,
-                                      config=fixed).to_dict(),
+                                      config=fixed, amp=o.amp, compile=o.compile,
+                                      data_resident=o.data_resident).to_dict(),
                       "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
                       "storage": storage + "/" + name + "-confirm", "max_failures": o.max_failures})
     trial_res = DRIVER_ONLY if o.workers > 1 else {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
