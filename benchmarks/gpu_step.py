@@ -123,6 +123,17 @@ def main() -> None:
         res["loop_util"] = util.mean(t0, time.time())
         del tr
         torch.cuda.empty_cache()
+        # the switches a user can turn on (ssl-ray train/tune --no-resident-data / --amp / --compile), each alone
+        for name, sw in (("host_data", {"data_resident": False}), ("amp", {"amp": True}),
+                         ("compile", {"compile": True})):
+            t0 = time.time()
+            tr = Trainer(RunSpec("i2gan", data, epochs=a.epochs, config={**CONFIG, "steps_per_epoch": a.steps}, **sw),
+                         device="cuda", progress=False)
+            tr.fit()
+            res[name] = statistics.median(h["samples_per_second"] for h in tr.history[1:] or tr.history) / 200
+            res[name + "_util"] = util.mean(t0, time.time())
+            del tr
+            torch.cuda.empty_cache()
         if not a.no_ray:
             from ssl_ray.tuning.train import run_train
 
@@ -133,9 +144,9 @@ def main() -> None:
             res["ray_wall_s"] = time.time() - t0
     util.stop.set()
     print(f"\ni2gan, CIFAR-10-shaped synthetic data, batch 200 (100 + 100), {res['gpu']}")
-    for k in ("bare", "loop", "ray_last_epoch"):
+    for k in ("bare", "loop", "host_data", "amp", "compile", "ray_last_epoch"):
         if k in res:
-            u = res.get(k.split("_")[0] + "_util")
+            u = res.get(k + "_util", res.get(k.split("_")[0] + "_util"))
             ms = 1000 / res[k]
             print(f"{k:16s}{res[k]:8.1f} steps/s {ms:7.2f} ms/step  ratio {res[k] / res['bare']:.3f}  "
                   f"GPU util {u if u is None else round(u)}%")
