@@ -117,6 +117,8 @@ class Trainer:
             from .tblog import TBLogger
 
             self.tb = TBLogger(log_dir)
+            self.tb.hparams(C.to_dict(self.cfg) | {"method": spec.method, "dataset": spec.data.name,
+                                                   "seed": spec.seed})
 
     # ---- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -20,6 +20,13 @@ def _threads(cpus: float) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
+def resume(trainer: Trainer, ckpt) -> None:
+    """Restore `trainer` from a Ray checkpoint (Train's or Tune's), when there is one."""
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            trainer.restore(checkpoint.load(d))
+
+
 def worker_loop(config: dict[str, Any]) -> None:
     """The body of every Ray Train worker (and, with report=tune, of a single-worker Tune trial)."""
     import ray.train
@@ -29,15 +36,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     _threads(config.get("cpus_per_worker", 1))
     device = ray.train.torch.get_device()  # [1] the worker's device (GPU when given one, else CPU)
     trainer = Trainer(spec, device=device, log_dir=config.get("log_dir"), progress=config.get("progress", True))
-    if trainer.tb is not None:
-        from ..config import to_dict
-
-        trainer.tb.hparams(to_dict(trainer.cfg) | {"method": spec.method, "dataset": spec.data.name,
-                                                   "seed": spec.seed})
-    ckpt = ray.train.get_checkpoint()  # [2] resume from the last checkpoint after a failure
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            trainer.restore(checkpoint.load(d))
+    resume(trainer, ray.train.get_checkpoint())  # [2] resume from the last checkpoint after a failure
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
         from ray.train import Checkpoint

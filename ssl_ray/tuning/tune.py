@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import config as C
-from ..engine import checkpoint
 from ..engine.loop import RunSpec, Trainer
 from ..errors import DivergenceError, SSLRayError
 from ..methods import get_method
 from .spaces import SearchSpace, check_scheduler
+from .train import resume
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
 SPEC_KEY = "_ssl_ray"
@@ -74,13 +73,7 @@ def trial_fn(config: dict[str, Any]) -> None:
         raise DivergenceError(open(marker).read())
     device = "cuda" if meta["gpus"] > 0 and torch.cuda.is_available() else "cpu"
     trainer = Trainer(spec, device=device, log_dir=os.path.join(trial_dir, "tensorboard"), progress=False)
-    if trainer.tb is not None:
-        trainer.tb.hparams(C.to_dict(trainer.cfg) | {"method": spec.method, "dataset": spec.data.name,
-                                                      "seed": spec.seed})
-    ckpt = ray.tune.get_checkpoint()  # [2] resume after a crash or a driver restart
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            trainer.restore(checkpoint.load(d))
+    resume(trainer, ray.tune.get_checkpoint())  # [2] resume after a crash or a driver restart
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
         from ray.tune import Checkpoint
