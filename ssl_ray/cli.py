@@ -313,14 +313,19 @@ def report(experiments, fmt, trials, output):
 @click.option("--print-only", is_flag=True, help="print the tensorboard command instead of running it")
 def tensorboard(experiments, port, host, print_only):
     """Open TensorBoard on one or several experiments (or train runs), with readable run names."""
+    from pathlib import Path
+
     import shlex
     import subprocess
+    import tempfile
 
-    from .tuning.tb import logdir_spec
+    from .tuning.tb import build_logdir
 
-    spec = logdir_spec(list(experiments))
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir_spec", spec, "--port", str(port), "--host", host]
+    logdir = build_logdir(list(experiments), tempfile.mkdtemp(prefix="ssl_ray_tb_"))
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--host", host]
     if print_only:
+        for run in sorted(p.relative_to(logdir).parent for p in Path(logdir).rglob("events.out.tfevents.*")):
+            click.echo(f"run: {run}")
         click.echo(" ".join(shlex.quote(c) for c in cmd))
         return
     click.echo(f"TensorBoard on http://{host}:{port} (Ctrl-C to stop)", err=True)

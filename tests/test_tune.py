@@ -100,7 +100,12 @@ def test_report_and_tensorboard_commands(finished):
     assert js[0]["trials"] == 6 and js[0]["stopped_early"] == s["num_stopped_early"]
     out = _cli("tensorboard", exp, "--print-only")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("/tensorboard") == 6 and "lr=" in out.stdout
+    runs = [l[5:] for l in out.stdout.splitlines() if l.startswith("run: ")]
+    assert len(runs) == 6 and all(r.startswith("asha/trial") and "lr=" in r for r in runs)
+    logdir = out.stdout.split("--logdir ")[1].split()[0]
+    for r in runs:  # each readable run folder serves that trial's own event file (TensorBoard reads it)
+        sc = read_scalars(Path(logdir) / r)
+        assert sc["error/val"], r
     bad = _cli("report", "/nonexistent/exp")
     assert bad.returncode == 2 and "not a finished ssl-ray experiment" in bad.stderr
 

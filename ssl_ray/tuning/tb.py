@@ -30,8 +30,8 @@ def runs(path: str) -> list[tuple[str, str]]:
     out = []
     for t in sorted(p.glob("*/tensorboard")):
         trial = t.parent
-        label = trial.name.split("_")[0:2]
-        name = "_".join(label)
+        parts = trial.name.split("_")  # Tune's <trainable>_<experiment id>_<index>_<index>_<params>_<time>
+        name = f"trial{parts[3]}" if len(parts) > 3 and parts[3].isdigit() else trial.name[:40]
         params = trial / "params.json"
         if params.exists() and searched:
             cfg = json.loads(params.read_text())
@@ -42,10 +42,20 @@ def runs(path: str) -> list[tuple[str, str]]:
     return out
 
 
-def logdir_spec(paths: list[str]) -> str:
+def build_logdir(paths: list[str], root: str) -> str:
+    """A TensorBoard log directory under `root` with one readable folder per run (<experiment>/<trial>_<k=v>),
+    holding symbolic links to the runs' event files (Tune's trial folders have commas in their names, which
+    --logdir_spec cannot take). Returns `root`."""
     items = []
     for path in paths:
         if not os.path.exists(path):
             raise SSLRayError(f"no such experiment or run directory: {path}")
         items += runs(path)
-    return ",".join(f"{_clean(n).replace(':', '_')}:{d}" for n, d in items)
+    for name, d in items:
+        target = Path(root) / _clean(name)
+        for f in Path(d).rglob("events.out.tfevents.*"):
+            link = target / f.relative_to(d)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    return root
