@@ -112,6 +112,7 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
     from .data import load_splits
     from .engine.loop import RunSpec
     from .methods import get_method
+    from .tuning.preflight import preflight
     from .tuning.train import default_output, run_train
 
     get_method(method)
@@ -125,7 +126,7 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
     spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides, amp=amp, compile=compile_,
                    data_resident=not host_data)
     spec.method_config()  # unknown key / bad value: error before any compute
-    load_splits(data, seed)  # absent or corrupt dataset, too few/many labels: error before any compute
+    preflight(spec)  # absent or corrupt dataset, too few/many labels, config x dataset: error before any compute
     out = output or default_output("train", f"{method}-{data.name}")
     _check_writable(out)
     summary = run_train(spec, output=out, workers=workers, cpus_per_worker=cpus_per_worker,
@@ -213,6 +214,21 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
     from .tuning.spaces import load_space
     from .tuning.tune import TuneOptions, apply_options, run_tune
 
+    if storage:
+        from .tuning.experiment import check_storage
+
+        check_storage(storage)
+    if resume:  # the experiment's own method, dataset, space and scheduler; typed options must agree
+        from click.core import ParameterSource
+
+        from .tuning.experiment import resume_setup
+
+        ctx = click.get_current_context()
+        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        space, opts = resume_setup(method, given, storage, name)
+        summary = run_tune(space, opts)
+        _emit(summary, as_json, _tune_text(summary))
+        return
     space = load_space(space_file, method=method, sets=C.parse_set(sets))
     space.data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=space.data)
     _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
@@ -240,7 +256,9 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
 def _tune_text(s: dict) -> str:
     lines = [f"\n{s['method']} on {s['dataset']} ({s['labels']} labels): {s['num_trials']} trials, "
              f"{s['num_stopped_early']} stopped early by ASHA, {s['num_errored']} errored, "
-             f"{s['num_completed']} ran to the end, in {s['seconds']:.0f}s"]
+             f"{s['num_completed']} ran to the end" + (f", {s['num_interrupted']} interrupted"
+                                                        if s.get("num_interrupted") else "") +
+             f", in {s['seconds']:.0f}s"]
     b = s.get("best")
     if b:
         cfg = ", ".join(f"{k}={b['config'][k]:.4g}" if isinstance(b["config"][k], float) else f"{k}={b['config'][k]}"

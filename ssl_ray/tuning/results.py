@@ -35,48 +35,28 @@ def _reason(error: Any) -> str | None:
     return text[-1][:500] if text else repr(error)
 
 
-def read_histories(exp: str) -> dict[str, list[dict[str, Any]]]:
-    """Per-trial lists of reported results, from each trial's result.json (written by Tune as it runs)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    root = Path(exp)
-    for f in sorted(root.glob("*/result.json")):
-        rows = []
-        for line in f.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a crash
-        if rows:
-            out[str(rows[0].get("trial_id", f.parent.name))] = rows
-    return out
-
-
-def summarize(grid, exp: str, space, *, max_epochs: int, seconds: float) -> dict[str, Any]:
-    """Build the tables from a ResultGrid, write them next to the experiment, return the JSON summary."""
-    from .tune import SPEC_KEY
-
+def summarize(exp: str, space, trials: list[dict[str, Any]], *, max_epochs: int, seconds: float,
+              interrupted: bool = False) -> dict[str, Any]:
+    """Build the tables from the experiment's own files (experiment.collect: one entry per planned trial),
+    write them next to the experiment, return the JSON summary."""
     cls = get_method(space.method)
     rows, history = [], []
-    for r in grid:
-        hp = {k: v for k, v in (r.config or {}).items() if k != SPEC_KEY}
-        m = dict(r.metrics or {})
-        df = r.metrics_dataframe
-        hist = df.to_dict("records") if df is not None and len(df) else ([m] if m else [])
-        trial_id = m.get("trial_id") or (hist[-1].get("trial_id") if hist else None) or Path(r.path).name
+    for t in trials:
+        hp, hist, trial_id = t["config"], t["history"], t["trial_id"]
+        m = hist[-1] if hist else {}
         vals = [h.get("val_error") for h in hist if _num(h.get("val_error")) is not None]
         epochs = int(max([_num(h.get("epoch")) or 0 for h in hist] or [0]))
-        err = _reason(r.error)
-        status = "ERROR" if r.error is not None else ("STOPPED" if epochs < max_epochs else "TERMINATED")
+        status = t["status"]
         full = C.to_dict(C.build(cls.Config, {**space.fixed, **hp}))
         best_i = min(range(len(hist)), key=lambda i: hist[i].get("val_error", math.inf)
                      if _num(hist[i].get("val_error")) is not None else math.inf) if vals else None
         row = {"trial_id": trial_id, "status": status, "stopped_early": status == "STOPPED",
-               "error": err, "epochs": epochs,
+               "error": _reason(t["error"]), "epochs": epochs,
                "val_error": _num(m.get("val_error")), "test_error": _num(m.get("test_error")),
                "best_val_error": min(vals) if vals else None,
                "test_error_at_best_val": _num(hist[best_i].get("test_error")) if best_i is not None else None,
                "epoch_of_best_val": int(hist[best_i].get("epoch", 0)) if best_i is not None else None,
-               "seconds": _num(m.get("time_total_s")), "path": str(r.path)}
+               "seconds": t["seconds"], "path": t["path"]}
         row.update({f"config/{k}": v for k, v in full.items()})
         rows.append(row)
         for h in hist:
@@ -88,9 +68,11 @@ def summarize(grid, exp: str, space, *, max_epochs: int, seconds: float) -> dict
     best = min(ok, key=lambda r: r["best_val_error"]) if ok else None
     summary = {
         "experiment": exp, "method": space.method, "dataset": space.data.name, "labels": space.data.labels,
+        "interrupted": interrupted,
         "num_trials": len(rows), "num_stopped_early": sum(r["stopped_early"] for r in rows),
         "num_errored": sum(r["status"] == "ERROR" for r in rows),
         "num_completed": sum(r["status"] == "TERMINATED" for r in rows),
+        "num_interrupted": sum(r["status"] == "INTERRUPTED" for r in rows),
         "scheduler": vars(space.scheduler), "searched": list(space.search), "seconds": round(seconds, 1),
         "best": None if best is None else {
             "trial_id": best["trial_id"], "config": {k[7:]: v for k, v in best.items() if k.startswith("config/")},

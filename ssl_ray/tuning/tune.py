@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any
 from ..engine.loop import RunSpec, Trainer
 from ..errors import DivergenceError, SSLRayError
 from ..methods import get_method
+from . import experiment
+from .experiment import INTERRUPT
 from .spaces import SearchSpace, check_scheduler
 from .train import resume
 
@@ -73,7 +77,10 @@ def trial_fn(config: dict[str, Any]) -> None:
         raise DivergenceError(open(marker).read())
     device = "cuda" if meta["gpus"] > 0 and torch.cuda.is_available() else "cpu"
     trainer = Trainer(spec, device=device, log_dir=os.path.join(trial_dir, "tensorboard"), progress=False)
-    resume(trainer, ray.tune.get_checkpoint())  # [2] resume after a crash or a driver restart
+    ckpt = ray.tune.get_checkpoint()  # [2] resume after a crash (--max-failures)...
+    if ckpt is None and meta.get("resume"):  # ...or continue an earlier attempt (ssl-ray tune --resume)
+        ckpt = ray.tune.Checkpoint(meta["resume"]["checkpoint"])
+    resume(trainer, ckpt)
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
         from ray.tune import Checkpoint
@@ -105,7 +112,8 @@ def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
         train_loop_config={"spec": spec.to_dict(), "log_dir": os.path.join(trial_dir, "tensorboard"),
                            "cpus_per_worker": meta["cpus"], "progress": False},
         scaling_config=ScalingConfig(num_workers=meta["workers"], use_gpu=use_gpu, resources_per_worker=res),
-        run_config=RunConfig(name="train", storage_path=meta["storage"] + "/" + os.path.basename(trial_dir),
+        # one Train run per plan entry: a resumed attempt finds its predecessor's run there and continues it
+        run_config=RunConfig(name=f"train-{meta['index']:05d}", storage_path=meta["storage"],
                              callbacks=[TuneReportCallback()], failure_config=FailureConfig(meta["max_failures"]),
                              logging_config=LoggingConfig(log_level="WARNING")),
     )
@@ -114,13 +122,23 @@ def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
 
 # ---- the search -------------------------------------------------------------------------------------------
 def _scheduler(space: SearchSpace):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     s = space.scheduler
     if s.name == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=s.max_epochs, grace_period=s.grace_epochs,
-                         reduction_factor=s.reduction_factor)  # [5] ASHA on our own epoch counter
+    from .hooks import PlanASHA
+
+    return PlanASHA(time_attr=TIME_ATTR, max_t=s.max_epochs, grace_period=s.grace_epochs,
+                    reduction_factor=s.reduction_factor)  # [5] ASHA on our own epoch counter
+
+
+def _on_sigint(signum, frame) -> None:
+    if INTERRUPT.is_set():
+        raise KeyboardInterrupt  # a second Ctrl-C: quit at once
+    INTERRUPT.set()
+    print("\ninterrupt: stopping the trials (their checkpoints stay); Ctrl-C again to quit at once",
+          file=sys.stderr, flush=True)
 
 
 def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
@@ -159,29 +177,86 @@ def experiment_path(o: TuneOptions, space: SearchSpace) -> tuple[str, str]:
     if "://" not in storage:
         storage = str(Path(storage).resolve())
     name = o.name or f"{space.method}-{space.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_name(name)
     return storage, name
 
 
+def check_name(name: str) -> None:
+    """An experiment name is one folder inside --storage: `../x`, `a/b`, `/abs` would write elsewhere."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        raise SSLRayError(f"--name {name!r} must be a plain folder name inside --storage (no '/', '..' or "
+                          f"leading '.')")
+
+
+def _meta(space: SearchSpace, o: TuneOptions, exp: str) -> dict[str, Any]:
+    return {"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=o.seed,
+                            config=dict(space.fixed), amp=o.amp, compile=o.compile,
+                            data_resident=o.data_resident).to_dict(),
+            "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
+            "storage": exp, "max_failures": o.max_failures}
+
+
+def preflight_plan(space: SearchSpace, plan: list[dict[str, Any]], seed: int) -> None:
+    """Build the method for every distinct planned configuration against the dataset's shape (no training):
+    a config x dataset error is one line before Ray starts, not a traceback from inside a trial."""
+    from .preflight import preflight
+
+    seen = set()
+    for hp in plan:
+        key = json.dumps(hp, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            preflight(RunSpec(space.method, space.data, epochs=1, seed=seed, config={**space.fixed, **hp}))
+
+
 def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
+    """A fresh search (the plan drawn from `space`), or with o.resume the unfinished part of a saved one
+    (`space` and `o` then come from the experiment's own files: experiment.resume_setup)."""
+    import signal
+
     from ray import tune
     from ray.tune import CLIReporter
 
     from . import results
     from .cluster import init_ray
+    from .hooks import InterruptStopper, PlanSearcher, TrialRecorder, plan_key, trial_dirname
 
-    apply_options(space, o)
     storage, name = experiment_path(o, space)
     exp = storage.rstrip("/") + "/" + name
-    init_ray(o.address)
-    concurrent = _concurrency(o)
+    fs, base = experiment.fs_of(exp)
+    extended = False
+    if o.resume:
+        doc, records = experiment.load(exp)
+        plan = doc["plan"]
+        if space.num_samples > doc["num_samples"]:  # --num-samples N: more trials appended to the plan
+            plan = plan + experiment.make_plan(space, o.seed)[len(plan):]
+            doc, extended = {**doc, "num_samples": space.num_samples, "plan": plan}, True
+    else:
+        apply_options(space, o)
+        if experiment.read_text(fs, f"{base}/{experiment.SPACE_FILE}") is not None:
+            raise SSLRayError(f"an experiment already exists at {exp}: continue it with --resume, or pick another "
+                              f"--name")
+        plan, records = experiment.make_plan(space, o.seed), {}
     data = space.data
     if data.root and "://" not in data.root:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
-    meta = {"spec": RunSpec(space.method, data, epochs=space.scheduler.max_epochs, seed=o.seed,
-                            config=dict(space.fixed), amp=o.amp, compile=o.compile,
-                            data_resident=o.data_resident).to_dict(),
-            "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
-            "storage": exp, "max_failures": o.max_failures}
+    preflight_plan(space, plan, o.seed)
+    init_ray(o.address)
+    concurrent = _concurrency(o)
+    meta = _meta(space, o, exp)
+    if not o.resume:
+        doc = _save_space(exp, space, o, plan)
+    elif extended:
+        experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", doc)
+    trials = experiment.collect(exp, doc, records) if o.resume else []
+    todo = [t for t in trials if t["status"] not in ("TERMINATED", "STOPPED", "ERROR")]
+    todo += [{"index": i, "config": hp, "checkpoint": None} for i, hp in enumerate(plan) if i >= len(trials)]
+    configs = []
+    for t in todo:
+        m = {**meta, "index": t["index"]}
+        if t["checkpoint"]:
+            m["resume"] = {"checkpoint": t["checkpoint"], "from_epoch": t["checkpoint_epoch"]}
+        configs.append({**t["config"], SPEC_KEY: m})
     if o.workers > 1:
         # The trial only drives its TorchTrainer, which reserves the workers' resources; a CPU-free bundle
         # (1 MiB of memory) keeps the trial from holding a CPU its own workers then wait for.
@@ -190,58 +265,67 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         trial_res = {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
     trainable = tune.with_resources(trial_fn, trial_res)
     scheduler = _scheduler(space)
+    if o.resume:  # [6] ASHA's rungs are not saved anywhere: rebuild them from the saved results
+        replay_rungs(scheduler, {plan_key(t["index"]): t["history"] for t in trials})
     reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
                            parameter_columns=list(space.search), max_report_frequency=15, sort_by_metric=True)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     run_config = tune.RunConfig(
         name=name, storage_path=storage, progress_reporter=reporter if o.progress else None,
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # our own TensorBoard files replace Tune's
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # our own TensorBoard files replace Tune's
+                   TrialRecorder(exp, records)],
+        stop=InterruptStopper(),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
         sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=1 if o.progress else 0)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=PlanSearcher(configs, METRIC, MODE),
+                                    num_samples=max(1, len(configs)), max_concurrent_trials=concurrent,
+                                    trial_dirname_creator=trial_dirname,
+                                    # reuse saves a process start per trial; Train-driving trials cannot
+                                    reuse_actors=o.workers == 1),
+        run_config=run_config)
     t0 = time.time()
-    if o.resume:
-        if not tune.Tuner.can_restore(exp):
-            raise SSLRayError(f"nothing to resume at {exp} (no experiment state there); check --storage/--name")
-        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        _replay_asha(tuner, exp, scheduler)  # [6] rebuild ASHA's rungs from the saved results
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space={**space.param_space(), SPEC_KEY: meta},
-            tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=space.num_samples,
-                                        max_concurrent_trials=concurrent,
-                                        # reuse saves a process start per trial; Train-driving trials cannot
-                                        reuse_actors=o.workers == 1),
-            run_config=run_config)
-        _save_space(exp, space, o)
-    grid = tuner.fit()
-    summary = results.summarize(grid, exp, space, max_epochs=space.scheduler.max_epochs, seconds=time.time() - t0)
+    INTERRUPT.clear()
+    # Ctrl-C: our handler (Tune's own would stop the trials as if they had finished)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
+    try:
+        if configs:
+            tuner.fit()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    interrupted = INTERRUPT.is_set()
+    trials = experiment.collect(exp, doc, records)
+    summary = results.summarize(exp, space, trials, max_epochs=space.scheduler.max_epochs,
+                                seconds=time.time() - t0, interrupted=interrupted)
+    if interrupted:
+        print(f"interrupted: {summary['num_interrupted']} of {summary['num_trials']} trials unfinished, their "
+              f"checkpoints kept in {exp}\ncontinue with: ssl-ray tune {space.method} --storage {storage} "
+              f"--name {name} --resume", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
     if o.confirm_seeds:
         summary["confirm"] = confirm(summary, space, o, storage, name)
         results.write_summary(exp, summary)
     return summary
 
 
-def _save_space(exp: str, space: SearchSpace, o: TuneOptions) -> None:
-    if "://" in exp:
-        return
-    Path(exp).mkdir(parents=True, exist_ok=True)
+def _save_space(exp: str, space: SearchSpace, o: TuneOptions, plan: list[dict[str, Any]]) -> dict[str, Any]:
+    fs, base = experiment.fs_of(exp)
+    experiment.make_dirs(fs, base)
     doc = {"method": space.method, "source": space.source, "dataset": space.data.to_dict(), "fixed": space.fixed,
            "search": {k: {p.dist: p.args} for k, p in space.search.items()},
            "scheduler": vars(space.scheduler), "num_samples": space.num_samples,
-           "options": {k: v for k, v in vars(o).items()}}
-    (Path(exp) / "ssl_ray_space.json").write_text(json.dumps(doc, indent=2, default=str))
-
-
-def _replay_asha(tuner, exp: str, scheduler) -> None:
-    """Hand the restored Tuner a scheduler whose ASHA rungs are rebuilt from the saved results."""
-    from . import results
-
-    tuner._local_tuner._tune_config.scheduler = scheduler  # no public way to hand a restored Tuner one
-    replay_rungs(scheduler, results.read_histories(exp))
+           "options": {k: v for k, v in vars(o).items() if k not in ("resume", "progress")},
+           "plan": plan}
+    experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", doc)
+    return json.loads(json.dumps(doc, default=str))
 
 
 def replay_rungs(scheduler, histories: dict[str, list[dict[str, Any]]]) -> int:
@@ -280,7 +364,8 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
                                       config=fixed, amp=o.amp, compile=o.compile,
                                       data_resident=o.data_resident).to_dict(),
                       "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
-                      "storage": storage + "/" + name + "-confirm", "max_failures": o.max_failures})
+                      "storage": storage + "/" + name + "-confirm", "max_failures": o.max_failures,
+                      "index": len(metas)})
     trial_res = DRIVER_ONLY if o.workers > 1 else {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
     tuner = tune.Tuner(tune.with_resources(trial_fn, trial_res),
                        param_space={SPEC_KEY: tune.grid_search(metas)},
