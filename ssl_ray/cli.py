@@ -287,6 +287,8 @@ def report(experiments, fmt, trials, output):
     """Compare finished experiments side by side (e.g. i2gan vs improvedgan)."""
     from .tuning import results as R
 
+    if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise SSLRayError(f"--output {output}: folder {os.path.dirname(os.path.abspath(output))} does not exist")
     if trials:
         rows = []
         for e in experiments:
@@ -339,15 +341,39 @@ def tensorboard(experiments, port, host, print_only):
 
     from .tuning.tb import build_logdir
 
-    logdir = build_logdir(list(experiments), tempfile.mkdtemp(prefix="ssl_ray_tb_"))
+    import shutil
+    import signal
+
+    logdir = tempfile.mkdtemp(prefix="ssl_ray_tb_")
+    try:
+        build_logdir(list(experiments), logdir)
+    except BaseException:
+        shutil.rmtree(logdir, ignore_errors=True)
+        raise
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--host", host]
-    if print_only:
+    if print_only:  # the folder stays: the printed command reads it
         for run in sorted(p.relative_to(logdir).parent for p in Path(logdir).rglob("events.out.tfevents.*")):
             click.echo(f"run: {run}")
         click.echo(" ".join(shlex.quote(c) for c in cmd))
         return
     click.echo(f"TensorBoard on http://{host}:{port} (Ctrl-C to stop)", err=True)
-    raise SystemExit(subprocess.call(cmd))
+    child = subprocess.Popen(cmd)
+
+    def _stop(signum, frame):  # SIGTERM/SIGHUP: end TensorBoard too, then clean up below
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
+    try:
+        raise SystemExit(child.wait())
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        shutil.rmtree(logdir, ignore_errors=True)
 
 
 # ---- listings --------------------------------------------------------------------------------------------

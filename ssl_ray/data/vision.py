@@ -14,6 +14,7 @@ is torchvision's, so an existing torchvision data root works as it is:
 from __future__ import annotations
 
 import gzip
+import zlib
 import pickle
 from pathlib import Path
 from typing import Callable
@@ -56,7 +57,7 @@ def read_idx(path: Path) -> np.ndarray:
         if len(data) - offset != n:
             raise ValueError(f"expected {n} bytes of data for shape {shape}, found {len(data) - offset}")
         return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
-    except (OSError, ValueError, EOFError, IndexError) as e:
+    except (OSError, ValueError, EOFError, IndexError, zlib.error) as e:  # zlib.error: a bad deflate body
         raise DataError(f"corrupt dataset file {path}: {e}") from None
 
 
@@ -77,6 +78,9 @@ def load_mnist(root: Path, download: bool = False, *, fashion: bool = False) -> 
     for x, y, p in ((xtr, ytr, paths[0]), (xte, yte, paths[2])):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"corrupt dataset file {p}: {len(x)} images but {len(y)} labels")
+    for y, p in ((ytr, paths[1]), (yte, paths[3])):
+        if len(y) and int(y.max()) > 9:  # uint8: never below 0
+            raise DataError(f"corrupt dataset file {p}: labels outside 0..9 (found {int(y.max())})")
     classes = (("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                 "Ankle boot") if fashion else tuple(str(i) for i in range(10)))
     info = DataInfo(name, (1, 28, 28), 10, "image", classes)

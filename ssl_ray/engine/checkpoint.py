@@ -54,5 +54,7 @@ def load(directory: str | os.PathLike) -> dict[str, Any]:
         return torch.load(p, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise SSLRayError(f"no checkpoint at {p}") from None
-    except Exception as e:  # unpickling refusal or corrupt file
-        raise SSLRayError(f"checkpoint {p} cannot be loaded safely: {e}") from None
+    except Exception as e:  # unpickling refusal or corrupt file: one line that names the file
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        first = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0])[:300]
+        raise SSLRayError(f"checkpoint {p} cannot be loaded safely: {type(e).__name__}: {first}") from None

@@ -9,10 +9,12 @@ from ..errors import SSLRayError
 
 def check_address(address: str, timeout: float = 5.0) -> None:
     """Fail fast (seconds, not minutes) when `host:port` does not answer."""
-    if address in ("auto", "local") or address.startswith("ray://") is False and ":" not in address:
+    if address in ("auto", "local"):
         return
-    hostport = address.split("://", 1)[-1]
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
     host, _, port = hostport.rpartition(":")
+    if "://" in hostport or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SSLRayError(f"--address {address!r}: give host:port (e.g. 10.0.0.5:6379), ray://host:port or auto")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
             pass

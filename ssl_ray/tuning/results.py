@@ -129,8 +129,18 @@ def load_experiment(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not (p / RESULTS).exists():
         raise SSLRayError(f"{path} is not a finished ssl-ray experiment (no {RESULTS}); run `ssl-ray tune` or "
                           f"`ssl-ray tune ... --resume` to complete it")
-    summary = json.loads((p / SUMMARY).read_text()) if (p / SUMMARY).exists() else {}
-    rows = pq.read_table(p / RESULTS).to_pylist()
+    try:
+        summary = json.loads((p / SUMMARY).read_text(encoding="utf-8")) if (p / SUMMARY).exists() else {}
+    except (ValueError, OSError) as e:
+        raise SSLRayError(f"{p / SUMMARY} is damaged ({str(e).splitlines()[0]}); `ssl-ray tune ... --resume` "
+                          f"rewrites it from the trials' files") from None
+    if not isinstance(summary, dict):
+        raise SSLRayError(f"{p / SUMMARY} is damaged (not a JSON object)")
+    try:
+        rows = pq.read_table(p / RESULTS).to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise SSLRayError(f"{p / RESULTS} is damaged ({str(e).splitlines()[0]}); `ssl-ray tune ... --resume` "
+                          f"rewrites it from the trials' files") from None
     return summary, rows
 
 

@@ -147,6 +147,8 @@ def load_space(path: str | Path | None = None, *, method: str | None = None,
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read search space {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): a search space is a YAML file") from None
     space = parse_space(text, source=str(p), method=method)
     if sets:
         apply_sets(space, sets)
@@ -166,8 +168,8 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
     except Exception as e:  # PyYAML's constructors raise ValueError, IndexError... on e.g. `!!float ''`
         raise ConfigError(f"{source}: malformed YAML: {type(e).__name__}: {e}") from None
     ctx = _Ctx(source, _lines(text))
-    if doc is None:
-        doc = {}
+    if doc is None:  # an empty file would run num_samples identical trials of the defaults
+        raise ctx.err((), "empty search space: give at least `search:` (see docs/ADDING_A_METHOD.md)")
     if not isinstance(doc, dict):
         raise ctx.err((), f"a search space is a mapping with keys {', '.join(TOP_KEYS)}; got {type(doc).__name__}")
     for k in doc:

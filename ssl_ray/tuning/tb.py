@@ -10,7 +10,9 @@ from ..errors import SSLRayError
 
 
 def _clean(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=+\-/]", "_", s)
+    """A run name as a relative path inside the log dir: safe characters only, no `..`, no leading `/`."""
+    parts = [re.sub(r"[^A-Za-z0-9_.=+\-]", "_", p) for p in s.split("/")]
+    return "/".join("_" if p in ("", ".", "..") else p for p in parts)
 
 
 def _short(v) -> str:
@@ -26,16 +28,23 @@ def runs(path: str) -> list[tuple[str, str]]:
     searched: list[str] = []
     meta = p / "ssl_ray_space.json"
     if meta.exists():
-        searched = list(json.loads(meta.read_text()).get("search", {}))
+        try:
+            searched = [str(k) for k in json.loads(meta.read_text(encoding="utf-8")).get("search", {})]
+        except (ValueError, OSError, AttributeError):
+            searched = []
     out = []
     for t in sorted(p.glob("*/tensorboard")):
         trial = t.parent
-        parts = trial.name.split("_")  # Tune's <trainable>_<experiment id>_<index>_<index>_<params>_<time>
+        parts = trial.name.split("_")  # trial_fn_<trial id>_<plan index> (tune.py's trial_dirname)
         name = f"trial{parts[3]}" if len(parts) > 3 and parts[3].isdigit() else trial.name[:40]
         params = trial / "params.json"
         if params.exists() and searched:
-            cfg = json.loads(params.read_text())
-            name += "_" + ",".join(f"{k}={_short(cfg[k])}" for k in searched if k in cfg)
+            try:
+                cfg = json.loads(params.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                cfg = {}  # an unreadable params.json only costs the run its readable name
+            cfg = cfg if isinstance(cfg, dict) else {}
+            name += "_" + ",".join(f"{k}={_short(cfg[k])}".replace("/", "_") for k in searched if k in cfg)
         out.append((f"{exp}/{name}", str(t.resolve())))
     if not out:
         raise SSLRayError(f"no TensorBoard files under {path} (expected <trial>/tensorboard/ or tensorboard/)")
@@ -51,8 +60,11 @@ def build_logdir(paths: list[str], root: str) -> str:
         if not os.path.exists(path):
             raise SSLRayError(f"no such experiment or run directory: {path}")
         items += runs(path)
+    top = os.path.realpath(root)
     for name, d in items:
         target = Path(root) / _clean(name)
+        if not os.path.realpath(target).startswith(top + os.sep):  # belt and braces: never outside `root`
+            raise SSLRayError(f"refusing run name {name!r}: it would leave the TensorBoard folder")
         for f in Path(d).rglob("events.out.tfevents.*"):
             link = target / f.relative_to(d)
             link.parent.mkdir(parents=True, exist_ok=True)
