@@ -56,5 +56,6 @@ def load(directory: str | os.PathLike) -> dict[str, Any]:
         raise SSLRayError(f"no checkpoint at {p}") from None
     except Exception as e:  # unpickling refusal or corrupt file: one line that names the file
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
-        first = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0])[:300]
+        # torch's weights_only refusal is a paragraph: keep the line that says what was refused
+        first = next((ln for ln in lines if "GLOBAL" in ln or "WeightsUnpickler" in ln), lines[0])[:300]
         raise SSLRayError(f"checkpoint {p} cannot be loaded safely: {type(e).__name__}: {first}") from None
