@@ -224,7 +224,8 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
         from .tuning.experiment import resume_setup
 
         ctx = click.get_current_context()
-        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        given = {k: v for k, v in ctx.params.items()
+                 if k != "method" and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         space, opts = resume_setup(method, given, storage, name)
         summary = run_tune(space, opts)
         _emit(summary, as_json, _tune_text(summary))
