@@ -314,3 +314,44 @@ def test_resume_continues_without_unpickling_anything(interrupted):
     for t in done:
         assert after[t] == rows_before[t]
     assert sorted(r["config/lr"] for r in rows) == [0.001, 0.001, 0.002, 0.002, 0.003, 0.003]
+
+
+# ---- exposure: a local instance listens on loopback only, its token is private ---------------------------
+def _descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    parents = {}
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        pp = _ppid(st)
+        if pp is not None:
+            parents.setdefault(pp, []).append(int(st.parent.name))
+    while todo:
+        p = todo.pop()
+        for c in parents.get(p, []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out | {pid}
+
+
+@pytest.mark.ray
+def test_local_instance_listens_on_loopback_only_and_its_token_is_private(ray_local):
+    import shutil
+
+    from ssl_ray.tuning.cluster import token_path
+
+    if not shutil.which("ss"):
+        pytest.skip("needs ss (iproute2) to list listening sockets")
+
+    @ray_local.remote
+    def ping():
+        return os.getpid()
+
+    worker = ray_local.get(ping.remote())  # a worker process is up too
+    mine = _descendants(os.getpid())
+    assert worker in mine
+    lines = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+    ours = [ln.split()[3] for ln in lines if any(f"pid={p}," in ln for p in mine)]
+    assert len(ours) >= 5, lines  # GCS, raylet, agents, dashboard, workers...
+    loopback = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")
+    assert all(a.startswith(loopback) for a in ours), ours
+    assert stat.S_IMODE(os.stat(token_path()).st_mode) == 0o600

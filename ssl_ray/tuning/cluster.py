@@ -52,7 +52,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         except (ConnectionError, RuntimeError, TimeoutError) as e:
             raise SSLRayError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
         return
-    # A local instance: nothing listens beyond localhost (node, GCS and dashboard on 127.0.0.1).
+    # A local instance: nothing listens beyond localhost (see below).
     # address="local": without it ray.init joins the latest `ray start` cluster on this machine
     # (/tmp/ray/ray_current_cluster), e.g. another user's, instead of starting a private instance.
     # Ray's State API, which Train's PlacementGroupCleaner calls from a worker process, finds "the" cluster
@@ -61,16 +61,49 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # gets a port chosen here, and every worker is told the address through RAY_ADDRESS.
     port = _free_port()
     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    saved = os.environ.get("RAY_GCS_SERVER_PORT")
+    # Loopback only. Ray turns a node address of 127.0.0.1 into the machine's outward IP
+    # (services.resolve_ip_for_localhost), and its gRPC servers then listen on all interfaces, its
+    # Prometheus endpoints on 0.0.0.0. Ray keeps a node on loopback where it does not support clusters
+    # (ray_constants.ENABLE_RAY_CLUSTER, from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER): with it off, every server
+    # of this instance (GCS, raylet, workers, agents, metrics, dashboard) listens on 127.0.0.1 only
+    # (measured: docs/RELIABILITY.md). The variable reaches Ray's own processes through the environment;
+    # the driver reads the constant, so it is set for this call and put back after.
+    import ray._private.ray_constants as ray_constants  # private: Ray has no public option for it
+
+    saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    _private_token()
     try:
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
                  dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **kwargs)
     finally:
-        if saved is None:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        else:
-            os.environ["RAY_GCS_SERVER_PORT"] = saved
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _private_token()
+
+
+def token_path() -> str:
+    """Where Ray 2.60 keeps the token of its token authentication (on by default for a local instance)."""
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+
+
+def _private_token() -> None:
+    """Ray writes the token world-readable (0644): anyone on the machine could then talk to the instance.
+    Make it (and its folder) the user's own, before Ray starts and again after it may have created it."""
+    path = token_path()
+    for p, mode in ((os.path.dirname(path), 0o700), (path, 0o600)):
+        try:
+            if os.path.exists(p) and os.stat(p).st_uid == os.getuid():
+                os.chmod(p, mode)
+        except OSError:
+            pass
 
 
 def _free_port() -> int:
