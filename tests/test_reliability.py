@@ -113,7 +113,9 @@ def test_killed_data_parallel_worker_recovers_from_checkpoint(tmp_path):
     while time.time() < deadline and proc.poll() is None:
         if marker.exists() and len(marker.read_text().split()) >= 2 * 3:  # both workers finished epoch 3
             time.sleep(2)  # let Ray Train's controller register the reported checkpoints
-            pids = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
+            # the victim: a worker of this run, by the PID it wrote itself (never a name lookup, which could
+            # hit another user's Ray worker)
+            pids = Path(str(marker) + ".pids").read_text().split()
             if pids:
                 os.kill(int(pids[-1]), signal.SIGKILL)
                 killed = True
