@@ -218,6 +218,10 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
         from .tuning.experiment import check_storage
 
         check_storage(storage)
+    if name:
+        from .tuning.tune import check_name
+
+        check_name(name)
     if resume:  # the experiment's own method, dataset, space and scheduler; typed options must agree
         from click.core import ParameterSource
 
