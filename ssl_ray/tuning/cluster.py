@@ -77,8 +77,21 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     ray_constants.ENABLE_RAY_CLUSTER = False
     _private_token()
     try:
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
-                 dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **kwargs)
+        for attempt in (1, 2):
+            try:
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
+                         dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **kwargs)
+                break
+            except Exception as e:  # Ray raises a bare Exception when its raylet dies during start-up
+                if "timed out during startup" not in str(e):
+                    raise
+                ray.shutdown()
+                if attempt == 2:  # seen on an overloaded machine: the raylet gave up waiting for its agent
+                    raise SSLRayError(f"Ray could not start a local instance twice ({e}); the machine may be "
+                                      f"overloaded, try again") from None
+                port = _free_port()
+                env["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # the same dict as kwargs' runtime_env
+                os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         for k, v in saved.items():
