@@ -17,7 +17,9 @@ setup(
     install_requires=[
         # `default` brings the dashboard's State API: without it Ray Train V2 leaks placement
         # groups inside Tune and trials deadlock (shared/notes/RAY.md, ray issue #54305).
-        "ray[default,tune,train]>=2.50,<3",
+        # Pinned to the Ray minor version that is installed and tested (tests/test_clusters.py checks that
+        # the cluster images and KubeRay's rayVersion carry the same version).
+        "ray[default,tune,train]>=2.60,<2.61",
         # torch is resolved through torchvision: the registry's torchvision imports only with the
         # matching (CUDA) torch build, which also runs on CPU-only machines.
         "torch>=2.4",
