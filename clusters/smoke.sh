@@ -41,6 +41,7 @@ fi
 # ------------------------------------------------------------------ inside the namespaces (this bash is PID 1)
 SMOKE=$2
 CONFIG=clusters/smoke.yaml
+trap 'exit 143' TERM  # PID 1 of a namespace ignores signals it does not handle
 ip link set lo up
 [ "$$" = 1 ] || { echo "smoke.sh: not PID 1 of a new PID namespace" >&2; exit 2; }
 visible=$(ps -e --no-headers | wc -l)

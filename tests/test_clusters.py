@@ -1,5 +1,8 @@
 """The cluster configurations under clusters/: Ray's own schema, no Ray port open to the internet, ssl-ray
-installed on every node, autoscaling limits, shared storage. Nothing here contacts a cloud."""
+installed on every node, autoscaling limits, shared storage, the GPU driver against the torch build each file
+installs, IAM. Nothing here contacts a cloud or starts a cluster: `bash clusters/smoke.sh` (root, several
+minutes, not run by pytest or CI) brings clusters/smoke.yaml up with `ray up` on this machine, inside its own
+namespaces, runs `ssl-ray tune i2gan` on it as a Ray job and takes it down (clusters/README.md, Checks)."""
 from __future__ import annotations
 
 import copy
