@@ -8,13 +8,18 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["ssl_ray", "ssl_ray.*"]),
+    # The top-level search_spaces/ folder ships inside the package as ssl_ray/search_spaces/ (wheels and
+    # non-editable installs have no source checkout to find it in; ssl_ray/tuning/spaces.py looks in both).
+    packages=find_packages(include=["ssl_ray", "ssl_ray.*"]) + ["ssl_ray.search_spaces"],
+    package_dir={"ssl_ray.search_spaces": "search_spaces"},
     include_package_data=True,
-    package_data={"ssl_ray": ["py.typed"]},
+    package_data={"ssl_ray": ["py.typed"], "ssl_ray.search_spaces": ["*.yaml"]},
     install_requires=[
         # `default` brings the dashboard's State API: without it Ray Train V2 leaks placement
         # groups inside Tune and trials deadlock (shared/notes/RAY.md, ray issue #54305).
-        "ray[default,tune,train]>=2.50,<3",
+        # Pinned to the Ray minor version that is installed and tested (tests/test_clusters.py checks that
+        # the cluster images and KubeRay's rayVersion carry the same version).
+        "ray[default,tune,train]>=2.60,<2.61",
         # torch is resolved through torchvision: the registry's torchvision imports only with the
         # matching (CUDA) torch build, which also runs on CPU-only machines.
         "torch>=2.4",

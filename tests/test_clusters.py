@@ -1,5 +1,8 @@
 """The cluster configurations under clusters/: Ray's own schema, no Ray port open to the internet, ssl-ray
-installed on every node, autoscaling limits, shared storage. Nothing here contacts a cloud."""
+installed on every node, autoscaling limits, shared storage, the GPU driver against the torch build each file
+installs, IAM. Nothing here contacts a cloud or starts a cluster: `bash clusters/smoke.sh` (root, several
+minutes, not run by pytest or CI) brings clusters/smoke.yaml up with `ray up` on this machine, inside its own
+namespaces, runs `ssl-ray tune i2gan` on it as a Ray job and takes it down (clusters/README.md, Checks)."""
 from __future__ import annotations
 
 import copy
@@ -245,3 +248,239 @@ def test_readme_walks_through_the_cluster_workflow():
                    "--address auto", "--storage s3://", "--storage gs://", "--gpus-per-trial", "--workers",
                    "--cpus-per-trial", *LAUNCHER_FILES, "kuberay.yaml"]:
         assert needle in text, needle
+
+
+# ---------------------------------------------------------------------------------- GPU driver vs torch
+# Newest CUDA each NVIDIA driver branch runs: the minimum Linux x86_64 driver of each CUDA Toolkit GA release
+# in NVIDIA's CUDA Toolkit release notes ("CUDA Toolkit and Corresponding Driver Versions"), e.g. CUDA 12.8
+# needs >= 570.26, CUDA 13.0 needs >= 580.65.06. Deliberately stricter than CUDA's minor-version
+# compatibility (12.x builds on any >= 525 driver, with caveats), which the cluster files do not rely on.
+DRIVER_BRANCH_MAX_CUDA = {450: (11, 0), 520: (11, 8), 525: (12, 0), 530: (12, 1), 535: (12, 2), 545: (12, 3),
+                          550: (12, 4), 555: (12, 5), 560: (12, 6), 570: (12, 8), 575: (12, 9), 580: (13, 0)}
+# A plain `pip install torch` (or an install that pulls torch in, like ssl-ray's) gets the registry's default
+# Linux build: torch 2.14 needs CUDA 13.0 (issue 17; this machine's torch says torch.version.cuda == "13.0").
+REGISTRY_TORCH_CUDA = (13, 0)
+TORCH_OR_SSL_RAY = re.compile(r"pip install (?:--\S+ )*(?:\"?torch\b|-e ~/ssl-ray|\"\$SSL_RAY_PIP_SPEC\"|/tmp/ssl_ray)")
+INDEX = re.compile(r"--index-url \"?(https://download\.pytorch\.org/whl/(cu(\d+)|cpu)|\$TORCH_INDEX)\"?")
+
+
+def max_cuda(branch: int) -> tuple[int, int]:
+    known = [b for b in DRIVER_BRANCH_MAX_CUDA if b <= branch]
+    assert known, f"driver branch {branch} is older than any CUDA this table knows"
+    return DRIVER_BRANCH_MAX_CUDA[max(known)]
+
+
+def torch_cuda(commands: list[str], env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """The CUDA version of the torch build these commands install (None: the CPU build). The first install
+    of torch or of ssl-ray decides: an ssl-ray install without torch before it pulls the registry's torch."""
+    steps = [step.strip() for cmd in commands for step in cmd.split("&&")]
+    for step in steps:
+        if TORCH_OR_SSL_RAY.search(step):
+            if "torch" not in step.split("pip install", 1)[1].split():
+                return REGISTRY_TORCH_CUDA  # ssl-ray came first: its torch dependency comes from the registry
+            m = INDEX.search(step)
+            if m is None:
+                return REGISTRY_TORCH_CUDA
+            url = (env or {}).get("TORCH_INDEX", "") if m.group(1) == "$TORCH_INDEX" else m.group(1)
+            cu = re.search(r"/whl/cu(\d+)$", url)
+            if cu is None:
+                assert url.endswith("/whl/cpu"), url
+                return None
+            return int(cu.group(1)[:-1]), int(cu.group(1)[-1])
+    raise AssertionError(f"no torch or ssl-ray install in {commands}")
+
+
+def launcher_driver_problems(config: dict) -> list[str]:
+    """Every GPU node type: the torch its worker setup installs must run on its declared driver branch."""
+    problems = []
+    for name, t in config["available_node_types"].items():
+        if not t["resources"].get("GPU"):
+            continue
+        branch = t.get("labels", {}).get("nvidia-driver-branch")
+        if branch is None:
+            problems.append(f"{name}: no nvidia-driver-branch label")
+            continue
+        image = t["node_config"].get("disks", [{}])[0].get("initializeParams", {}).get("sourceImage", "")
+        family = re.search(r"-nvidia-(\d+)$", image)
+        if family and family.group(1) != branch:  # GCP: the image family names its driver branch
+            problems.append(f"{name}: label says R{branch}, image {image} ships R{family.group(1)}")
+        cuda = torch_cuda(t.get("worker_setup_commands", config["worker_setup_commands"]))
+        if cuda is not None and cuda > max_cuda(int(branch)):
+            problems.append(f"{name}: torch for CUDA {cuda} needs a newer driver than R{branch} "
+                            f"(runs CUDA <= {max_cuda(int(branch))})")
+    return problems
+
+
+@pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
+def test_gpu_nodes_install_a_torch_their_driver_runs(name):
+    config = prepared(name)
+    assert launcher_driver_problems(config) == []
+    assert torch_cuda(config["worker_setup_commands"]) == (12, 8)
+    assert any("torch.cuda.is_available()" in c for c in config["worker_setup_commands"])  # loud at setup
+
+
+def _drop_torch_line(c):
+    for key in ("head_setup_commands", "worker_setup_commands", "setup_commands"):
+        c[key] = [x for x in c.get(key, []) if "download.pytorch.org" not in x]
+
+
+def _cuda13_index(c):
+    c["worker_setup_commands"] = [x.replace("/whl/cu128", "/whl/cu130") for x in c["worker_setup_commands"]]
+
+
+def _older_driver(c):
+    for t in c["available_node_types"].values():
+        if "labels" in t:
+            t["labels"]["nvidia-driver-branch"] = "550"
+
+
+def _image_family_disagrees(c):
+    for t in c["available_node_types"].values():
+        for d in t["node_config"].get("disks", []):
+            d["initializeParams"]["sourceImage"] = d["initializeParams"]["sourceImage"].replace("nvidia-570", "nvidia-550")
+
+
+@pytest.mark.parametrize("breakage", [_drop_torch_line, _cuda13_index, _older_driver, _image_family_disagrees])
+@pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
+def test_driver_check_fails_on_a_mismatched_copy(name, breakage):
+    config = prepared(name)
+    if breakage is _image_family_disagrees and name == "aws-gpu.yaml":
+        pytest.skip("AWS images are AMI ids: the label is the only record of the driver")
+    breakage(config)
+    assert launcher_driver_problems(config)
+
+
+def test_driver_table_reads_install_lines():
+    assert torch_cuda(["pip install -e ~/ssl-ray"]) == REGISTRY_TORCH_CUDA
+    assert torch_cuda(["pip install torch torchvision --index-url https://download.pytorch.org/whl/cu124",
+                       "pip install -e ~/ssl-ray"]) == (12, 4)
+    assert torch_cuda(["pip install -e ~/ssl-ray", "pip install torch --index-url "
+                       "https://download.pytorch.org/whl/cu124"]) == REGISTRY_TORCH_CUDA  # too late
+    assert torch_cuda(['pip install torch --index-url "$TORCH_INDEX" && pip install "$SSL_RAY_PIP_SPEC"'],
+                      {"TORCH_INDEX": "https://download.pytorch.org/whl/cpu"}) is None
+    assert max_cuda(570) == (12, 8) and max_cuda(572) == (12, 8) and max_cuda(580) == (13, 0)
+    assert max_cuda(535) < REGISTRY_TORCH_CUDA
+
+
+def test_local_cluster_installs_the_cuda_12_8_torch_it_documents():
+    config = prepared("local.yaml")
+    assert torch_cuda(config["worker_setup_commands"]) == (12, 8)
+    assert "GPU machines need NVIDIA driver >= 570" in (CLUSTERS / "local.yaml").read_text()
+    assert max_cuda(570) >= (12, 8)
+
+
+def _kuberay_gpu_driver_problems(workers: list[dict]) -> list[str]:
+    problems = []
+    for group in workers:
+        branch = int(group["template"]["metadata"]["labels"]["nvidia-driver-branch"])
+        for c in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in c.get("env", [])}
+            cuda = torch_cuda(c["args"], env) if "args" in c else _dockerfile_cuda()
+            if cuda is not None and cuda > max_cuda(branch):
+                problems.append(f"{group['groupName']}: CUDA {cuda} on R{branch}")
+    return problems
+
+
+def _dockerfile_cuda() -> tuple[int, int] | None:
+    lines = [ln for ln in (CLUSTERS / "Dockerfile").read_text().splitlines() if ln.startswith("RUN ")]
+    return torch_cuda([ln[4:].replace("--no-cache-dir ", "") for ln in lines])
+
+
+def test_kuberay_gpu_pods_run_a_torch_their_driver_runs():
+    rc = ray_cluster()
+    assert _kuberay_gpu_driver_problems(rc["spec"]["workerGroupSpecs"]) == []
+    (head,) = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert torch_cuda(head["args"], {e["name"]: e["value"] for e in head["env"]}) is None  # CPU torch on the head
+    (job,) = [d for d in yaml.safe_load_all((CLUSTERS / "kuberay-job.yaml").read_text()) if d and d["kind"] == "RayJob"]
+    assert _kuberay_gpu_driver_problems(job["spec"]["rayClusterSpec"]["workerGroupSpecs"]) == []
+    assert _dockerfile_cuda() == (12, 8)
+    broken = copy.deepcopy(rc["spec"]["workerGroupSpecs"])
+    broken[0]["template"]["spec"]["containers"][0]["env"][1]["value"] = "https://download.pytorch.org/whl/cu130"
+    assert _kuberay_gpu_driver_problems(broken)
+
+
+# --------------------------------------------------------------------------------- KubeRay: RayJob, image
+def test_kuberay_rayjob_runs_one_experiment_and_shuts_down():
+    docs = [d for d in yaml.safe_load_all((CLUSTERS / "kuberay-job.yaml").read_text()) if d]
+    (job,) = [d for d in docs if d["kind"] == "RayJob"]
+    (pvc,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    spec = job["spec"]
+    assert job["apiVersion"] == "ray.io/v1" and spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] > 0
+    assert spec["entrypoint"].startswith("ssl-ray tune ") and "--address auto" in spec["entrypoint"]
+    assert "--storage /mnt/ssl-ray/" in spec["entrypoint"]
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray.__version__
+    assert cluster["headGroupSpec"]["serviceType"] == "ClusterIP"
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for p in (pvc, [d for d in kuberay_docs() if d["kind"] == "PersistentVolumeClaim"][0]):
+        assert p["spec"]["accessModes"] == ["ReadWriteMany"] and p["spec"]["storageClassName"]  # never the default
+    groups = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    assert {v["persistentVolumeClaim"]["claimName"] for g in groups for v in g["template"]["spec"]["volumes"]} \
+        == {pvc["metadata"]["name"]}
+    images = {c["image"] for g in groups for c in g["template"]["spec"]["containers"]}
+    assert len(images) == 1 and images.pop().endswith("/ssl-ray:0.1.0")  # the baked image: no pip at start
+
+
+def test_dockerfile_bakes_the_wheel_on_the_tested_ray():
+    text = (CLUSTERS / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM (\S+)", text, re.M)
+    assert base == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert "pip wheel --no-deps -w dist ." in text and re.search(r"pip install .*/tmp/ssl_ray-\*\.whl", text)
+
+
+def test_ray_is_pinned_to_the_installed_minor_version():
+    setup = (CLUSTERS.parent / "setup.py").read_text()
+    (spec,) = re.findall(r'"ray\[[^\]]*\]([^"]*)"', setup)
+    major, minor = (int(x) for x in ray.__version__.split(".")[:2])
+    assert spec == f">={major}.{minor},<{major}.{minor + 1}", spec
+
+
+# ------------------------------------------------------------------------------------------- AWS: IAM
+def test_aws_profiles_let_the_head_pass_only_the_worker_role():
+    import json
+
+    config = load("aws-gpu.yaml")
+    types = config["available_node_types"]
+    assert types["head"]["node_config"]["IamInstanceProfile"] == {"Name": "ssl-ray-head"}
+    assert {t["node_config"]["IamInstanceProfile"]["Name"] for k, t in types.items() if k != "head"} == {"ssl-ray-worker"}
+    iam = CLUSTERS / "aws-iam"
+    head = json.loads((iam / "head-policy.json").read_text())["Statement"]
+    worker = json.loads((iam / "worker-policy.json").read_text())["Statement"]
+    (pass_role,) = [s for s in head if "iam:PassRole" in s["Action"]]
+    assert pass_role["Resource"] == "arn:aws:iam::ACCOUNT_ID:role/ssl-ray-worker"  # not "*"
+    assert any("ec2:RunInstances" in s["Action"] for s in head)
+    assert not [s for s in worker if any(a.startswith(("iam:", "ec2:")) for a in
+                                         ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))]
+    assert {s["Resource"] for s in worker} == {"arn:aws:s3:::BUCKET", "arn:aws:s3:::BUCKET/*"}
+    trust = json.loads((iam / "ec2-trust.json").read_text())["Statement"][0]
+    assert trust["Principal"] == {"Service": "ec2.amazonaws.com"}
+    script = (iam / "create.sh").read_text()
+    for needle in ["create-role", "put-role-policy", "create-instance-profile", "add-role-to-instance-profile"]:
+        assert needle in script
+
+
+def test_gcp_gpu_workers_wait_for_the_driver_before_ray():
+    config = prepared("gcp-gpu.yaml")
+    for name, t in config["available_node_types"].items():
+        if t["resources"].get("GPU"):
+            (wait,) = t["initialization_commands"]
+            assert "until nvidia-smi" in wait and wait.startswith("timeout "), name
+
+
+# ------------------------------------------------------------------------------ a GPU asked for, none seen
+def test_trial_that_asked_for_a_gpu_and_sees_none_fails_with_one_line(monkeypatch):
+    """tuning/tune.py and every Train worker call require_gpu: no silent fall-back to the CPU."""
+    import torch
+
+    from ssl_ray.errors import SSLRayError
+    from ssl_ray.tuning.train import require_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a node whose driver torch cannot use
+    with pytest.raises(SSLRayError) as e:
+        require_gpu(1)
+    msg = str(e.value)
+    assert "\n" not in msg and "asked for 1 GPU(s)" in msg and torch.__version__ in msg and "nvidia-smi" in msg
+    require_gpu(0)  # a CPU trial never needs one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    require_gpu(0.5)  # a GPU torch can use: no error

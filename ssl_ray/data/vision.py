@@ -70,7 +70,8 @@ def load_mnist(root: Path, download: bool = False, *, fashion: bool = False) -> 
         import torchvision
 
         cls = torchvision.datasets.FashionMNIST if fashion else torchvision.datasets.MNIST
-        _download(name, lambda: (cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)))
+        _download(name, lambda: (cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)),
+                  root)
         paths = [_find(raw, f) for f in MNIST_FILES]
     if any(p is None for p in paths):
         raise _missing(name, Path(root), [raw / f for f in MNIST_FILES])
@@ -122,7 +123,7 @@ def load_cifar(root: Path, download: bool = False, *, num_classes: int = 10) -> 
         import torchvision
 
         cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
-        _download(name, lambda: cls(str(root), train=True, download=True))
+        _download(name, lambda: cls(str(root), train=True, download=True), root)
     if not all(p.exists() for p in expected):
         raise _missing(name, Path(root), expected)
     tr = [_cifar_arrays(p, key) for p in train_files]
@@ -142,7 +143,7 @@ def load_svhn(root: Path, download: bool = False) -> RawData:
         import torchvision
 
         _download("svhn", lambda: (torchvision.datasets.SVHN(str(root), split="train", download=True),
-                                   torchvision.datasets.SVHN(str(root), split="test", download=True)))
+                                   torchvision.datasets.SVHN(str(root), split="test", download=True)), root)
     if not all(p.exists() for p in files):
         raise _missing("svhn", Path(root), files)
     import scipy.io
@@ -200,7 +201,22 @@ def load_imagefolder(root: Path, download: bool = False, *, size: int = 32, trai
     return RawData(info, xtr, ytr, xte, yte)
 
 
-def _download(name: str, fetch: Callable[[], object]) -> None:
+LOCK_FILE = ".ssl_ray_download.lock"
+
+
+def _download(name: str, fetch: Callable[[], object], root: Path) -> None:
+    """Run `fetch` holding an exclusive lock on <root>/.ssl_ray_download.lock: several trials starting on a
+    fresh node with --download take turns, and the later ones find the files there (torchvision checks
+    before it downloads) instead of writing the same archive at once."""
+    import fcntl
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, also if this process dies
+        _fetch(name, fetch)
+
+
+def _fetch(name: str, fetch: Callable[[], object]) -> None:
     try:
         fetch()
     except Exception as e:  # network errors come in many types

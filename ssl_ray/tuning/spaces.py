@@ -31,7 +31,12 @@ from ..data import DataSpec
 from ..errors import ConfigError
 from ..methods import get_method
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+# A wheel (or any non-editable install) carries the spaces inside the package, at ssl_ray/search_spaces/
+# (setup.py maps the top-level search_spaces/ folder there); a source checkout or an editable install reads
+# the top-level folder itself.
+_PACKAGED, _CHECKOUT = (Path(__file__).resolve().parents[1] / "search_spaces",
+                        Path(__file__).resolve().parents[2] / "search_spaces")
+SPACES_DIR = _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
 
 # distribution -> (number of arguments or None for a list, value types it can produce)
 DISTRIBUTIONS: dict[str, tuple[int | None, tuple[type, ...]]] = {

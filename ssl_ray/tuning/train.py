@@ -14,10 +14,19 @@ import torch
 
 from ..engine import checkpoint
 from ..engine.loop import RunSpec, Trainer
+from ..errors import SSLRayError
 
 
 def _threads(cpus: float) -> None:
     torch.set_num_threads(max(1, int(cpus)))
+
+
+def require_gpu(gpus: float) -> None:
+    """Fail loudly when Ray gave this process GPUs but torch cannot use them (a torch build that needs a
+    newer CUDA than the node's driver, or no driver at all), instead of silently training on the CPU."""
+    if gpus > 0 and not torch.cuda.is_available():
+        raise SSLRayError(f"asked for {gpus:g} GPU(s) but torch {torch.__version__} (CUDA {torch.version.cuda}) "
+                          f"sees none on this node: check `nvidia-smi` against the torch build (clusters/README.md)")
 
 
 def resume(trainer: Trainer, ckpt) -> None:
@@ -34,6 +43,7 @@ def worker_loop(config: dict[str, Any]) -> None:
 
     spec = RunSpec.from_dict(config["spec"])
     _threads(config.get("cpus_per_worker", 1))
+    require_gpu(config.get("gpus_per_worker", 0))
     device = ray.train.torch.get_device()  # [1] the worker's device (GPU when given one, else CPU)
     trainer = Trainer(spec, device=device, log_dir=config.get("log_dir"), progress=config.get("progress", True))
     resume(trainer, ray.train.get_checkpoint())  # [2] resume from the last checkpoint after a failure
@@ -67,7 +77,8 @@ def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: 
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"spec": spec.to_dict(), "log_dir": str(out / "tensorboard"),
-                           "cpus_per_worker": cpus_per_worker, "progress": progress},
+                           "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
+                           "progress": progress},
         # [4] data parallelism: N workers; gradients are averaged by Method.step over the process group
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cpus_per_worker,

@@ -23,7 +23,7 @@ from ..methods import get_method
 from . import experiment
 from .experiment import INTERRUPT
 from .spaces import SearchSpace, check_scheduler
-from .train import resume
+from .train import require_gpu, resume
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
 SPEC_KEY = "_ssl_ray"
@@ -75,7 +75,8 @@ def trial_fn(config: dict[str, Any]) -> None:
     marker = os.path.join(trial_dir, DIVERGED)
     if os.path.exists(marker):  # a retry of a diverged trial would diverge again: fail at once, no compute
         raise DivergenceError(open(marker).read())
-    device = "cuda" if meta["gpus"] > 0 and torch.cuda.is_available() else "cpu"
+    require_gpu(meta["gpus"])  # a trial that asked for a GPU and sees none fails, never falls back to the CPU
+    device = "cuda" if meta["gpus"] > 0 else "cpu"
     trainer = Trainer(spec, device=device, log_dir=os.path.join(trial_dir, "tensorboard"), progress=False)
     ckpt = ray.tune.get_checkpoint()  # [2] resume after a crash (--max-failures)...
     if ckpt is None and meta.get("resume"):  # ...or continue an earlier attempt (ssl-ray tune --resume)
@@ -110,7 +111,7 @@ def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"spec": spec.to_dict(), "log_dir": os.path.join(trial_dir, "tensorboard"),
-                           "cpus_per_worker": meta["cpus"], "progress": False},
+                           "cpus_per_worker": meta["cpus"], "gpus_per_worker": meta["gpus"], "progress": False},
         scaling_config=ScalingConfig(num_workers=meta["workers"], use_gpu=use_gpu, resources_per_worker=res),
         # one Train run per plan entry: a resumed attempt finds its predecessor's run there and continues it
         run_config=RunConfig(name=f"train-{meta['index']:05d}", storage_path=meta["storage"],
