@@ -107,7 +107,9 @@ def test_ctrl_c_through_ray_train_then_resume_in_process(tmp_path):
     run = tmp_path / "cut"
     rc, err = _interrupt_after([*JOB, "--ray-train", "--output", str(run)], tmp_path, "epoch 2/5")
     assert rc == 130, err[-3000:]
-    assert "interrupted after" in err and "Traceback" not in err
+    # no traceback of ours (Ray's controller may log a warning with one when its 5 s actor calls time out on an
+    # overloaded machine: "Failed to send resource request ... safe to ignore")
+    assert "interrupted after" in err and "KeyboardInterrupt" not in err and "/ssl_ray/" not in err, err[-3000:]
     r = json.loads((run / "result.json").read_text())
     assert r["interrupted"] is True and r["path"] == "ray-train"
     assert r["checkpoint_epoch"] >= 1 and "ray_train" in r["checkpoint"]
@@ -144,7 +146,7 @@ def test_divergence_through_ray_train_is_one_line_error_and_not_retried(tmp_path
              tmp_path)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "error: training diverged: loss_lab became nan at epoch 2" in r.stderr
-    for needle in ("Traceback", "WorkerGroupError"):
+    for needle in ("WorkerGroupError", "DivergenceError", "/ssl_ray/"):
         assert needle not in r.stderr, r.stderr[-3000:]
     # each of the 2 workers finished epoch 1 once (epoch 2 diverged): no restart of the group
     assert sorted(int(e) for e in marker.read_text().split()) == [1, 1]

@@ -48,8 +48,13 @@ def worker_loop(config: dict[str, Any]) -> None:
 
     import logging
 
-    # Train V2 logs every report at INFO ("Reporting training result ...") past RunConfig's LoggingConfig
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:  # Train V2 logs every report at INFO ("Reporting training result ...") under a logger named by its
+        # file path, which RunConfig's LoggingConfig does not reach (Ray 2.60)
+        from ray.train.v2._internal.execution import context as _train_context
+
+        _train_context.logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):
+        pass
     spec = RunSpec.from_dict(config["spec"])
     _threads(config.get("cpus_per_worker", 1))
     device = ray.train.torch.get_device()  # [1] the worker's device (GPU when given one, else CPU)
@@ -60,7 +65,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            states.append(checkpoint.load(d))
+            if os.path.exists(os.path.join(d, checkpoint.STATE_FILE)):  # not the record of a divergence
+                states.append(checkpoint.load(d))
     if config.get("resume_from"):
         states.append(checkpoint.load(config["resume_from"]))
     if states:
@@ -77,8 +83,17 @@ def worker_loop(config: dict[str, Any]) -> None:
     except DivergenceError as e:
         # Divergence is the same on every worker (the loop sums losses over workers before its check) and a
         # retry would diverge again: report it as the run's last result and end normally, so that Ray Train
-        # neither restarts the group (--max-failures) nor raises a WorkerGroupError at the driver.
-        ray.train.report({DIVERGED_KEY: str(e), "epoch": trainer.epoch})
+        # neither restarts the group (--max-failures) nor raises a WorkerGroupError at the driver. The driver
+        # reads the metrics of the last checkpoint, so rank 0 attaches one that holds only the message.
+        import tempfile
+
+        from ray.train import Checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="ssl_ray_diverged_") as d:
+            with open(os.path.join(d, "DIVERGED.txt"), "w") as f:
+                f.write(str(e))
+            ray.train.report({DIVERGED_KEY: str(e), "epoch": trainer.epoch},
+                             checkpoint=Checkpoint.from_directory(d) if trainer.rank == 0 else None)
 
 
 # ---- the driver --------------------------------------------------------------------------------------------
