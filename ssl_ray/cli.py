@@ -106,8 +106,9 @@ def _emit(summary: dict, as_json: bool, human: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON object with the results")
 @click.option("--resume", is_flag=True, help="continue the interrupted run in --output from its last checkpoint "
               "(same options; --epochs may grow)")
-@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="checkpoint every K epochs "
-              "(0: by time only, see --checkpoint-seconds); the last epoch is always checkpointed")
+@click.option("--checkpoint-every", type=int, default=None, help="checkpoint every K epochs (0: by time only, see "
+              "--checkpoint-seconds; default: 1 with --max-failures, whose restarts resume from it, else 0); the "
+              "last epoch is always checkpointed")
 @click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True, help="checkpoint at the end of "
               "an epoch when this many seconds passed since the last checkpoint (0: off)")
 @click.option("--ray-train", "ray_train", is_flag=True, default=None, help="run one worker through Ray Train too "
@@ -136,6 +137,8 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
     _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures,
                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     _check_seed(seed)
+    if checkpoint_every is None:
+        checkpoint_every = 1 if max_failures else 0
     if resume and not output:
         raise SSLRayError("--resume needs --output: the folder of the run to continue")
     spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides, amp=amp, compile=compile_,
@@ -159,10 +162,14 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
         click.echo(f"error: training diverged: {e} (lower the learning rate?)", err=True)
         raise click.exceptions.Exit(1)
     human = (f"\n{method} on {data.name} ({data.labels} labels, seed {seed}): "
-             f"val error {summary['val_error']:.2f}%, test error {summary['test_error']:.2f}% after "
+             f"val error {_pct(summary['val_error'])}, test error {_pct(summary['test_error'])} after "
              f"{summary['epochs']} epochs in {summary['seconds']:.1f}s\n"
              f"output: {summary['output']}  (ssl-ray tensorboard {summary['output']})")
     _emit(summary, as_json, human)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.2f}%"
 
 
 def _read_result(out: str) -> dict:

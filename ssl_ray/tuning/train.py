@@ -191,7 +191,7 @@ def _run_local(spec: RunSpec, out: Path, cpus: float, gpus: float | None, progre
     ckpt_dir = out / LOCAL_CHECKPOINT
 
     def done(**extra: Any) -> dict[str, Any]:
-        last = trainer.history[-1] if trainer.history else {}
+        last = trainer.history[-1] if trainer.history else _previous_metrics(out)  # resumed a finished run
         has = (ckpt_dir / checkpoint.STATE_FILE).is_file()
         return _summary(spec, out, last, epochs=trainer.epoch, seconds=time.time() - t0, workers=1,
                         ckpt=str(ckpt_dir) if has else (str(start) if start else None), path="in-process",
@@ -280,6 +280,13 @@ def _run_ray(spec: RunSpec, out: Path, workers: int, cpus_per_worker: float, gpu
     return _summary(spec, out, metrics, epochs=int(metrics.get("epoch", 0)), seconds=time.time() - t0,
                     workers=workers, ckpt=result.checkpoint.path if result.checkpoint else None, path="ray-train",
                     checkpoint_epoch=int(metrics.get("epoch", 0)))
+
+
+def _previous_metrics(out: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((out / "result.json").read_text()).get("metrics") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _check_fits(workers: int, cpus: float, gpus: float, res: dict[str, float]) -> None:
