@@ -3,6 +3,7 @@ result.json marked interrupted with its last checkpoint) and `--resume` continue
 metrics as a run that was never interrupted), on both paths; too many workers and divergence are one-line errors."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,9 @@ def _straight(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["path"] == "in-process" and s["epochs"] == 5
+    # a successful run prints progress and the summary, no error-level log line (Ray's "[... E ...]" lines)
+    bad = [ln for ln in r.stderr.splitlines() if re.search(r"\bERROR\b|^\[[^]]* E \d+|Traceback", ln)]
+    assert not bad, bad
     return run
 
 
@@ -146,7 +150,7 @@ def test_divergence_through_ray_train_is_one_line_error_and_not_retried(tmp_path
              tmp_path)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "error: training diverged: loss_lab became nan at epoch 2" in r.stderr
-    for needle in ("WorkerGroupError", "DivergenceError", "/ssl_ray/"):
+    for needle in ("WorkerGroupError", "DivergenceError", "/ssl_ray/", "PreemptionWatcher"):
         assert needle not in r.stderr, r.stderr[-3000:]
     # each of the 2 workers finished epoch 1 once (epoch 2 diverged): no restart of the group
     assert sorted(int(e) for e in marker.read_text().split()) == [1, 1]
