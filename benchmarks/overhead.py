@@ -171,6 +171,9 @@ def main() -> None:
     data = DataSpec(a.dataset, labels=50)
     config = {"steps_per_epoch": a.steps_per_epoch}
     spec = RunSpec(a.method, data, epochs=a.epochs, seed=0, config=config)
+    # what `ssl-ray train` runs with its defaults: test error when val improves and at the end, checkpoints by time
+    cli_spec = RunSpec(a.method, data, epochs=a.epochs, seed=0, config=config, test_every=0, checkpoint_every=0,
+                       checkpoint_seconds=30)
     res: dict = {"method": a.method, "dataset": a.dataset, "steps_per_epoch": a.steps_per_epoch, "epochs": a.epochs}
 
     bare = [bare_steps_per_second(a.method, data, config, a.steps_per_epoch * 2)]
@@ -198,7 +201,8 @@ def main() -> None:
         init_ray(None)
         t_init = time.perf_counter() - t0
         t0, w0 = time.perf_counter(), time.time()
-        summary = run_train(spec, output=f"{tmp}/ray", workers=1, cpus_per_worker=1, progress=False)
+        summary = run_train(cli_spec, output=f"{tmp}/ray", workers=1, cpus_per_worker=1, progress=False,
+                            ray_train=True)
         wall = time.perf_counter() - t0
         time.sleep(0.5)
         cpu.stop.set()
@@ -215,6 +219,25 @@ def main() -> None:
                       "ray_init_cpu_s": cpu.at(w0) - cpu.samples[0][1],
                       "steady_cpu_by_process": cpu.by_process(times[1], times[-1]),
                       "steady_wall_s": times[-1] - times[1]}
+        # one local worker through run_train: in this process, no Ray (the default `ssl-ray train` path)
+        from ssl_ray.tuning.spaces import parse_space
+        from ssl_ray.tuning.tune import TuneOptions, run_tune
+
+        t0 = time.perf_counter()
+        run_train(cli_spec, output=f"{tmp}/local", workers=1, cpus_per_worker=1, progress=False)
+        local_wall = time.perf_counter() - t0
+        times = epoch_walltimes(Path(f"{tmp}/local/tensorboard"))
+        res["local"] = {"steady": steady(times, a.steps_per_epoch), "wall_s": local_wall,
+                        "startup_s": local_wall - a.epochs * a.steps_per_epoch / steady(times, a.steps_per_epoch)}
+        # one Tune trial (a function trainable in a trial process, reporting and checkpointing every epoch)
+        space = parse_space(f"method: {a.method}\ndataset: {{name: {a.dataset}, labels: 50}}\n"
+                            f"fixed: {{steps_per_epoch: {a.steps_per_epoch}}}\nsearch: {{}}\n"
+                            f"scheduler: {{name: fifo, max_epochs: {a.epochs}}}\nnum_samples: 1\n")
+        t0 = time.perf_counter()
+        run_tune(space, TuneOptions(cpus_per_trial=1, storage=tmp, name="trial", progress=False))
+        tune_wall = time.perf_counter() - t0
+        times = epoch_walltimes(Path(f"{tmp}/trial"))
+        res["tune"] = {"steady": steady(times, a.steps_per_epoch), "wall_s": tune_wall}
         import ray
 
         ray.shutdown()
@@ -228,7 +251,9 @@ def main() -> None:
             ("loop, steady-state epoch", res["loop"]["steady"], res["loop"]["steady_cpu"]),
             ("ray train, train-only", res["ray"]["train_only_last_epoch"], None),
             ("ray train, steady-state", res["ray"]["steady"], res["ray"]["steady_cpu"]),
-            ("  (Train worker CPU only)", res["ray"]["steady"], res["ray"]["worker_steady_cpu"])]
+            ("  (Train worker CPU only)", res["ray"]["steady"], res["ray"]["worker_steady_cpu"]),
+            ("run_train in-process, steady", res["local"]["steady"], None),
+            ("Tune trial, steady", res["tune"]["steady"], None)]
     res["ratios"] = {name: {"wall": w / ref, "cpu": (c / ref_cpu if c else None)} for name, w, c in rows}
 
     print(f"\n{a.method} on {a.dataset}, batch {tr.cfg.batch_size}, {a.steps_per_epoch} steps/epoch, "

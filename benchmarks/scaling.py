@@ -34,7 +34,7 @@ def main() -> None:
         cfg = {"batch_size": args.batch_size, "steps_per_epoch": args.steps, "arch": args.arch, **parse_set(args.sets)}
         spec = RunSpec(args.method, DataSpec(args.dataset, labels=100), epochs=args.epochs, seed=0, config=cfg)
         with tempfile.TemporaryDirectory() as out:
-            s = run_train(spec, output=out, workers=w, progress=False)
+            s = run_train(spec, output=out, workers=w, progress=False, ray_train=True)  # 1 worker too: like for like
         rows.append((w, s["metrics"]["samples_per_second"], s["seconds"]))
         print(f"workers={w}: last-epoch global samples/s {s['metrics']['samples_per_second']:.0f}, "
               f"wall {s['seconds']:.1f}s (incl. worker-group start)", flush=True)

@@ -104,13 +104,27 @@ def _emit(summary: dict, as_json: bool, human: str) -> None:
               "checkpoint after a worker failure")
 @click.option("--output", default=None, help="run directory (TensorBoard files, checkpoints, result.json)")
 @click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON object with the results")
+@click.option("--resume", is_flag=True, help="continue the interrupted run in --output from its last checkpoint "
+              "(same options; --epochs may grow)")
+@click.option("--checkpoint-every", type=int, default=None, help="checkpoint every K epochs (0: by time only, see "
+              "--checkpoint-seconds; default: 1 with --max-failures, whose restarts resume from it, else 0); the "
+              "last epoch is always checkpointed")
+@click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True, help="checkpoint at the end of "
+              "an epoch when this many seconds passed since the last checkpoint (0: off)")
+@click.option("--ray-train", "ray_train", is_flag=True, default=None, help="run one worker through Ray Train too "
+              "(default: one local worker trains in this process, without Ray)")
 @perf_options
 def train(method, dataset, data_root, download, labels, val_size, data_opts, epochs, batch_size, seed, sets,
-          address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json, amp, compile_, host_data):
-    """Train METHOD once, through Ray Train, and print its validation and test error."""
+          address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json, resume, checkpoint_every,
+          checkpoint_seconds, ray_train, amp, compile_, host_data):
+    """Train METHOD once and print its validation and test error.
+
+    One local worker trains in this process; --workers N > 1, --address or --max-failures run through
+    Ray Train. Ctrl-C records the run as interrupted (exit 130); --resume continues it."""
     from . import config as C
     from .data import load_splits
     from .engine.loop import RunSpec
+    from .errors import DivergenceError
     from .methods import get_method
     from .tuning.preflight import preflight
     from .tuning.train import default_output, run_train
@@ -121,21 +135,50 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
         overrides["batch_size"] = batch_size
     data = _data_spec(dataset, data_root, download, labels, val_size, data_opts)
     _check_positive(epochs=epochs, workers=workers, cpus_per_worker=cpus_per_worker)
-    _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures)
+    _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures,
+                        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     _check_seed(seed)
+    if checkpoint_every is None:
+        checkpoint_every = 1 if max_failures else 0
+    if resume and not output:
+        raise SSLRayError("--resume needs --output: the folder of the run to continue")
     spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides, amp=amp, compile=compile_,
-                   data_resident=not host_data)
+                   data_resident=not host_data, test_every=0, checkpoint_every=checkpoint_every,
+                   checkpoint_seconds=checkpoint_seconds)
     spec.method_config()  # unknown key / bad value: error before any compute
     preflight(spec)  # absent or corrupt dataset, too few/many labels, config x dataset: error before any compute
     out = output or default_output("train", f"{method}-{data.name}")
     _check_writable(out)
-    summary = run_train(spec, output=out, workers=workers, cpus_per_worker=cpus_per_worker,
-                        gpus_per_worker=gpus_per_worker, address=address, max_failures=max_failures)
+    try:
+        summary = run_train(spec, output=out, workers=workers, cpus_per_worker=cpus_per_worker,
+                            gpus_per_worker=gpus_per_worker, address=address, max_failures=max_failures,
+                            resume=resume, ray_train=ray_train)
+    except KeyboardInterrupt:
+        r = _read_result(out)
+        ck = (f"last checkpoint: epoch {r['checkpoint_epoch']}" if r.get("checkpoint") else "no checkpoint yet")
+        click.echo(f"\ninterrupted after {r.get('epochs', 0)} epoch(s) ({ck}); continue with the same command "
+                   f"and --resume --output {os.path.abspath(out)}", err=True)
+        raise click.exceptions.Exit(130)
+    except DivergenceError as e:
+        click.echo(f"error: training diverged: {e} (lower the learning rate?)", err=True)
+        raise click.exceptions.Exit(1)
     human = (f"\n{method} on {data.name} ({data.labels} labels, seed {seed}): "
-             f"val error {summary['val_error']:.2f}%, test error {summary['test_error']:.2f}% after "
+             f"val error {_pct(summary['val_error'])}, test error {_pct(summary['test_error'])} after "
              f"{summary['epochs']} epochs in {summary['seconds']:.1f}s\n"
              f"output: {summary['output']}  (ssl-ray tensorboard {summary['output']})")
     _emit(summary, as_json, human)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.2f}%"
+
+
+def _read_result(out: str) -> dict:
+    try:
+        with open(os.path.join(out, "result.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def _check_positive(**values: float) -> None:

@@ -47,14 +47,16 @@ class DatasetEntry:
     val_size: int
     options: dict[str, Any]
     needs_files: bool = False
+    cached: bool = False
+    """Also kept in the array cache although it needs no files (its loader is slow to import or run)."""
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, loader: Callable[..., RawData], doc: str, val_size: int,
-                     options: dict[str, Any] | None = None, needs_files: bool = False) -> None:
-    DATASETS[name] = DatasetEntry(name, loader, doc, val_size, dict(options or {}), needs_files)
+                     options: dict[str, Any] | None = None, needs_files: bool = False, cached: bool = False) -> None:
+    DATASETS[name] = DatasetEntry(name, loader, doc, val_size, dict(options or {}), needs_files, cached)
 
 
 def default_root() -> Path:
@@ -102,7 +104,7 @@ def load_dataset(spec: DataSpec, *, use_cache: bool = True) -> RawData:
     """Load a dataset by name (and options), through the shared memory-mapped cache for file datasets."""
     entry = get_entry(spec.name)
     options = check_options(entry, spec.options)
-    if not entry.needs_files:
+    if not entry.needs_files and not entry.cached:
         return entry.loader(**options)
     root = Path(spec.root) if spec.root else default_root()
     key = hashlib.sha1(json.dumps([spec.name, str(root.resolve()), options], sort_keys=True,
@@ -110,7 +112,7 @@ def load_dataset(spec: DataSpec, *, use_cache: bool = True) -> RawData:
     cdir = cache_dir() / f"{spec.name}-{key}"
     if use_cache and (cdir / "done.json").exists():
         return _read_cache(cdir)
-    raw = entry.loader(root=root, download=spec.download, **options)
+    raw = entry.loader(root=root, download=spec.download, **options) if entry.needs_files else entry.loader(**options)
     if use_cache:
         try:
             _write_cache(cdir, raw)
@@ -168,5 +170,6 @@ def _ensure_registered() -> None:
                      val_size=1000, options={"n_train": 10000, "n_test": 2000, "sigma": 0.3, "data_seed": 0})
     register_dataset("digits", synthetic.load_digits,
                      "scikit-learn's 8x8 handwritten digits (1797 images, ships with scikit-learn: offline)",
-                     val_size=200, options={"data_seed": 0, "n_test": 497})
+                     val_size=200, options={"data_seed": 0, "n_test": 497},
+                     cached=True)  # importing scikit-learn costs 1-13 s (BENCHMARKS.md): only the first run pays it
     vision.register_all(register_dataset)

@@ -37,10 +37,16 @@ class RunSpec:
     config: dict[str, Any] = field(default_factory=dict)
     """Hyperparameter overrides (validated against the method's Config)."""
     eval_test: bool = True
-    """Also measure test error each epoch (logged; tuning looks only at val_error)."""
+    """Also measure test error (logged; tuning looks only at val_error)."""
+    test_every: int = 1
+    """Measure test error every k epochs; 0 = only when the validation error improves (so
+    test_error_at_best_val stays exact) and at the last epoch, which `ssl-ray train` uses."""
     picture_every: int = 0
     """Log pictures every k epochs (and at the last one); 0 = only at the last epoch."""
     checkpoint_every: int = 1
+    """Checkpoint every k epochs (and always at the last one); 0 = not by epoch count."""
+    checkpoint_seconds: float = 0.0
+    """Also checkpoint when this many seconds passed since the last checkpoint; 0 = off."""
     amp: bool = False
     """Mixed precision: training steps under bfloat16 autocast (backward and optimiser steps in float32)."""
     compile: bool = False
@@ -107,6 +113,7 @@ class Trainer:
         self.x_val, self.y_val = eval_tensors(self.splits, "val", self.device)
         self.x_test, self.y_test = eval_tensors(self.splits, "test", self.device)
         self.epoch = 0
+        self.checkpoint_epoch = 0
         self.global_step = 0
         self.best_val = math.inf
         self.test_at_best = math.nan
@@ -125,14 +132,14 @@ class Trainer:
         return {"method": self.method.state_dict(), "stream": self.stream.state_dict(), "rng": checkpoint.rng_state(),
                 "noise": self.method.noise_gen.get_state(),
                 "epoch": self.epoch, "global_step": self.global_step, "best_val": self.best_val,
-                "test_at_best": self.test_at_best, "spec": _plain(self.spec.to_dict())}
+                "test_at_best": self.test_at_best, "spec": _plain(self.spec.to_dict()), "world": self.world}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["method"])
         self.stream.load_state_dict(state["stream"])
         checkpoint.set_rng_state(state["rng"])
         self.method.noise_gen.set_state(state["noise"])
-        self.epoch = int(state["epoch"])
+        self.epoch = self.checkpoint_epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.best_val = float(state["best_val"])
         self.test_at_best = float(state["test_at_best"])
@@ -184,14 +191,16 @@ class Trainer:
             if not keys:
                 keys = list(out)
             rows.append(torch.stack([out[k].detach().float().reshape(()) for k in keys]))
-        losses = torch.stack(rows)  # (steps, n_losses): one host sync below, not one per step
+        # (steps, n_losses), summed over workers: one host sync below, not one per step; a NaN on any worker
+        # is seen by every worker, so all of them stop together (none is left waiting in a collective)
+        losses = distributed.all_reduce_sum(torch.stack(rows))
         bad = ~torch.isfinite(losses)
         if bool(bad.any()):
             s, j = (int(v) for v in bad.nonzero()[0])
             val = losses[s, j].item()
             raise DivergenceError(f"{_loss_name(keys[j])} became {val} at epoch {self.epoch + 1}, "
                                   f"step {self.global_step + s + 1}")
-        means = distributed.all_reduce_sum(losses.mean(0)) / self.world
+        means = losses.mean(0) / self.world
         self.global_step += self.steps
         self.epoch += 1
         train_seconds = time.perf_counter() - t0
@@ -201,11 +210,13 @@ class Trainer:
             metrics[f"lr_{name}"] = float(opt.param_groups[0]["lr"])
         val_error, _ = self.error(self.x_val, self.y_val)
         metrics["val_error"] = val_error
-        if self.spec.eval_test:
+        improved = val_error < self.best_val or not math.isfinite(self.best_val)
+        every = self.spec.test_every
+        if self.spec.eval_test and (improved or self.epoch >= self.spec.epochs or (every and self.epoch % every == 0)):
             metrics["test_error"], test_pred = self.error(self.x_test, self.y_test)
             if self.method_cls.clustering:
                 metrics["test_nmi"] = nmi(test_pred, self.y_test)
-        if val_error < self.best_val or not math.isfinite(self.best_val):
+        if improved:
             self.best_val = val_error
             self.test_at_best = metrics.get("test_error", math.nan)
         metrics.update(self.method.eval_metrics(self.x_val, self.y_val))
@@ -226,37 +237,50 @@ class Trainer:
             self.tb.image(name, img, self.epoch)
         self.method.train()
 
-    def fit(self, report: Report | None = None) -> dict[str, Any]:
-        """Train until spec.epochs (continuing from a restored epoch); report once per epoch."""
+    def fit(self, report: Report | None = None, checkpoint_dir: str | None = None) -> dict[str, Any]:
+        """Train until spec.epochs (continuing from a restored epoch); report once per epoch.
+
+        Checkpoints (spec.checkpoint_every epochs, spec.checkpoint_seconds, and the last epoch) are written
+        into `checkpoint_dir` when given (atomically: a crash leaves the previous one), else into a temporary
+        folder handed to `report` and removed after it. `self.checkpoint_epoch` is the epoch of the last one."""
         last: dict[str, Any] = {}
         total = self.spec.epochs
-        while self.epoch < total:
-            metrics = self.run_epoch()
-            self.history.append(metrics)
-            last = metrics
-            if self.tb is not None:
-                self.tb.scalars(metrics, self.epoch)
-                every = self.spec.picture_every
-                if self.epoch == total or (every and self.epoch % every == 0):
-                    self.pictures()
-            if self.progress:
-                self._print(metrics)
-            ckpt_dir = None
-            if report is not None:
-                want_ckpt = self.epoch == total or (self.spec.checkpoint_every
-                                                    and self.epoch % self.spec.checkpoint_every == 0)
+        last_ckpt = time.monotonic()
+        try:
+            while self.epoch < total:
+                metrics = self.run_epoch()
+                self.history.append(metrics)
+                last = metrics
+                if self.tb is not None:
+                    self.tb.scalars(metrics, self.epoch)
+                    every = self.spec.picture_every
+                    if self.epoch == total or (every and self.epoch % every == 0):
+                        self.pictures()
+                if self.progress:
+                    self._print(metrics)
+                if report is None and checkpoint_dir is None:
+                    continue
+                k, secs = self.spec.checkpoint_every, self.spec.checkpoint_seconds
+                want_ckpt = (self.epoch == total or bool(k and self.epoch % k == 0)
+                             or bool(secs and time.monotonic() - last_ckpt >= secs))
+                ckpt_dir = None
                 if want_ckpt and self.rank == 0:
-                    ckpt_dir = tempfile.mkdtemp(prefix="ssl_ray_ckpt_")
+                    ckpt_dir = checkpoint_dir or tempfile.mkdtemp(prefix="ssl_ray_ckpt_")
                     checkpoint.save(ckpt_dir, self.state())
+                    self.checkpoint_epoch = self.epoch
+                if want_ckpt:
+                    last_ckpt = time.monotonic()
                 try:
-                    report(metrics, ckpt_dir)
+                    if report is not None:
+                        report(metrics, ckpt_dir)
                 finally:
-                    if ckpt_dir:
+                    if ckpt_dir and not checkpoint_dir:
                         import shutil
 
                         shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if self.tb is not None:
-            self.tb.close()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
         return last
 
     def _print(self, m: dict[str, Any]) -> None:
