@@ -170,3 +170,6 @@ def _ensure_registered() -> None:
                      "scikit-learn's 8x8 handwritten digits (1797 images, ships with scikit-learn: offline)",
                      val_size=200, options={"data_seed": 0, "n_test": 497})
     vision.register_all(register_dataset)
+    from . import arrays
+
+    arrays.register_all(register_dataset)  # the user's own .npz / .csv

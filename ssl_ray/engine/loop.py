@@ -48,6 +48,9 @@ class RunSpec:
     data_resident: bool = True
     """Keep the training set on the accelerator (no per-step host-to-device copies); False gathers each batch
     on the host and copies it. No effect on the CPU, where batches come from the shared memory map."""
+    searched: list[str] = field(default_factory=list)
+    """The hyperparameters a search varies: the HParams entry shows these (the rest goes to the run's text);
+    empty = show them all (a single run)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +121,7 @@ class Trainer:
 
             self.tb = TBLogger(log_dir)
             self.tb.hparams(C.to_dict(self.cfg) | {"method": spec.method, "dataset": spec.data.name,
-                                                   "seed": spec.seed})
+                                                   "seed": spec.seed}, searched=spec.searched)
 
     # ---- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

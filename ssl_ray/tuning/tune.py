@@ -49,6 +49,9 @@ class TuneOptions:
     amp: bool = False
     compile: bool = False
     data_resident: bool = True
+    search: str | None = None  # searcher (searchers.py); None = the space's `searcher`, else Ray's random sampling
+    mlflow: str | None = None  # MLflow tracking URI (trackers.py)
+    wandb: str | None = None  # W&B project (trackers.py)
 
 
 # ---- the trial --------------------------------------------------------------------------------------------
@@ -136,6 +139,10 @@ def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
     if o.num_samples:
         space.num_samples = o.num_samples
     check_scheduler(s)
+    if o.search or space.searcher:
+        from .searchers import check_searcher
+
+        space.searcher = check_searcher(o.search or space.searcher, space)
     return space
 
 
@@ -179,7 +186,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
     meta = {"spec": RunSpec(space.method, data, epochs=space.scheduler.max_epochs, seed=o.seed,
                             config=dict(space.fixed), amp=o.amp, compile=o.compile,
-                            data_resident=o.data_resident).to_dict(),
+                            data_resident=o.data_resident, searched=list(space.search)).to_dict(),
             "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
             "storage": exp, "max_failures": o.max_failures}
     if o.workers > 1:
@@ -190,13 +197,19 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         trial_res = {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
     trainable = tune.with_resources(trial_fn, trial_res)
     scheduler = _scheduler(space)
+    from .searchers import bohb_scheduler, build_searcher
+
+    search_alg = build_searcher(space.searcher, metric=METRIC, mode=MODE, seed=o.seed, max_concurrent=concurrent)
+    if space.searcher == "bohb":  # BOHB brings its own HyperBand
+        scheduler = bohb_scheduler(TIME_ATTR, space.scheduler.max_epochs, space.scheduler.reduction_factor)
     reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
                            parameter_columns=list(space.search), max_report_frequency=15, sort_by_metric=True)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     run_config = tune.RunConfig(
         name=name, storage_path=storage, progress_reporter=reporter if o.progress else None,
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],  # our own TensorBoard files replace Tune's
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback()]  # our own TensorBoard files replace Tune's
+        + _trackers(o, name),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
@@ -212,7 +225,8 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         tuner = tune.Tuner(
             trainable, param_space={**space.param_space(), SPEC_KEY: meta},
             tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=space.num_samples,
-                                        max_concurrent_trials=concurrent,
+                                        search_alg=search_alg,  # random sampling limits its own concurrency
+                                        max_concurrent_trials=None if space.searcher == "random" else concurrent,
                                         # reuse saves a process start per trial; Train-driving trials cannot
                                         reuse_actors=o.workers == 1),
             run_config=run_config)
@@ -225,13 +239,21 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     return summary
 
 
+def _trackers(o: TuneOptions, name: str) -> list:
+    if not (o.mlflow or o.wandb):
+        return []
+    from .trackers import tracker_callbacks
+
+    return tracker_callbacks(o.mlflow, o.wandb, name)
+
+
 def _save_space(exp: str, space: SearchSpace, o: TuneOptions) -> None:
     if "://" in exp:
         return
     Path(exp).mkdir(parents=True, exist_ok=True)
     doc = {"method": space.method, "source": space.source, "dataset": space.data.to_dict(), "fixed": space.fixed,
            "search": {k: {p.dist: p.args} for k, p in space.search.items()},
-           "scheduler": vars(space.scheduler), "num_samples": space.num_samples,
+           "scheduler": vars(space.scheduler), "num_samples": space.num_samples, "searcher": space.searcher,
            "options": {k: v for k, v in vars(o).items()}}
     (Path(exp) / "ssl_ray_space.json").write_text(json.dumps(doc, indent=2, default=str))
 
