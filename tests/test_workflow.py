@@ -191,7 +191,7 @@ def test_predict_rejects_wrong_shapes_and_unknown_files(tmp_path):
 
 # ---- searchers ------------------------------------------------------------------------------------------------
 @pytest.mark.ray
-def test_tune_i2gan_with_optuna_runs_and_logs_to_mlflow(tmp_path):
+def test_tune_i2gan_with_optuna_runs_and_logs_to_mlflow(tmp_path, monkeypatch):
     """`ssl-ray tune i2gan --search optuna` with a tiny budget; the same run logs to MLflow's local file store
     when mlflow is installed (the tracker part is skipped, and says so, when it is not)."""
     pytest.importorskip("optuna")
@@ -200,9 +200,10 @@ def test_tune_i2gan_with_optuna_runs_and_logs_to_mlflow(tmp_path):
     except ImportError:
         mlflow = None
     store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this to use a local file store
     r = _cli("tune", "i2gan", "--search", "optuna", "--num-samples", "3", "--max-epochs", "2", "--grace-epochs", "1",
              "--set", "steps_per_epoch=2", "--storage", str(tmp_path / "runs"), "--name", "opt", "--seed", "3",
-             "--quiet", "--json", *(["--mlflow", store] if mlflow else []))
+             "--quiet", "--json", *(["--mlflow", store] if mlflow else []), env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["num_trials"] == 3 and s["num_errored"] == 0
