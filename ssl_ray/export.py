@@ -95,7 +95,7 @@ def classifier_module(method: Any) -> nn.Module:
 
 # ---- finding the checkpoint -------------------------------------------------------------------------------
 def _checkpoints(d: Path) -> list[Path]:
-    found = [p.parent for p in d.rglob("checkpoint_*/state.pt")]
+    found = [p.parent for p in d.rglob("state.pt") if p.parent.name.startswith("checkpoint")]
     return sorted(found, key=lambda p: (int(p.name.rsplit("_", 1)[-1]) if p.name.rsplit("_", 1)[-1].isdigit()
                                         else -1, p.stat().st_mtime))
 

@@ -286,3 +286,20 @@ def test_tune_dry_run_prints_the_plan_without_starting_ray(tmp_path, monkeypatch
     assert ray.is_initialized() == was and not (tmp_path / "runs").exists()  # nothing started, nothing written
     bad = CliRunner().invoke(main, ["tune", "i2gan", "--dry-run", "--set", "tau=0.5"])
     assert bad.exit_code == 2 and "tau" in bad.output     # still validated
+
+
+# ---- progress within an epoch -----------------------------------------------------------------------------------
+def test_progress_lines_within_a_long_epoch(capsys, monkeypatch):
+    from ssl_ray.data import DataSpec
+    from ssl_ray.engine import loop
+
+    monkeypatch.setattr(loop, "PROGRESS_SECONDS", 0.0)  # every step of the epoch is "long"
+    loop.Trainer(RunSpec("supervised", DataSpec("digits"), epochs=1, config={"steps_per_epoch": 4}),
+                 progress=True).fit()
+    err = capsys.readouterr().err
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in err.splitlines() if ": step " in line] == \
+        ["step 1/4", "step 2/4", "step 3/4"]                    # the last step is followed by the epoch's line
+    assert "epoch 1/1 val_error=" in err
+    loop.Trainer(RunSpec("supervised", DataSpec("digits"), epochs=1, config={"steps_per_epoch": 4}),
+                 progress=False).fit()                          # Tune trials and --json runs: quiet
+    assert capsys.readouterr().err == ""
