@@ -228,19 +228,20 @@ def test_tune_i2gan_with_optuna_runs_and_logs_to_mlflow(tmp_path, monkeypatch):
         assert min(m.value for m in hist) == pytest.approx(row["best_val_error"])
 
 
-def test_searchers_suggest_seeded_configs_inside_the_space():
-    pytest.importorskip("optuna")
+@pytest.mark.parametrize("name,module", [("optuna", "optuna"), ("hyperopt", "hyperopt"), ("bohb", "hpbandster")])
+def test_searchers_suggest_seeded_configs_inside_the_space(name, module):
+    pytest.importorskip(module)
     from ssl_ray.tuning.searchers import build_searcher
     from ssl_ray.tuning.spaces import load_space
 
     space = load_space(method="i2gan")
 
-    def suggest(name, seed):
+    def suggest(seed):
         s = build_searcher(name, metric="val_error", mode="min", seed=seed, max_concurrent=2)
         s.set_search_properties("val_error", "min", space.param_space())
         return [s.suggest(f"t{i}") for i in range(4)]
 
-    a, b, c = suggest("optuna", 0), suggest("optuna", 0), suggest("optuna", 1)
+    a, b, c = suggest(0), suggest(0), suggest(1)
     assert a == b and a != c  # the seed decides the suggestions
     for cfg in a + c:
         assert set(cfg) == {"labeled_ratio", "tau", "n_fake", "lr"}
