@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 SPACE = """\
 method: supervised
@@ -31,12 +32,16 @@ def run(searcher: str, seed: int, trials: int, out: str) -> list[dict]:
     from ssl_ray.tuning.spaces import parse_space
     from ssl_ray.tuning.tune import TuneOptions, run_tune
 
-    space = parse_space(SPACE, source="benchmark")
-    o = TuneOptions(num_samples=trials, search=searcher, seed=seed, storage=out, name=f"{searcher}-seed{seed}",
-                    progress=False, max_concurrent=2)
-    s = run_tune(space, o)
-    rows = pq.read_table(s["results"]).to_pylist()
-    return sorted(rows, key=lambda r: int(str(r["trial_id"]).rsplit("_", 1)[-1]))  # in the order proposed
+    name = f"{searcher}-seed{seed}"
+    done = Path(out) / name / "results.parquet"
+    if not done.exists():  # a finished run is read back, not repeated
+        space = parse_space(SPACE, source="benchmark")
+        run_tune(space, TuneOptions(num_samples=trials, search=searcher, seed=seed, storage=out, name=name,
+                                    progress=False, max_concurrent=2))
+    rows = pq.read_table(done).to_pylist()
+    assert len(rows) == trials, f"{done}: {len(rows)} trials, expected {trials}"
+    # in the order proposed: Tune's trial folders are <trainable>_<id>_<index>_...
+    return sorted(rows, key=lambda r: int(Path(r["path"]).name.split("_")[3]))
 
 
 def fmt(xs: list[float]) -> str:

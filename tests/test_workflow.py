@@ -214,6 +214,8 @@ def test_tune_i2gan_with_optuna_runs_and_logs_to_mlflow(tmp_path, monkeypatch):
     taus = {r["config/tau"] for r in rows}
     assert len(taus) == 3 and all(1.0 <= t <= 8.0 for t in taus)
     assert {r["config/n_fake"] for r in rows} <= {100, 200, 400}
+    dirs = [Path(r["path"]).name for r in rows]  # named after the searched values, as with random search
+    assert all(d.startswith("trial_fn_") and "tau=" in d and "lr=" in d for d in dirs), dirs
     if mlflow is None:
         pytest.skip("mlflow not installed: the --mlflow part was not run")
     client = mlflow.tracking.MlflowClient(tracking_uri=store)

@@ -197,7 +197,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         trial_res = {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
     trainable = tune.with_resources(trial_fn, trial_res)
     scheduler = _scheduler(space)
-    from .searchers import bohb_scheduler, build_searcher
+    from .searchers import bohb_scheduler, build_searcher, trial_dirname
 
     search_alg = build_searcher(space.searcher, metric=METRIC, mode=MODE, seed=o.seed, max_concurrent=concurrent)
     if space.searcher == "bohb":  # BOHB brings its own HyperBand
@@ -226,6 +226,8 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
             trainable, param_space={**space.param_space(), SPEC_KEY: meta},
             tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=space.num_samples,
                                         search_alg=search_alg,  # random sampling limits its own concurrency
+                                        trial_dirname_creator=trial_dirname(list(space.search))
+                                        if space.searcher not in (None, "random") else None,
                                         max_concurrent_trials=None if space.searcher == "random" else concurrent,
                                         # reuse saves a process start per trial; Train-driving trials cannot
                                         reuse_actors=o.workers == 1),
