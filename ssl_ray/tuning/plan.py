@@ -52,6 +52,8 @@ def plan_text(p: dict[str, Any]) -> str:
     if p["scheduler"] == "asha":
         lines.append(f"ASHA: up to {p['max_epochs']} epochs per trial, decisions at epochs "
                      f"{', '.join(map(str, p['rungs'])) or '(none: grace reaches max)'}, keeping 1/{p['reduction_factor']}")
+    elif p["scheduler"] == "bohb":
+        lines.append(f"BOHB's HyperBand: up to {p['max_epochs']} epochs per trial, brackets chosen by TuneBOHB")
     else:
         lines.append(f"FIFO: every trial runs {p['max_epochs']} epochs")
     lines.append(f"epochs in all: {p['epochs_worst_case']} at worst (no trial stopped), about {p['epochs_nominal']:g} "

@@ -143,6 +143,8 @@ def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
         from .searchers import check_searcher
 
         space.searcher = check_searcher(o.search or space.searcher, space)
+        if space.searcher == "bohb":
+            s.name = "bohb"  # TuneBOHB's own HyperBand replaces ASHA (run_tune); summaries say so
     return space
 
 
