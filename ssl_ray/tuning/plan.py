@@ -56,8 +56,9 @@ def plan_text(p: dict[str, Any]) -> str:
         lines.append(f"BOHB's HyperBand: up to {p['max_epochs']} epochs per trial, brackets chosen by TuneBOHB")
     else:
         lines.append(f"FIFO: every trial runs {p['max_epochs']} epochs")
-    lines.append(f"epochs in all: {p['epochs_worst_case']} at worst (no trial stopped), about {p['epochs_nominal']:g} "
-                 f"if ASHA keeps exactly 1/{p['reduction_factor'] or 1} at each decision")
+    lines.append(f"epochs in all: {p['epochs_worst_case']} at worst (no trial stopped)" + (
+        f", about {p['epochs_nominal']:g} if ASHA keeps exactly 1/{p['reduction_factor']} at each decision"
+        if p["scheduler"] == "asha" else ""))
     r = p["per_trial"]
     lines.append(f"each trial: {r['workers']} worker(s), {r['cpus']:g} CPU, {r['gpus']:g} GPU; on {p['address']}"
                  + (f", at most {p['max_concurrent']} at once" if p["max_concurrent"] else ""))
