@@ -1,7 +1,8 @@
 """Use a trained model: `ssl-ray export` (best trial or a train run -> model files) and `ssl-ray predict`.
 
-`export(path)` finds a checkpoint (the best trial of a tune experiment by validation error, or the last
-checkpoint of a `ssl-ray train` output directory), rebuilds the method from it and writes:
+`export(path)` finds a checkpoint (the best trial of a tune experiment by validation error, at the kept
+checkpoint with the lowest validation error; or the last checkpoint of a `ssl-ray train` output directory),
+rebuilds the method from it and writes:
 
 - ``model.pt``: the evaluation network's state dict (EMA weights where the method keeps them) and, as plain
   data, everything needed to rebuild and feed it: method, config, dataset spec and DataInfo, the input
@@ -148,8 +149,27 @@ def _from_experiment(p: Path, trial: str | None) -> dict[str, Any]:
     cks = _checkpoints(dirs[0])
     if not cks:
         raise SSLRayError(f"{p}: trial {tid} left no checkpoint")
-    return {"checkpoint": cks[-1], "kind": "tune", "experiment": str(p.resolve()), "trial_id": tid,
-            "history": _history(dirs[0]), "summary": summary}
+    history = _history(dirs[0])
+    return {"checkpoint": _best_kept(cks, history), "kind": "tune", "experiment": str(p.resolve()),
+            "trial_id": tid, "history": history, "summary": summary}
+
+
+def _best_kept(cks: list[Path], history: list[dict[str, Any]]) -> Path:
+    """Of the checkpoints Tune kept (the last few), the one at the epoch with the lowest validation error
+    (the latest of equals); the last one when the history does not say."""
+    from .engine import checkpoint
+
+    val = {int(h["epoch"]): h["val_error"] for h in history
+           if isinstance(h.get("epoch"), int) and isinstance(h.get("val_error"), (int, float))}
+    best, key = cks[-1], None
+    for i, ck in enumerate(cks):
+        try:
+            epoch = int(checkpoint.load(ck)["epoch"])
+        except SSLRayError:
+            continue
+        if epoch in val and (key is None or (val[epoch], -i) <= key):
+            best, key = ck, (val[epoch], -i)
+    return best
 
 
 # ---- rebuilding --------------------------------------------------------------------------------------------
