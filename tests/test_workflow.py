@@ -1,7 +1,12 @@
-"""The researcher's workflow after a search. `ssl-ray export` and `ssl-ray predict` on real outputs: the main job (`ssl-ray tune i2gan`, a tiny budget,
-written under $SSL_RAY_RUNS/tune like the real one) and a `ssl-ray train` run. The exported model must
-predict exactly what the training code's own model predicts on the same inputs, from .npy, .npz and PNG
-files, through model.pt and through TorchScript, and its test error must be the one the run reported."""
+"""The researcher's workflow around a search, on real runs.
+
+- `ssl-ray export` / `ssl-ray predict` on the main job's output (`ssl-ray tune i2gan`, tiny budget, under
+  $SSL_RAY_RUNS/tune like the real one) and on a `ssl-ray train` run: the exported model predicts exactly
+  what the training code's own model predicts on the same inputs (.npy, .npz, PNG; model.pt and
+  TorchScript), and its test error is the one the run reported;
+- the HParams entry shows the searched hyperparameters; searchers (optuna with MLflow logging, seeded
+  suggestions, YAML validation); `--dry-run`; progress lines within an epoch.
+"""
 import json
 import os
 import subprocess

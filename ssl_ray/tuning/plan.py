@@ -50,8 +50,9 @@ def plan_text(p: dict[str, Any]) -> str:
     if p["fixed"]:
         lines.append("  fixed: " + ", ".join(f"{k}={v}" for k, v in p["fixed"].items()))
     if p["scheduler"] == "asha":
-        lines.append(f"ASHA: up to {p['max_epochs']} epochs per trial, decisions at epochs "
-                     f"{', '.join(map(str, p['rungs'])) or '(none: grace reaches max)'}, keeping 1/{p['reduction_factor']}")
+        at = ", ".join(map(str, p["rungs"])) or "(none: grace reaches max)"
+        lines.append(f"ASHA: up to {p['max_epochs']} epochs per trial, decisions at epochs {at}, "
+                     f"keeping 1/{p['reduction_factor']}")
     elif p["scheduler"] == "bohb":
         lines.append(f"BOHB's HyperBand: up to {p['max_epochs']} epochs per trial, brackets chosen by TuneBOHB")
     else:
