@@ -35,7 +35,13 @@ setup(
         "pandas>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "optuna>=3", "mlflow-skinny>=2.10"],
+        # search algorithms (ssl-ray tune --search NAME) and trackers (--mlflow URI, --wandb PROJECT)
+        "optuna": ["optuna>=3"],
+        "hyperopt": ["hyperopt>=0.2.7"],
+        "bohb": ["hpbandster>=0.7", "ConfigSpace>=0.7"],
+        "mlflow": ["mlflow-skinny>=2.10"],
+        "wandb": ["wandb>=0.16"],
     },
     entry_points={"console_scripts": ["ssl-ray=ssl_ray.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],

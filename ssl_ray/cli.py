@@ -60,6 +60,8 @@ def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=N
     from .data import DataSpec
 
     spec = base or DataSpec()
+    if dataset and dataset != spec.name:  # another dataset than the space's: its options and split size do not apply
+        spec.options, spec.val_size = {}, None
     if dataset:
         spec.name = dataset
     if data_root:
@@ -73,6 +75,9 @@ def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=N
     if data_opts:
         opts = parse_set(data_opts)
         spec.options = {**spec.options, **opts}
+    path = (spec.options or {}).get("path")
+    if isinstance(path, str) and path and "://" not in path:  # your own file (npz, csv): trials run elsewhere
+        spec.options = {**spec.options, "path": os.path.abspath(os.path.expanduser(path))}
     return spec
 
 
@@ -228,6 +233,8 @@ def _check_writable(path: str) -> None:
 @click.option("--grace-epochs", type=int, default=None, help="ASHA: epochs before a trial can be stopped")
 @click.option("--reduction-factor", type=int, default=None, help="ASHA: keep 1/factor of trials at each rung")
 @click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default=None, help="default: the space's (asha)")
+@click.option("--search", type=click.Choice(["random", "optuna", "hyperopt", "bohb"]), default=None,
+              help="search algorithm (default: the space's `searcher`, else random); optuna/hyperopt/bohb are extras")
 @click.option("--max-concurrent", type=int, default=None, help="cap on trials running at once (default: what "
               "the cluster's resources allow)")
 @click.option("--cpus-per-trial", type=float, default=1, show_default=True, help="CPUs per trial (per worker "
@@ -246,11 +253,17 @@ def _check_writable(path: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the searched trials")
 @click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON summary")
 @click.option("--quiet", is_flag=True, help="no trial table while it runs")
+@click.option("--mlflow", default=None, metavar="URI", help="log trials to MLflow (a tracking URI, e.g. "
+              "file:///abs/path/mlruns); extra: ssl-ray[mlflow]")
+@click.option("--wandb", default=None, metavar="PROJECT", help="log trials to a Weights & Biases project; extra: "
+              "ssl-ray[wandb]")
+@click.option("--dry-run", is_flag=True, help="print the validated trial plan (trials, rungs, resources, epochs) "
+              "and exit without starting Ray")
 @perf_options
 def tune(method, space_file, sets, dataset, data_root, download, labels, val_size, data_opts, num_samples,
          max_epochs, grace_epochs, reduction_factor, scheduler, max_concurrent, cpus_per_trial, gpus_per_trial,
          workers, address, storage, name, resume, confirm_seeds, max_failures, seed, as_json, quiet, amp, compile_,
-         host_data):
+         host_data, search, dry_run, mlflow, wandb):
     """Search METHOD's hyperparameters with Ray Tune + ASHA (validation error), then summarise."""
     from . import config as C
     from .data import load_splits
@@ -290,9 +303,19 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
                        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, workers=workers,
                        address=address, storage=storage, name=name, resume=resume, confirm_seeds=confirm_seeds,
                        max_failures=max_failures, seed=seed, progress=not quiet, amp=amp, compile=compile_,
-                       data_resident=not host_data)
+                       data_resident=not host_data, search=search, mlflow=mlflow, wandb=wandb)
     apply_options(space, opts)
     load_splits(space.data, seed)  # missing dataset, bad label count: error before any compute
+    if dry_run:
+        from .tuning.plan import plan, plan_text
+
+        p = plan(space, opts)
+        _emit(p, as_json, plan_text(p))
+        return
+    if mlflow or wandb:
+        from .tuning.trackers import check_trackers
+
+        check_trackers(mlflow, wandb)
     if storage and "://" not in storage:
         _check_writable(storage)
     elif not storage:
@@ -422,6 +445,68 @@ def tensorboard(experiments, port, host, print_only):
             except subprocess.TimeoutExpired:
                 child.kill()
         shutil.rmtree(logdir, ignore_errors=True)
+
+
+# ---- export / predict --------------------------------------------------------------------------------------
+@main.command("export")
+@click.argument("experiment")
+@click.option("--output", default=None, help="folder for the model files (default EXPERIMENT/export)")
+@click.option("--trial", default=None, help="export this trial id instead of the best by validation error")
+@click.option("--no-torchscript", is_flag=True, help="write only model.pt and model.json")
+@click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON object")
+def export_cmd(experiment, output, trial, no_torchscript, as_json):
+    """Export the best trial of a tune EXPERIMENT (or a train output) as model files for `ssl-ray predict`."""
+    from .export import export
+
+    r = export(experiment, output=output, trial=trial, torchscript=not no_torchscript)
+    src = r["source"]
+    err = ", ".join(f"{k} {src[k]:.2f}%" for k in ("val_error", "test_error") if isinstance(src.get(k), (int, float)))
+    human = (f"exported {r['method']} ({src['kind']}{' trial ' + src['trial_id'] if src['trial_id'] else ''}, "
+             f"epoch {src['epoch']}{': ' + err if err else ''})\n" + "\n".join(f"  {f}" for f in r["files"]) +
+             (f"\n  TorchScript {r['torchscript']}" if r["torchscript"] and "not" in r["torchscript"] else "") +
+             f"\ninputs: {tuple(r['input']['shape'])} {r['input']['raw_dtype']}, {r['input']['to_float']}"
+             f"\nuse: ssl-ray predict {r['output']} FILES...")
+    _emit(r, as_json, human)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--probs", is_flag=True, help="also print the class probabilities")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--output", default=None, help="file to write instead of stdout")
+@click.option("--invert", is_flag=True, help="images: invert grey levels (dark ink on white paper -> the "
+              "bright-on-dark digits of the digits/MNIST datasets)")
+def predict(model, files, probs, fmt, output, invert):
+    """Predict classes with an exported MODEL (folder, model.pt or model.torchscript.pt) for image files
+    (PNG, JPG, ...; converted to the model's channels and size) or .npy/.npz arrays (N samples)."""
+    from .export import predict as run_predict
+
+    rows = run_predict(model, list(files), invert=invert)
+    if not probs:
+        rows = [{k: v for k, v in r.items() if k != "probs"} for r in rows]
+    if fmt == "json":
+        text = json.dumps(rows)
+    else:
+        flat = [{**{k: v for k, v in r.items() if k != "probs"},
+                 **{f"p{i}": p for i, p in enumerate(r.get("probs", []))}} for r in rows]
+        if fmt == "csv":
+            import csv
+            import io
+
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(flat[0]) if flat else ["file", "index", "class", "name"])
+            w.writeheader()
+            w.writerows(flat)
+            text = buf.getvalue().rstrip("\n")
+        else:
+            text = "\n".join("\t".join(str(v) for v in r.values()) for r in flat)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        click.echo(f"wrote {output} ({len(rows)} predictions)", err=True)
+    else:
+        click.echo(text)
 
 
 # ---- listings --------------------------------------------------------------------------------------------

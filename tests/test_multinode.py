@@ -67,6 +67,9 @@ def test_tune_with_two_worker_trials_across_two_nodes(two_node_cluster, tmp_path
                         "--storage", str(tmp_path / "runs"), "--name", "mn", "--json", "--quiet"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]  # a successful run prints no traceback
+    # the workers' State API asks this cluster (RAY_ADDRESS), not the latest one started on the machine
+    assert "Found multiple active Ray instances" not in r.stderr
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["num_trials"] == 2 and s["num_errored"] == 0
     assert s["best"]["test_error"] < 60

@@ -173,3 +173,6 @@ def _ensure_registered() -> None:
                      val_size=200, options={"data_seed": 0, "n_test": 497},
                      cached=True)  # importing scikit-learn costs 1-13 s (BENCHMARKS.md): only the first run pays it
     vision.register_all(register_dataset)
+    from . import arrays
+
+    arrays.register_all(register_dataset)  # the user's own .npz / .csv

@@ -8,6 +8,7 @@ TensorBoard scalars, an atomic checkpoint, and one report. The caller decides wh
 from __future__ import annotations
 
 import math
+import os
 import sys
 import tempfile
 import time
@@ -54,6 +55,9 @@ class RunSpec:
     data_resident: bool = True
     """Keep the training set on the accelerator (no per-step host-to-device copies); False gathers each batch
     on the host and copies it. No effect on the CPU, where batches come from the shared memory map."""
+    searched: list[str] = field(default_factory=list)
+    """The hyperparameters a search varies: the HParams entry shows these (the rest goes to the run's text);
+    empty = show them all (a single run)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +129,7 @@ class Trainer:
 
             self.tb = TBLogger(log_dir)
             self.tb.hparams(C.to_dict(self.cfg) | {"method": spec.method, "dataset": spec.data.name,
-                                                   "seed": spec.seed})
+                                                   "seed": spec.seed}, searched=spec.searched)
 
     # ---- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -185,7 +189,7 @@ class Trainer:
         self.method.train()
         rows: list[torch.Tensor] = []
         keys: list[str] = []
-        for _ in range(self.steps):
+        for _ in _steps(self.steps, self.progress, f"[{self.spec.method}/{self.spec.data.name}] epoch {self.epoch + 1}"):
             with self._autocast():
                 out = self.method.train_step(self.stream.next())
             if not keys:
@@ -289,6 +293,21 @@ class Trainer:
         print(f"[{self.spec.method}/{self.spec.data.name} seed={self.spec.seed}] epoch {m['epoch']}/{self.spec.epochs}"
               f" val_error={m['val_error']:.2f}%{test} {losses} ({m['epoch_seconds']:.1f}s,"
               f" {m['samples_per_second']:.0f} samples/s)", file=sys.stderr, flush=True)
+
+
+PROGRESS_SECONDS = float(os.environ.get("SSL_RAY_PROGRESS_SECONDS", 30))
+"""Within a long epoch, a progress line on stderr at most this often (only where per-epoch lines are printed)."""
+
+
+def _steps(n: int, show: bool, label: str):
+    """range(n), printing `label: step i/n (p%), t s` every PROGRESS_SECONDS (long epochs: CIFAR on a CPU)."""
+    t0 = last = time.monotonic()
+    for i in range(n):
+        yield i
+        now = time.monotonic()
+        if show and i + 1 < n and now - last >= PROGRESS_SECONDS:
+            last = now
+            print(f"{label}: step {i + 1}/{n} ({100 * (i + 1) / n:.0f}%), {now - t0:.0f}s", file=sys.stderr, flush=True)
 
 
 def _loss_name(k: str) -> str:

@@ -50,12 +50,19 @@ class TBLogger:
         safe = name.replace("/", "_")
         Image.fromarray(img).save(pdir / f"{safe}.png")
 
-    def hparams(self, config: dict[str, Any]) -> None:
+    def hparams(self, config: dict[str, Any], searched: list[str] | None = None) -> None:
         """Write this run's HParams entry into its own event file. The metrics it names are the scalars the
-        loop logs each epoch, so the HParams dashboard compares runs (stopped early or not) by them."""
+        loop logs each epoch, so the HParams dashboard compares runs (stopped early or not) by them.
+        With `searched` (a Tune trial), only those hyperparameters are HParams columns; every value, the
+        constants included, goes to the run's text tab as a `config` table."""
         from torch.utils.tensorboard.summary import hparams
 
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}
+        if searched:
+            shown = {k: clean[k] for k in searched if k in clean}
+            rows = "\n".join(f"| {k} | {v} | {'searched' if k in shown else 'fixed'} |" for k, v in clean.items())
+            self.writer.add_text("config", "| hyperparameter | value | |\n|---|---|---|\n" + rows, 0)
+            clean = shown
         tags = {tag: 0.0 for _, tag in SCALAR_GROUPS} | {"error/test_at_best_val": 0.0}
         exp, ssi, sei = hparams(clean, tags)
         fw = self.writer._get_file_writer()

@@ -47,6 +47,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         address = os.environ["RAY_ADDRESS"]  # as ray.init does (set for Ray Jobs, or by the user)
     if address and address != "local":
         check_address(address)
+        if ":" in address and "://" not in address:
+            # Train's PlacementGroupCleaner asks the State API, which without RAY_ADDRESS takes the latest cluster
+            # started on its machine: with several clusters there (a shared box) maybe not this one (see below)
+            env["RAY_ADDRESS"] = address
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, TimeoutError) as e:

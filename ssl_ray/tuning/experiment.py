@@ -162,7 +162,7 @@ def load(exp: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 # ---- --resume: the experiment's settings, checked against the command line ------------------------------------
 RUNTIME_OPTIONS = {"address", "max_concurrent", "max_failures", "confirm_seeds", "as_json", "quiet", "storage",
-                   "name", "resume", "download"}
+                   "name", "resume", "download", "mlflow", "wandb"}
 """Options a resume may change: where and how fast it runs, not what it computes."""
 OPTION_FIELDS = {"cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial", "workers": "workers",
                  "seed": "seed", "amp": "amp", "compile_": "compile"}
@@ -200,7 +200,8 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
         return SSLRayError(f"{flag} {typed} contradicts {where} (it has {saved}); a resume takes the experiment's "
                            f"own settings: leave {flag} out, or start a new experiment with another --name")
 
-    text = json.dumps({k: doc[k] for k in ("method", "dataset", "fixed", "search", "scheduler", "num_samples")})
+    text = json.dumps({k: doc.get(k) for k in ("method", "dataset", "fixed", "search", "scheduler", "num_samples",
+                                               "searcher")})
     try:
         space = parse_space(text, source=f"{exp}/{SPACE_FILE}", method=method)
     except SSLRayError as e:
@@ -215,6 +216,9 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
         elif k == "host_data":
             if (not v) != saved_opts.get("data_resident", True):
                 raise refuse("--no-resident-data", "", "data kept resident")
+        elif k == "search":
+            if v != (doc.get("searcher") or "random"):
+                raise refuse("--search", v, f"searcher {doc.get('searcher') or 'random'}")
         elif k in SCHEDULER_FIELDS:
             if v != doc["scheduler"].get(SCHEDULER_FIELDS[k]):
                 raise refuse(_flag(k), v, f"{SCHEDULER_FIELDS[k]} {doc['scheduler'].get(SCHEDULER_FIELDS[k])}")
@@ -252,7 +256,7 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
             raise SSLRayError(f"{_flag(k)} cannot be given with --resume: {where} keeps its own")
     opts = TuneOptions(**{k: v for k, v in saved_opts.items() if k in TuneOptions.__dataclass_fields__})
     opts.storage, opts.name, opts.resume = root, name, True
-    for k in ("address", "max_concurrent", "max_failures", "confirm_seeds"):
+    for k in ("address", "max_concurrent", "max_failures", "confirm_seeds", "mlflow", "wandb"):
         if given.get(k) is not None:
             setattr(opts, k, given[k])
     if given.get("quiet"):

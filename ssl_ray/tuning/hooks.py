@@ -20,20 +20,57 @@ def plan_key(index: int) -> str:
 
 
 class PlanSearcher(Searcher):
-    """Tune's search algorithm for a fixed list of trial configs (the plan's unfinished entries)."""
+    """Tune's search algorithm for a fixed list of trial configs (the plan's unfinished entries), then, with a
+    model-based `inner` searcher (searchers.py), `new` more trials that it proposes: each proposal is appended
+    to the plan in ssl_ray_space.json (`write_plan`) before its trial starts, so a resume finds it there. The inner
+    searcher's model is not saved (that would mean unpickling from the storage on resume): a resumed search
+    runs its unfinished trials from their checkpoints and a fresh searcher proposes the remaining samples."""
 
-    def __init__(self, configs: list[dict[str, Any]], metric: str, mode: str):
+    def __init__(self, configs: list[dict[str, Any]], metric: str, mode: str, *, inner: Searcher | None = None,
+                 space: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
+                 doc: dict[str, Any] | None = None, new: int = 0, write_plan=None):
         super().__init__(metric=metric, mode=mode)
         self.queue = list(configs)
+        self.inner, self.meta, self.doc, self.write_plan = inner, meta, doc, write_plan
+        self.new = new if inner is not None else 0
+        self.proposed: set[str] = set()
+        if inner is not None:
+            inner.set_search_properties(metric, mode, space or {})
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
     def suggest(self, trial_id):
-        return self.queue.pop(0) if self.queue else Searcher.FINISHED
+        if self.queue:
+            return self.queue.pop(0)
+        if self.inner is None or self.new <= 0:
+            return Searcher.FINISHED
+        hp = self.inner.suggest(trial_id)
+        if hp is None or hp == Searcher.FINISHED:
+            return hp
+        self.new -= 1
+        self.proposed.add(trial_id)
+        hp = {k: v.item() if hasattr(v, "item") else v for k, v in hp.items()}
+        index = len(self.doc["plan"])
+        self.doc["plan"].append(hp)
+        self.write_plan(self.doc)
+        return {**hp, SPEC_KEY: {**self.meta, "index": index}}
+
+    def on_trial_result(self, trial_id, result) -> None:
+        if trial_id in self.proposed:
+            self.inner.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id, result=None, error=False) -> None:
-        pass
+        if trial_id in self.proposed:
+            self.inner.on_trial_complete(trial_id, result=result, error=error)
+
+    def on_pause(self, trial_id) -> None:  # BOHB's HyperBand pauses and unpauses trials through the searcher
+        if trial_id in self.proposed and hasattr(self.inner, "on_pause"):
+            self.inner.on_pause(trial_id)
+
+    def on_unpause(self, trial_id) -> None:
+        if trial_id in self.proposed and hasattr(self.inner, "on_unpause"):
+            self.inner.on_unpause(trial_id)
 
     def save(self, checkpoint_path: str) -> None:  # nothing to save: the plan is in ssl_ray_space.json
         pass

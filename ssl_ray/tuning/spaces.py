@@ -44,7 +44,7 @@ DISTRIBUTIONS: dict[str, tuple[int | None, tuple[type, ...]]] = {
     "qloguniform": (3, (float,)), "randint": (2, (int,)), "qrandint": (3, (int,)),
     "choice": (None, (int, float, str, bool)), "grid": (None, (int, float, str, bool)),
 }
-TOP_KEYS = ("method", "description", "dataset", "fixed", "search", "scheduler", "num_samples")
+TOP_KEYS = ("method", "description", "dataset", "fixed", "search", "scheduler", "num_samples", "searcher")
 SCHEDULER_KEYS = {"name": str, "max_epochs": int, "grace_epochs": int, "reduction_factor": int}
 DATASET_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
 
@@ -86,6 +86,8 @@ class SearchSpace:
     search: dict[str, Param] = field(default_factory=dict)
     scheduler: Scheduler = field(default_factory=Scheduler)
     num_samples: int = 8
+    searcher: str | None = None
+    """random, optuna, hyperopt or bohb (tuning/searchers.py); None = Ray's random sampling."""
 
     def param_space(self) -> dict[str, Any]:
         return {k: p.to_tune() for k, p in self.search.items()}
@@ -215,6 +217,14 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
     if isinstance(ns, bool) or not isinstance(ns, int) or ns < 1:
         raise ctx.err(("num_samples",), f"must be a positive integer, got {ns!r}")
     space.num_samples = ns
+    if doc.get("searcher") is not None:
+        from .searchers import check_searcher
+
+        try:
+            space.searcher = check_searcher(doc["searcher"] if isinstance(doc["searcher"], str) else repr(
+                doc["searcher"]), space)
+        except ConfigError as e:
+            raise ctx.err(("searcher",), str(e)) from None
     _check_defaults(cls, space, ctx)
     return space
 

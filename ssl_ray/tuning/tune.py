@@ -53,6 +53,9 @@ class TuneOptions:
     amp: bool = False
     compile: bool = False
     data_resident: bool = True
+    search: str | None = None  # searcher (searchers.py); None = the space's `searcher`, else Ray's random sampling
+    mlflow: str | None = None  # MLflow tracking URI (trackers.py)
+    wandb: str | None = None  # W&B project (trackers.py)
 
 
 # ---- the trial --------------------------------------------------------------------------------------------
@@ -155,6 +158,12 @@ def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
     if o.num_samples:
         space.num_samples = o.num_samples
     check_scheduler(s)
+    if o.search or space.searcher:
+        from .searchers import check_searcher
+
+        space.searcher = check_searcher(o.search or space.searcher, space)
+        if space.searcher == "bohb":
+            s.name = "bohb"  # TuneBOHB's own HyperBand replaces ASHA (run_tune); summaries say so
     return space
 
 
@@ -192,7 +201,7 @@ def check_name(name: str) -> None:
 def _meta(space: SearchSpace, o: TuneOptions, exp: str) -> dict[str, Any]:
     return {"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=o.seed,
                             config=dict(space.fixed), amp=o.amp, compile=o.compile,
-                            data_resident=o.data_resident).to_dict(),
+                            data_resident=o.data_resident, searched=list(space.search)).to_dict(),
             "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
             "storage": exp, "max_failures": o.max_failures}
 
@@ -226,22 +235,27 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     exp = storage.rstrip("/") + "/" + name
     fs, base = experiment.fs_of(exp)
     extended = False
+    if not o.resume:
+        apply_options(space, o)
+    # A model-based searcher (optuna, hyperopt, bohb) proposes each trial from the results so far: its plan
+    # grows as trials start (hooks.PlanSearcher records every proposal in ssl_ray_space.json).
+    adaptive = space.searcher not in (None, "random")
     if o.resume:
         doc, records = experiment.load(exp)
         plan = doc["plan"]
         if space.num_samples > doc["num_samples"]:  # --num-samples N: more trials appended to the plan
-            plan = plan + experiment.make_plan(space, o.seed)[len(plan):]
+            if not adaptive:
+                plan = plan + experiment.make_plan(space, o.seed)[len(plan):]
             doc, extended = {**doc, "num_samples": space.num_samples, "plan": plan}, True
     else:
-        apply_options(space, o)
         if experiment.read_text(fs, f"{base}/{experiment.SPACE_FILE}") is not None:
             raise SSLRayError(f"an experiment already exists at {exp}: continue it with --resume, or pick another "
                               f"--name")
-        plan, records = experiment.make_plan(space, o.seed), {}
+        plan, records = ([] if adaptive else experiment.make_plan(space, o.seed)), {}
     data = space.data
     if data.root and "://" not in data.root:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
-    preflight_plan(space, plan, o.seed)
+    preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed)
     init_ray(o.address)
     concurrent = _concurrency(o)
     meta = _meta(space, o, exp)
@@ -268,6 +282,16 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     scheduler = _scheduler(space)
     if o.resume:  # [6] ASHA's rungs are not saved anywhere: rebuild them from the saved results
         replay_rungs(scheduler, {plan_key(t["index"]): t["history"] for t in trials})
+    search_alg = PlanSearcher(configs, METRIC, MODE)
+    if adaptive:  # unfinished trials first (from their checkpoints), then the searcher's new proposals
+        from .searchers import bohb_scheduler, build_searcher
+
+        inner = build_searcher(space.searcher, metric=METRIC, mode=MODE, seed=o.seed, max_concurrent=concurrent)
+        search_alg = PlanSearcher(configs, METRIC, MODE, inner=inner, space=space.param_space(), meta=meta,
+                                  doc=doc, new=max(0, space.num_samples - len(doc["plan"])),
+                                  write_plan=lambda d: experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", d))
+        if space.searcher == "bohb":  # BOHB brings its own HyperBand
+            scheduler = bohb_scheduler(TIME_ATTR, space.scheduler.max_epochs, space.scheduler.reduction_factor)
     reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
                            parameter_columns=list(space.search), max_report_frequency=15, sort_by_metric=True)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -275,7 +299,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     run_config = tune.RunConfig(
         name=name, storage_path=storage, progress_reporter=reporter if o.progress else None,
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # our own TensorBoard files replace Tune's
-                   TrialRecorder(exp, records)],
+                   TrialRecorder(exp, records)] + _trackers(o, name),
         stop=InterruptStopper(),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -284,8 +308,8 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         verbose=1 if o.progress else 0)
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=PlanSearcher(configs, METRIC, MODE),
-                                    num_samples=max(1, len(configs)), max_concurrent_trials=concurrent,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
+                                    num_samples=max(1, len(configs) + search_alg.new), max_concurrent_trials=concurrent,
                                     trial_dirname_creator=trial_dirname,
                                     # reuse saves a process start per trial; Train-driving trials cannot
                                     reuse_actors=o.workers == 1),
@@ -297,7 +321,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     try:
-        if configs:
+        if configs or search_alg.new:
             tuner.fit()
     finally:
         if main_thread:
@@ -317,12 +341,20 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     return summary
 
 
+def _trackers(o: TuneOptions, name: str) -> list:
+    if not (o.mlflow or o.wandb):
+        return []
+    from .trackers import tracker_callbacks
+
+    return tracker_callbacks(o.mlflow, o.wandb, name)
+
+
 def _save_space(exp: str, space: SearchSpace, o: TuneOptions, plan: list[dict[str, Any]]) -> dict[str, Any]:
     fs, base = experiment.fs_of(exp)
     experiment.make_dirs(fs, base)
     doc = {"method": space.method, "source": space.source, "dataset": space.data.to_dict(), "fixed": space.fixed,
            "search": {k: {p.dist: p.args} for k, p in space.search.items()},
-           "scheduler": vars(space.scheduler), "num_samples": space.num_samples,
+           "scheduler": vars(space.scheduler), "num_samples": space.num_samples, "searcher": space.searcher,
            "options": {k: v for k, v in vars(o).items() if k not in ("resume", "progress")},
            "plan": plan}
     experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", doc)
