@@ -219,8 +219,11 @@ def test_tune_i2gan_with_optuna_runs_and_logs_to_mlflow(tmp_path, monkeypatch):
     taus = {r["config/tau"] for r in rows}
     assert len(taus) == 3 and all(1.0 <= t <= 8.0 for t in taus)
     assert {r["config/n_fake"] for r in rows} <= {100, 200, 400}
-    dirs = [Path(r["path"]).name for r in rows]  # named after the searched values, as with random search
-    assert all(d.startswith("trial_fn_") and "tau=" in d and "lr=" in d for d in dirs), dirs
+    dirs = [Path(r["path"]).name for r in rows]  # trial_fn_<id>_<plan index>, as with random search
+    assert sorted(d.rsplit("_", 1)[1] for d in dirs) == ["0", "1", "2"], dirs
+    saved = json.loads((Path(s["experiment"]) / "ssl_ray_space.json").read_text())
+    assert len(saved["plan"]) == 3  # each proposal is recorded in the plan before its trial starts
+    assert sorted(p["tau"] for p in saved["plan"]) == pytest.approx(sorted(taus))
     if mlflow is None:
         pytest.skip("mlflow not installed: the --mlflow part was not run")
     client = mlflow.tracking.MlflowClient(tracking_uri=store)

@@ -78,16 +78,3 @@ def bohb_scheduler(time_attr: str, max_t: int, reduction_factor: int) -> Any:
 
     return HyperBandForBOHB(time_attr=time_attr, max_t=max_t, reduction_factor=reduction_factor)
 
-
-def trial_dirname(searched: list[str]):
-    """Trial folder names like the random search's, <trainable>_<id>_<index>_<searched k=v>: with a searcher,
-    Tune would otherwise name them after the constant part of the config (the searched values cut off)."""
-
-    def name(trial) -> str:
-        index = str(trial.experiment_tag).split("_", 1)[0]
-        cfg = trial.config or {}
-        params = ",".join(f"{k}={cfg[k]:.4g}" if isinstance(cfg.get(k), float) else f"{k}={cfg.get(k)}"
-                          for k in searched if k in cfg)
-        return f"{trial.trainable_name}_{trial.trial_id}_{index}_{params}"[:120].replace("/", "_")
-
-    return name
