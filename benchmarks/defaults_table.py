@@ -30,10 +30,11 @@ def cli_default(name: str):
     return next(p.default for p in train.params if p.name == name)
 
 
-def run_default(method: str, seed: int, epochs: int | None = None) -> dict:
-    """`ssl-ray train METHOD --seed SEED` in-process: the CLI's default data spec and epochs, no overrides."""
+def run_default(method: str, seed: int, epochs: int | None = None, sets: dict | None = None) -> dict:
+    """`ssl-ray train METHOD --seed SEED` in-process: the CLI's default data spec and epochs, no overrides
+    (`sets` = the `--set` values of a variant such as `--set tau=2 --set n_fake=256`)."""
     spec = RunSpec(method, DataSpec(), epochs=cli_default("epochs") if epochs is None else epochs, seed=seed,
-                   config={})
+                   config=dict(sets or {}))
     return Trainer(spec, progress=False).fit()
 
 
@@ -42,7 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     ap.add_argument("--epochs", type=int, default=None, help="default: the CLI's (ssl-ray train --epochs)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a variant: this hyperparameter for every method but supervised (as ssl-ray train --set)")
     args = ap.parse_args(argv)
+    from ssl_ray.config import parse_set
+
+    sets = parse_set(args.sets)
     torch.set_num_threads(1)
     names = args.methods or [m.name for m in list_methods()]
     if "supervised" not in names:
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         res[name] = []
         for seed in args.seeds:
-            out = run_default(name, seed, args.epochs)
+            out = run_default(name, seed, args.epochs, None if name == "supervised" else sets)
             res[name].append(out["test_error"])
             print(f"{name} seed={seed}: test_error={out['test_error']:.2f}%", file=sys.stderr, flush=True)
         secs[name] = (time.time() - t0) / len(args.seeds)
@@ -62,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     epochs = args.epochs or cli_default("epochs")
     sup = statistics.mean(res["supervised"])
     seeds = " | ".join(f"seed {s}" for s in args.seeds)
-    print(f"\n{d.name}, {d.labels} labels, {epochs} epochs, defaults (no --set); test error %\n")
-    print(f"| method | {seeds} | mean | vs supervised | s per run |")
+    what = " ".join(f"--set {k}={v}" for k, v in sets.items()) or "defaults (no --set)"
+    print(f"\n{d.name}, {d.labels} labels, {epochs} epochs, {what}; test error %\n")
+    print(f"| method | {seeds} | mean | vs supervised | wall s per run |")
     print("|---|" + "---|" * len(args.seeds) + "---|---|---|")
     clus = []
     for name in names:
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {cells} | {m:.2f} | {vs} | {secs[name]:.0f} |")
     if clus:
         print("\nUnsupervised (clustering error after Hungarian matching, labels unused; not compared):\n")
-        print(f"| method | {seeds} | mean | s per run |")
+        print(f"| method | {seeds} | mean | wall s per run |")
         print("|---|" + "---|" * len(args.seeds) + "---|---|")
         for name in clus:
             cells = " | ".join(f"{v:.2f}" for v in res[name])
