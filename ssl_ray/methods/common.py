@@ -25,27 +25,47 @@ class ClassifierConfig(BaseConfig):
 class EMA:
     """Exponential moving average of a module's weights (and a copy of its buffers), for evaluation.
 
-    shadow <- shadow + (1 - decay) * (param - shadow); ImprovedGAN uses decay = 1 - 1e-4.
+    shadow <- shadow + (1 - d_n) * (param - shadow) at the n-th update (n = 0, 1, ...), with
+    d_n = min(decay, (1 + n) / (10 + n)) when `warmup` is on (TensorFlow's ExponentialMovingAverage
+    `num_updates` rule), else d_n = decay. The warm-up makes the average right at any budget: after n
+    updates it weights the last ~n/10 steps, so the initial weights are forgotten, until (1 + n) / (10 + n)
+    reaches `decay` (for ImprovedGAN's decay 1 - 1e-4: n ~ 9e4) and the plain average takes over.
+    The update counter is state (checkpointed), so a resumed run continues the same sequence of d_n.
     """
 
-    def __init__(self, module: nn.Module, decay: float):
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
         self.decay = decay
+        self.warmup = warmup
+        self.num_updates = 0
         self.shadow = copy.deepcopy(module).eval()
         for p in self.shadow.parameters():
             p.requires_grad_(False)
 
+    def current_decay(self) -> float:
+        """d_n for the next update."""
+        if not self.warmup:
+            return self.decay
+        n = self.num_updates
+        return min(self.decay, (1.0 + n) / (10.0 + n))
+
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        d = self.current_decay()
         for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.lerp_(p.detach(), 1.0 - self.decay)
+            s.lerp_(p.detach(), 1.0 - d)
         for s, b in zip(self.shadow.buffers(), module.buffers()):
             s.copy_(b)
+        self.num_updates += 1
 
     def state_dict(self) -> dict:
-        return self.shadow.state_dict()
+        return {"shadow": self.shadow.state_dict(), "num_updates": self.num_updates}
 
     def load_state_dict(self, s: dict) -> None:
-        self.shadow.load_state_dict(s)
+        if "shadow" in s and "num_updates" in s:
+            self.shadow.load_state_dict(s["shadow"])
+            self.num_updates = int(s["num_updates"])
+        else:  # a checkpoint from before the counter existed: the shadow weights only
+            self.shadow.load_state_dict(s)
 
 
 def adam(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Adam:
