@@ -545,7 +545,8 @@ def datasets(as_json):
         return
     for r in rows:
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
-        where = "files under --data-root" if r["needs_files"] else "built in"
+        where = ("files under --data-root" if r["needs_files"] else
+                 "your file: --data-opt path=FILE" if "path" in r["options"] else "built in")
         click.echo(f"{r['name']:<14} {r['doc']}\n{'':<14} val_size {r['val_size']}; options: {opts}; {where}")
 
 
