@@ -29,6 +29,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     import ray
 
     if ray.is_initialized():
+        if address and address != "local":
+            check_address(address)  # an explicit --address is still checked (an embedding process may hold Ray)
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we write our own TensorBoard files
