@@ -98,6 +98,9 @@ for i in $(seq 50); do
 done
 
 step() { echo "== $(date +%H:%M:%S) $*"; }
+# Ray 2.60's default autoscaler (v2) started the head but, in 4 minutes of a run on a loaded 2-core machine,
+# never launched the local provider's worker (no error logged); the v1 autoscaler does. `ray up` reads this.
+export RAY_UP_enable_autoscaler_v2=0
 # Up to 3 tries: on a loaded machine the head's raylet may give up waiting for its agent (smoke.yaml);
 # `ray up` again re-runs the setup and restarts Ray on the head.
 for try in 1 2 3; do
