@@ -127,7 +127,7 @@ ray job submit --address http://127.0.0.1:8265 -- ssl-ray tune i2gan --address a
 
 step "reading the results back (ray rsync-down)"
 mkdir -p "$SMOKE/results"
-ray rsync-down --no-config-cache "$CONFIG" '~/smoke-results/smoke/' "$SMOKE/results/" > "$SMOKE/rsync.log" 2>&1 \
+ray rsync-down "$CONFIG" '~/smoke-results/smoke/' "$SMOKE/results/" > "$SMOKE/rsync.log" 2>&1 \
   || { tail -20 "$SMOKE/rsync.log"; exit 1; }
 python3 - "$SMOKE/results" "$SMOKE/job.log" <<'EOF'
 import glob, json, os, sys
@@ -148,7 +148,7 @@ print(f"   1 trial on the worker {nodes.pop()}: val error {s['best']['val_error'
 EOF
 
 step "ray down $CONFIG"
-ray down -y --no-config-cache "$CONFIG" > "$SMOKE/ray-down.log" 2>&1 || { tail -20 "$SMOKE/ray-down.log"; exit 1; }
+ray down -y "$CONFIG" > "$SMOKE/ray-down.log" 2>&1 || { tail -20 "$SMOKE/ray-down.log"; exit 1; }
 sleep 2
 if ps -e -o comm= | grep -Eq '^(raylet|gcs_server)$'; then
   echo "Ray processes are still running after ray down:"; ps -e -o pid,comm; exit 1
