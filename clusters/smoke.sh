@@ -121,13 +121,13 @@ done
 [ $joined = 1 ] || { echo "the worker never joined:"; tail -30 "$SMOKE/ray-status.log"; tail -40 /tmp/ray/session_latest/logs/monitor.* 2>/dev/null; exit 1; }
 
 step "ray job submit -- ssl-ray tune i2gan --address auto (1 trial, 1 epoch)"
-ray job submit --address http://127.0.0.1:8265 -- ssl-ray tune i2gan --address auto --storage '~/smoke-results' \
+ray job submit --address http://127.0.0.1:8265 -- ssl-ray tune i2gan --address auto --storage "$HOME/smoke-results" \
     --name smoke --num-samples 1 --max-epochs 1 --grace-epochs 1 --set steps_per_epoch=5 --quiet --json \
     > "$SMOKE/job.log" 2>&1 || { tail -40 "$SMOKE/job.log"; exit 1; }
 
 step "reading the results back (ray rsync-down)"
 mkdir -p "$SMOKE/results"
-ray rsync-down "$CONFIG" '~/smoke-results/smoke/' "$SMOKE/results/" > "$SMOKE/rsync.log" 2>&1 \
+ray rsync-down "$CONFIG" "$HOME/smoke-results/smoke/" "$SMOKE/results/" > "$SMOKE/rsync.log" 2>&1 \
   || { tail -20 "$SMOKE/rsync.log"; exit 1; }
 python3 - "$SMOKE/results" "$SMOKE/job.log" <<'EOF'
 import glob, json, os, sys
