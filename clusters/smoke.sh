@@ -98,6 +98,9 @@ for i in $(seq 50); do
 done
 
 step() { echo "== $(date +%H:%M:%S) $*"; }
+# Ray 2.60's default autoscaler (v2) started the head but, in 4 minutes of a run on a loaded 2-core machine,
+# never launched the local provider's worker (no error logged); the v1 autoscaler does. `ray up` reads this.
+export RAY_UP_enable_autoscaler_v2=0
 # Up to 3 tries: on a loaded machine the head's raylet may give up waiting for its agent (smoke.yaml);
 # `ray up` again re-runs the setup and restarts Ray on the head.
 for try in 1 2 3; do
@@ -118,13 +121,13 @@ done
 [ $joined = 1 ] || { echo "the worker never joined:"; tail -30 "$SMOKE/ray-status.log"; tail -40 /tmp/ray/session_latest/logs/monitor.* 2>/dev/null; exit 1; }
 
 step "ray job submit -- ssl-ray tune i2gan --address auto (1 trial, 1 epoch)"
-ray job submit --address http://127.0.0.1:8265 -- ssl-ray tune i2gan --address auto --storage '~/smoke-results' \
+ray job submit --address http://127.0.0.1:8265 -- ssl-ray tune i2gan --address auto --storage "$HOME/smoke-results" \
     --name smoke --num-samples 1 --max-epochs 1 --grace-epochs 1 --set steps_per_epoch=5 --quiet --json \
     > "$SMOKE/job.log" 2>&1 || { tail -40 "$SMOKE/job.log"; exit 1; }
 
 step "reading the results back (ray rsync-down)"
 mkdir -p "$SMOKE/results"
-ray rsync-down --no-config-cache "$CONFIG" '~/smoke-results/smoke/' "$SMOKE/results/" > "$SMOKE/rsync.log" 2>&1 \
+ray rsync-down "$CONFIG" "$HOME/smoke-results/smoke/" "$SMOKE/results/" > "$SMOKE/rsync.log" 2>&1 \
   || { tail -20 "$SMOKE/rsync.log"; exit 1; }
 python3 - "$SMOKE/results" "$SMOKE/job.log" <<'EOF'
 import glob, json, os, sys
@@ -145,7 +148,7 @@ print(f"   1 trial on the worker {nodes.pop()}: val error {s['best']['val_error'
 EOF
 
 step "ray down $CONFIG"
-ray down -y --no-config-cache "$CONFIG" > "$SMOKE/ray-down.log" 2>&1 || { tail -20 "$SMOKE/ray-down.log"; exit 1; }
+ray down -y "$CONFIG" > "$SMOKE/ray-down.log" 2>&1 || { tail -20 "$SMOKE/ray-down.log"; exit 1; }
 sleep 2
 if ps -e -o comm= | grep -Eq '^(raylet|gcs_server)$'; then
   echo "Ray processes are still running after ray down:"; ps -e -o pid,comm; exit 1

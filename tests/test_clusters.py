@@ -484,3 +484,17 @@ def test_trial_that_asked_for_a_gpu_and_sees_none_fails_with_one_line(monkeypatc
     require_gpu(0)  # a CPU trial never needs one
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     require_gpu(0.5)  # a GPU torch can use: no error
+
+
+def test_smoke_cluster_is_loopback_only_and_valid():
+    """clusters/smoke.yaml (run by `bash clusters/smoke.sh`, not by pytest) is a valid launcher file that can
+    only reach this machine, and installs the wheel smoke.sh builds."""
+    config = prepared("smoke.yaml")
+    validate_config(config)
+    provider = config["provider"]
+    assert provider["type"] == "local"
+    assert all(ipaddress.ip_address(ip).is_loopback for ip in [provider["head_ip"], *provider["worker_ips"]])
+    assert config["file_mounts"]["~/ssl-ray-wheel"] == "./build/smoke-wheel"
+    assert any("ssl_ray-*.whl" in c for c in config["worker_setup_commands"])
+    script = (CLUSTERS / "smoke.sh").read_text()
+    assert "unshare --fork --pid --mount-proc --net" in script and "ray down" in script
