@@ -26,9 +26,10 @@ def unit(d, per_example=True):
     return d / (d.norm(dim=1, keepdim=True) + 1e-12) if per_example else d / (d.norm() + 1e-12)
 
 
-def run(seed, eps, noise, steps=3000, xi=1e-6, dtype=torch.float32, per_example=True, standardize=False):
+def run(seed, eps, noise, steps=3000, xi=1e-6, dtype=torch.float32, per_example=True, standardize=False, scale=1.0):
     torch.manual_seed(seed)
     x, y = make_circles(2500, noise=noise, factor=0.5, random_state=seed)
+    x = x * scale
     if standardize:
         x = (x - x[:1500].mean(0)) / x[:1500].std(0)
     x, y = torch.tensor(x, dtype=dtype), torch.tensor(y)
@@ -59,10 +60,11 @@ if __name__ == "__main__":
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--xi", type=float, default=1e-6)
     ap.add_argument("--batch-norm-d", action="store_true", help="normalise d over the whole batch (wrong)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the circles' coordinates (radii 1 and 0.5)")
     ap.add_argument("--standardize", action="store_true", help="standardise the inputs per coordinate")
     ap.add_argument("--float64", action="store_true", help="compute in float64 (default float32)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     errs = [run(s, a.eps, a.noise, a.steps, a.xi, torch.float64 if a.float64 else torch.float32,
-                not a.batch_norm_d, a.standardize) for s in a.seeds]
-    print(f"eps {a.eps} noise {a.noise} steps {a.steps} xi {a.xi} float64 {a.float64} batch_norm_d {a.batch_norm_d} standardize {a.standardize}: test error % per seed {errs}, mean {np.mean(errs):.2f}")
+                not a.batch_norm_d, a.standardize, a.scale) for s in a.seeds]
+    print(f"eps {a.eps} noise {a.noise} steps {a.steps} xi {a.xi} float64 {a.float64} batch_norm_d {a.batch_norm_d} standardize {a.standardize} scale {a.scale}: test error % per seed {errs}, mean {np.mean(errs):.2f}")
