@@ -40,7 +40,8 @@ CONFIGS = {
 }
 
 
-def run_one(name: str, seed: int, epochs: int, steps: int, img_dir: str | None, progress_dir: str | None = None) -> dict:
+def run_one(name: str, seed: int, epochs: int, steps: int, img_dir: str | None,
+            progress_dir: str | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -89,7 +90,8 @@ def shares(ms: list[dict]) -> str:
 def table(results: list[dict], epochs: int, steps: int) -> str:
     lines = [f"Budget: {epochs} epochs x {steps} steps = {epochs * steps} steps per run "
              f"(paper: 50 x 1000 = 50000), batch 32.", "",
-             "| config | seeds | epochs reached (per seed) | P(C) categories >= 1% (per seed) | categories given >= 1% of real val points "
+             "| config | seeds | epochs reached (per seed) | P(C) categories >= 1% (per seed) "
+             "| categories given >= 1% of real val points "
              "(per seed) | P(C) >= 1%, sorted (per seed) | off-cluster % "
              "| on-cluster share per true cluster (truth 0.1/0.4/0.2/0.3), seed mean "
              "| share TV distance | test clustering error % | test NMI |",
@@ -102,7 +104,8 @@ def table(results: list[dict], epochs: int, steps: int) -> str:
         act = [m["active_categories"] for m in ms]
         real = [m["real_active_categories"] for m in ms if "real_active_categories" in m]
         lines.append(
-            f"| {name} | {len(rs)} | {', '.join(str(int(m['epoch'])) for m in ms)} | {mean_std(act)} ({', '.join(str(int(a)) for a in act)}) "
+            f"| {name} | {len(rs)} | {', '.join(str(int(m['epoch'])) for m in ms)} "
+            f"| {mean_std(act)} ({', '.join(str(int(a)) for a in act)}) "
             f"| {(mean_std(real) + ' (' + ', '.join(str(int(a)) for a in real) + ')') if real else 'n/a'} "
             f"| {'; '.join(active_prior(m) for m in ms)} "
             f"| {mean_std([100 * m['gen_off_cluster'] for m in ms])} "
@@ -146,7 +149,8 @@ def main() -> None:
     jobs = [(n, s) for s in a.seeds for n in a.configs]
     results = []
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
-        futs = [ex.submit(run_one, n, s, a.epochs, a.steps, a.img_dir if s == a.seeds[0] else None, a.progress_dir) for n, s in jobs]
+        futs = [ex.submit(run_one, n, s, a.epochs, a.steps, a.img_dir if s == a.seeds[0] else None,
+                          a.progress_dir) for n, s in jobs]
         for f in futs:
             r = f.result()
             results.append(r)
