@@ -9,7 +9,7 @@ Prints a markdown table of test error % (mean +- std over seeds, last epoch) bes
 and writes one decision-boundary picture per (scale, noise): the models side by side for the first
 seed (test points; red crosses = misclassified).
 
-    python benchmarks/circles_table.py --seeds 1 2 3 --jobs 2
+    python benchmarks/circles_table.py --seeds 1 2 3 --noises 0.01 0.06 --jobs 18
 
 Neither the factor nor the scale is given in the paper; pass several --scales / --factors to see how
 much the geometry decides.
