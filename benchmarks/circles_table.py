@@ -1,15 +1,18 @@
 """Reproduce the two-circles table of Ma et al. (WISE 2019): VAT (eps 0.1, 1.0) vs advgen (lambda 1.0).
 
-Two circles (scikit-learn make_circles), 2 classes, 8 labelled points, a 1500-point unlabelled pool
-(1700 training points minus the default 200-point validation split), test on 1000 fresh points,
-classifier MLP 2-100-50-2. Prints a markdown table of test error % (mean +- std over seeds, last epoch)
-beside the paper's numbers and writes one decision-boundary picture per (factor, noise): the three
-models side by side for seed 0 (test points; red crosses = misclassified).
+Two circles (the `circles` dataset: scikit-learn make_circles, factor 0.5, scale 1), 2 classes,
+8 labelled points, a 1500-point unlabelled pool (1700 training points minus the default 200-point
+validation split), test on 1000 fresh points, classifier MLP 2-100-50-2. Every run is exactly what
+`ssl-ray train vat|advgen --dataset circles --labels 8 --data-opt noise=N --data-opt factor=0.5
+--set eps=E --seed S` trains (the CLI's 20 epochs; the dataset's 150 steps per epoch), in-process.
+Prints a markdown table of test error % (mean +- std over seeds, last epoch) beside the paper's numbers
+and writes one decision-boundary picture per (scale, noise): the models side by side for the first
+seed (test points; red crosses = misclassified).
 
-    python benchmarks/circles_table.py --seeds 5 --epochs 10 --factors 0.5
+    python benchmarks/circles_table.py --seeds 1 2 3 --noises 0.01 0.06 --jobs 18
 
-The factor (inner radius / outer radius) is not given in the paper; pass several to see how much
-the geometry decides.
+Neither the factor nor the scale is given in the paper; pass several --scales / --factors to see how
+much the geometry decides.
 """
 from __future__ import annotations
 
@@ -38,33 +41,38 @@ def run_one(job: tuple) -> tuple:
     from ssl_ray.engine.loop import RunSpec, Trainer
     from ssl_ray.engine.plots import decision_boundary
 
-    row, method, cfg, factor, noise, seed, epochs, steps = job
-    spec = RunSpec(method, DataSpec("circles", labels=8, options={"noise": noise, "factor": factor}), epochs=epochs,
-                   seed=seed, config={"steps_per_epoch": steps, **cfg})
+    row, method, cfg, factor, scale, noise, seed, epochs, steps, first = job
+    config = {**cfg, **({"steps_per_epoch": steps} if steps else {})}
+    spec = RunSpec(method, DataSpec("circles", labels=8, options={"noise": noise, "factor": factor, "scale": scale}),
+                   epochs=epochs, seed=seed, config=config)
     tr = Trainer(spec, progress=False)
     m = tr.fit()
     pic = None
-    if seed == 0:
+    if first:
         s = tr.stream
         pic = decision_boundary(tr.method.predict, s.x_lab.numpy(), s.y_lab.numpy(), s.x_unl.numpy(),
                                 tr.x_test.numpy(), tr.y_test.numpy(),
-                                title=f"{row}, noise {noise}, factor {factor}: test error {m['test_error']:.2f}%")
-    return (row, factor, noise), seed, m["test_error"], pic
+                                title=f"{row}, noise {noise}, scale {scale}: test error {m['test_error']:.2f}%")
+    return (row, factor, scale, noise), seed, m["test_error"], pic
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=10, help="epochs of --steps optimiser steps each")
-    ap.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--epochs", type=int, default=20, help="epochs (the CLI's default: 20)")
+    ap.add_argument("--steps", type=int, default=0, help="optimiser steps per epoch; 0 = the dataset's (150)")
     ap.add_argument("--noises", type=float, nargs="+", default=[0.01, 0.06])
     ap.add_argument("--factors", type=float, nargs="+", default=[0.5])
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--rows", nargs="+", default=[r[0] for r in ROWS[:3]], choices=[r[0] for r in ROWS])
     ap.add_argument("--jobs", type=int, default=2, help="parallel processes (one thread each)")
     ap.add_argument("--img-dir", default="docs/img")
     args = ap.parse_args()
 
-    jobs = [(row, method, cfg, f, n, s, args.epochs, args.steps)
-            for f in args.factors for n in args.noises for row, method, cfg in ROWS for s in range(args.seeds)]
+    rows = [r for r in ROWS if r[0] in args.rows]
+    jobs = [(row, method, cfg, f, sc, n, s, args.epochs, args.steps, s == args.seeds[0])
+            for f in args.factors for sc in args.scales for n in args.noises for row, method, cfg in rows
+            for s in args.seeds]
     errors: dict[tuple, dict[int, float]] = {}
     pics: dict[tuple, np.ndarray] = {}
     t0 = time.time()
@@ -75,17 +83,18 @@ def main() -> None:
                 pics[key] = pic
             print(f"  {key} seed {seed}: {err:.2f}%  ({time.time() - t0:.0f}s)", flush=True)
 
-    print(f"\n{args.seeds} seeds, {args.epochs} x {args.steps} steps, batch 32 labelled + 128 unlabelled; "
-          f"test error % (mean ± std over seeds; per-seed values in brackets, seed 0 first)\n")
-    for f in args.factors:
-        print(f"factor {f}:\n")
+    steps = args.steps or 150
+    print(f"\nseeds {args.seeds}, {args.epochs} x {steps} = {args.epochs * steps} steps, batch 32 labelled + 128 "
+          f"unlabelled; test error % (mean ± std over seeds; per-seed values in brackets, in seed order)\n")
+    for f, sc in ((f, sc) for f in args.factors for sc in args.scales):
+        print(f"factor {f}, scale {sc}:\n")
         head = "| Model | " + " | ".join(f"Circles ({n}) ours | Circles ({n}) paper" for n in args.noises) + " |"
         print(head)
         print("|" + "---|" * (1 + 2 * len(args.noises)))
-        for row, _, _ in ROWS:
+        for row, _, _ in rows:
             cells = []
             for n in args.noises:
-                e = np.array([v for _, v in sorted(errors[(row, f, n)].items())])
+                e = np.array([v for _, v in sorted(errors[(row, f, sc, n)].items())])
                 per = ", ".join(f"{v:.1f}" for v in e)
                 cells += [f"{e.mean():.2f} (± {e.std(ddof=0):.2f}) [{per}]", PAPER.get((row, n), "-")]
             print(f"| {row} | " + " | ".join(cells) + " |")
@@ -93,10 +102,10 @@ def main() -> None:
     os.makedirs(args.img_dir, exist_ok=True)
     import matplotlib.pyplot as plt
 
-    for f in args.factors:
+    for f, sc in ((f, sc) for f in args.factors for sc in args.scales):
         for n in args.noises:
-            panel = np.concatenate([pics[(row, f, n)] for row, _, _ in ROWS], axis=1)
-            path = os.path.join(args.img_dir, f"circles_noise{n}_factor{f}.png")
+            panel = np.concatenate([pics[(row, f, sc, n)] for row, _, _ in rows], axis=1)
+            path = os.path.join(args.img_dir, f"circles_noise{n}_factor{f}_scale{sc:g}.png")
             plt.imsave(path, panel)
             print(f"wrote {path} ({os.path.getsize(path) // 1024} KB)")
 

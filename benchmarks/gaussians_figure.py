@@ -9,8 +9,9 @@ batch 32, R1 weight 1, equalized learning rate (the paper's settings), for
   "optimal" 4-category prior 0.1/0.2/0.3/0.4, Fig. 3 left);
 
 over several seeds. The paper trains 50 epochs x 1000 steps; pass --epochs/--steps to choose the budget
-(the table header states it). Prints a markdown table and writes one picture per configuration (seed 0)
-and the raw per-run metrics as JSON.
+(the table header states it). Prints a markdown table and writes one picture per configuration (first seed)
+and the raw per-run metrics as JSON (with --progress-dir also after every epoch, so that a run cut off
+by a time limit still reports how far it got: --from-progress prints that table).
 
     python benchmarks/gaussians_figure.py --epochs 2 --steps 500 --seeds 0 1 2 --jobs 3
 """
@@ -39,7 +40,8 @@ CONFIGS = {
 }
 
 
-def run_one(name: str, seed: int, epochs: int, steps: int, img_dir: str | None) -> dict:
+def run_one(name: str, seed: int, epochs: int, steps: int, img_dir: str | None,
+            progress_dir: str | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -51,9 +53,16 @@ def run_one(name: str, seed: int, epochs: int, steps: int, img_dir: str | None) 
     tr = Trainer(RunSpec(method, DataSpec("gaussians"), epochs=epochs, seed=seed,
                          config={**cfg, "steps_per_epoch": steps}), progress=False)
     hist = []
-    last = tr.fit(report=lambda m, _ckpt: hist.append({k: m[k] for k in ("epoch", "active_categories",
-                                                                            "gen_off_cluster")}))
-    if img_dir and seed == 0:
+
+    def report(m: dict, _ckpt) -> None:
+        hist.append({k: m[k] for k in ("epoch", "active_categories", "gen_off_cluster")})
+        if progress_dir:  # after every epoch: a run cut off by a time limit still shows how far it got
+            with open(os.path.join(progress_dir, f"{name}_seed{seed}.json"), "w") as f:
+                json.dump({"name": name, "seed": seed, "seconds": time.time() - t0, "metrics": m,
+                           "history": hist, "partial": m["epoch"] < epochs}, f, indent=1)
+
+    last = tr.fit(report=report)
+    if img_dir:
         from PIL import Image
 
         tr.method.eval()
@@ -81,11 +90,12 @@ def shares(ms: list[dict]) -> str:
 def table(results: list[dict], epochs: int, steps: int) -> str:
     lines = [f"Budget: {epochs} epochs x {steps} steps = {epochs * steps} steps per run "
              f"(paper: 50 x 1000 = 50000), batch 32.", "",
-             "| config | seeds | P(C) categories >= 1% (per seed) | categories given >= 1% of real val points "
+             "| config | seeds | epochs reached (per seed) | P(C) categories >= 1% (per seed) "
+             "| categories given >= 1% of real val points "
              "(per seed) | P(C) >= 1%, sorted (per seed) | off-cluster % "
              "| on-cluster share per true cluster (truth 0.1/0.4/0.2/0.3), seed mean "
              "| share TV distance | test clustering error % | test NMI |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in CONFIGS:
         rs = sorted((r for r in results if r["name"] == name), key=lambda r: r["seed"])
         if not rs:
@@ -94,7 +104,8 @@ def table(results: list[dict], epochs: int, steps: int) -> str:
         act = [m["active_categories"] for m in ms]
         real = [m["real_active_categories"] for m in ms if "real_active_categories" in m]
         lines.append(
-            f"| {name} | {len(rs)} | {mean_std(act)} ({', '.join(str(int(a)) for a in act)}) "
+            f"| {name} | {len(rs)} | {', '.join(str(int(m['epoch'])) for m in ms)} "
+            f"| {mean_std(act)} ({', '.join(str(int(a)) for a in act)}) "
             f"| {(mean_std(real) + ' (' + ', '.join(str(int(a)) for a in real) + ')') if real else 'n/a'} "
             f"| {'; '.join(active_prior(m) for m in ms)} "
             f"| {mean_std([100 * m['gen_off_cluster'] for m in ms])} "
@@ -114,17 +125,32 @@ def main() -> None:
     ap.add_argument("--img-dir", default="docs/img")
     ap.add_argument("--json", default="/tmp/gaussians_figure.json", help="where the per-run metrics go")
     ap.add_argument("--table-only", action="store_true", help="print the table of an existing --json file")
+    ap.add_argument("--progress-dir", default=None, help="write each run's metrics there after every epoch")
+    ap.add_argument("--from-progress", action="store_true",
+                    help="print the table from the per-epoch files in --progress-dir (runs may be unfinished)")
     a = ap.parse_args()
+    if a.from_progress:
+        import glob
+
+        rs = []
+        for fn in sorted(glob.glob(os.path.join(a.progress_dir, "*.json"))):
+            with open(fn) as f:
+                rs.append(json.load(f))
+        print(table(rs, a.epochs, a.steps))
+        return
     if a.table_only:
         with open(a.json) as f:
             d = json.load(f)
         print(table(d["results"], d["epochs"], d["steps"]))
         return
     os.makedirs(a.img_dir, exist_ok=True)
+    if a.progress_dir:
+        os.makedirs(a.progress_dir, exist_ok=True)
     jobs = [(n, s) for s in a.seeds for n in a.configs]
     results = []
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
-        futs = [ex.submit(run_one, n, s, a.epochs, a.steps, a.img_dir) for n, s in jobs]
+        futs = [ex.submit(run_one, n, s, a.epochs, a.steps, a.img_dir if s == a.seeds[0] else None,
+                          a.progress_dir) for n, s in jobs]
         for f in futs:
             r = f.result()
             results.append(r)

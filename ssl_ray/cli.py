@@ -42,6 +42,8 @@ def data_options(f):
                      "(default 50)")(f)
     f = click.option("--val-size", type=int, default=None, help="validation examples held out of training "
                      "(default: per dataset)")(f)
+    f = click.option("--val-per-label", type=float, default=None, help="label-frugal model selection: a validation "
+                     "set of this many examples per training label (e.g. 1.0; overrides --val-size)")(f)
     f = click.option("--data-opt", "data_opts", multiple=True, metavar="KEY=VALUE",
                      help="dataset option, e.g. noise=0.06 for circles (repeatable)")(f)
     return f
@@ -55,7 +57,7 @@ def perf_options(f):
     return f
 
 
-def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=None):
+def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=None, val_per_label=None):
     from .config import parse_set
     from .data import DataSpec
 
@@ -72,6 +74,8 @@ def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=N
         spec.labels = labels
     if val_size is not None:
         spec.val_size = val_size
+    if val_per_label is not None:
+        spec.val_per_label = val_per_label
     if data_opts:
         opts = parse_set(data_opts)
         spec.options = {**spec.options, **opts}
@@ -119,9 +123,9 @@ def _emit(summary: dict, as_json: bool, human: str) -> None:
 @click.option("--ray-train", "ray_train", is_flag=True, default=None, help="run one worker through Ray Train too "
               "(default: one local worker trains in this process, without Ray)")
 @perf_options
-def train(method, dataset, data_root, download, labels, val_size, data_opts, epochs, batch_size, seed, sets,
-          address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json, resume, checkpoint_every,
-          checkpoint_seconds, ray_train, amp, compile_, host_data):
+def train(method, dataset, data_root, download, labels, val_size, val_per_label, data_opts, epochs, batch_size,
+          seed, sets, address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json, resume,
+          checkpoint_every, checkpoint_seconds, ray_train, amp, compile_, host_data):
     """Train METHOD once and print its validation and test error.
 
     One local worker trains in this process; --workers N > 1, --address or --max-failures run through
@@ -138,7 +142,7 @@ def train(method, dataset, data_root, download, labels, val_size, data_opts, epo
     overrides = C.parse_set(sets)
     if batch_size is not None:
         overrides["batch_size"] = batch_size
-    data = _data_spec(dataset, data_root, download, labels, val_size, data_opts)
+    data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, val_per_label=val_per_label)
     _check_positive(epochs=epochs, workers=workers, cpus_per_worker=cpus_per_worker)
     _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures,
                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
@@ -260,10 +264,10 @@ def _check_writable(path: str) -> None:
 @click.option("--dry-run", is_flag=True, help="print the validated trial plan (trials, rungs, resources, epochs) "
               "and exit without starting Ray")
 @perf_options
-def tune(method, space_file, sets, dataset, data_root, download, labels, val_size, data_opts, num_samples,
-         max_epochs, grace_epochs, reduction_factor, scheduler, max_concurrent, cpus_per_trial, gpus_per_trial,
-         workers, address, storage, name, resume, confirm_seeds, max_failures, seed, as_json, quiet, amp, compile_,
-         host_data, search, dry_run, mlflow, wandb):
+def tune(method, space_file, sets, dataset, data_root, download, labels, val_size, val_per_label, data_opts,
+         num_samples, max_epochs, grace_epochs, reduction_factor, scheduler, max_concurrent, cpus_per_trial,
+         gpus_per_trial, workers, address, storage, name, resume, confirm_seeds, max_failures, seed, as_json, quiet,
+         amp, compile_, host_data, search, dry_run, mlflow, wandb):
     """Search METHOD's hyperparameters with Ray Tune + ASHA (validation error), then summarise."""
     from . import config as C
     from .data import load_splits
@@ -291,7 +295,8 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
         _emit(summary, as_json, _tune_text(summary))
         return
     space = load_space(space_file, method=method, sets=C.parse_set(sets))
-    space.data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=space.data)
+    space.data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=space.data,
+                            val_per_label=val_per_label)
     _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
                     reduction_factor=reduction_factor, cpus_per_trial=cpus_per_trial, workers=workers,
                     max_concurrent=max_concurrent)

@@ -373,13 +373,25 @@ def test_circles_shapes_and_classes():
     assert 0.4 < raw.y_train.mean() < 0.6  # shuffled: both classes in train
 
 
-@pytest.mark.parametrize("factor", [0.5, 0.3])
-def test_circles_radii_follow_factor_without_noise(factor):
-    raw = load_dataset(DataSpec("circles", options={"noise": 0.0, "factor": factor}))
+@pytest.mark.parametrize("factor,scale", [(0.5, 1.0), (0.3, 4.0)])
+def test_circles_radii_follow_factor_and_scale_without_noise(factor, scale):
+    opts = {"noise": 0.0, "factor": factor} if scale == 1.0 else {"noise": 0.0, "factor": factor, "scale": scale}
+    raw = load_dataset(DataSpec("circles", options=opts))  # the default scale is 1
     for x, y in ((raw.x_train, raw.y_train), (raw.x_test, raw.y_test)):
         radius = np.linalg.norm(x, axis=1)
-        np.testing.assert_allclose(radius[y == 0], 1.0, atol=1e-5)  # class 0: outer circle
-        np.testing.assert_allclose(radius[y == 1], factor, atol=1e-5)
+        np.testing.assert_allclose(radius[y == 0], scale, rtol=1e-5)  # class 0: outer circle
+        np.testing.assert_allclose(radius[y == 1], factor * scale, rtol=1e-5)
+
+
+def test_val_per_label_sizes_validation_by_the_labels():
+    s = load_splits(DataSpec("circles", labels=8, val_per_label=1.0), seed=0)
+    assert len(s.val_idx) == 8 and len(s.lab_idx) == 8
+    assert not set(s.val_idx) & set(s.lab_idx) and not set(s.val_idx) & set(s.unl_idx)
+    np.testing.assert_array_equal(np.bincount(s.raw.y_train[s.val_idx], minlength=2), [4, 4])
+    assert len(load_splits(DataSpec("circles", labels=8, val_per_label=0.1), seed=0).val_idx) == 2  # >= 1 per class
+    assert len(load_splits(DataSpec("circles", labels=8, val_size=50, val_per_label=2.0), seed=0).val_idx) == 16
+    with pytest.raises(ConfigError):
+        load_splits(DataSpec("circles", labels=8, val_per_label=0.0), seed=0)
 
 
 def test_circles_noise_option_changes_the_data():

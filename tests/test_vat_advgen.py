@@ -118,6 +118,57 @@ def test_vat_train_step_updates_bn_statistics_only_from_labelled_pass():
     assert pics["original_vs_adversarial"].shape[2] == 3
 
 
+def _bn_vat_case():
+    """A VAT with a BatchNorm net (conv_small) in training mode and one batch of 4 labelled + 12 unlabelled."""
+    info = DataInfo("digits", (1, 8, 8), 10, "image")
+    torch.manual_seed(0)
+    m = VAT(build_config(VATConfig, {"arch": "conv_small", "eps": 1.0}), info)
+    g = torch.Generator().manual_seed(3)
+    return m, Batch(torch.rand(4, 1, 8, 8, generator=g), torch.arange(4), torch.rand(12, 1, 8, 8, generator=g))
+
+
+def test_vat_clean_and_perturbed_predictions_share_batch_statistics():
+    """KL(clean || perturbed) is 0 at r = 0 for a BN net; a clean prediction put together from separate
+    labelled and unlabelled passes would not be (the BN statistics differ), which this case shows too."""
+    m, batch = _bn_vat_case()
+    x, logits = m.vat_batch(batch)
+    zero = vat_loss(m.perturbed_forward, x, logits, torch.zeros_like(x))
+    torch.testing.assert_close(zero, torch.zeros(()), atol=1e-7, rtol=0)
+    two_pass = torch.cat([m.perturbed_forward(batch.x_l), m.perturbed_forward(batch.x_u)])
+    assert vat_loss(m.perturbed_forward, x, two_pass, torch.zeros_like(x)).item() > 1e-4
+
+
+def test_vat_direction_matches_float64_finite_difference_reference_with_bn():
+    """The power-iteration direction of the training step's passes against the same finite difference
+    computed in float64 on a float64 copy of the net (same inputs, same batch statistics)."""
+    m, batch = _bn_vat_case()
+    x, logits = m.vat_batch(batch)
+    d0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    xi = 1e-2  # a probe that float32 resolves: the comparison then tests the statistics, not rounding
+    r = vat_perturbation(m.perturbed_forward, x, logits, eps=1.0, xi=xi, ip=1, d=d0.clone())
+    net64 = copy.deepcopy(m.net).double().train()
+    x64 = x.double()
+    with torch.no_grad():
+        clean64 = net64(x64)
+    d = (xi * normalize(d0.double())).requires_grad_(True)
+    ref = normalize(torch.autograd.grad(kl_with_logits(clean64, net64(x64 + d)), d)[0])
+    cos = F.cosine_similarity(r.double().flatten(1), ref.flatten(1), dim=1)
+    torch.testing.assert_close(cos, torch.ones_like(cos), atol=1e-3, rtol=0)
+    torch.testing.assert_close(r.double(), ref, atol=1e-3, rtol=0)
+
+
+def test_advgen_c_step_kl_is_zero_when_g_returns_x_with_bn():
+    """advgen's C step: clean and generated predictions from the same batch statistics, so L_adv = 0 for
+    G(x, z) = x (a BN classifier)."""
+    torch.manual_seed(0)
+    m = AdvGen(build_config(AdvGenConfig, {"arch": "conv_small"}), DataInfo("digits", (1, 8, 8), 10, "image"))
+    m.gen = lambda x, z=None: x.clone()  # the identity generator
+    g = torch.Generator().manual_seed(3)
+    batch = Batch(torch.rand(4, 1, 8, 8, generator=g), torch.arange(4), torch.rand(12, 1, 8, 8, generator=g))
+    out = m.c_step(batch)
+    torch.testing.assert_close(out["loss_adv"], torch.zeros(()), atol=1e-7, rtol=0)
+
+
 # ---- advgen ---------------------------------------------------------------------------------------
 def test_advgen_pure_losses_by_hand():
     x = torch.tensor([[1.0, 2.0], [0.0, 0.0]])

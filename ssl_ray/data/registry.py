@@ -29,6 +29,10 @@ class DataSpec:
     """Number of labelled training examples (class-balanced)."""
     val_size: int | None = None
     """Validation examples held out of the training set; None = the dataset's default."""
+    val_per_label: float | None = None
+    """Label-frugal model selection: hold out round(val_per_label * labels) validation examples (at least one
+    per class) instead of val_size, so that selection sees labels in proportion to what training gets
+    (e.g. 1.0 with 8 labels: 8 validation points, not the dataset's default 200). None = val_size."""
     root: str | None = None
     """Where dataset files live (torchvision datasets); default $SSL_RAY_DATA or ~/.cache/ssl_ray/data."""
     download: bool = False
@@ -49,14 +53,17 @@ class DatasetEntry:
     needs_files: bool = False
     cached: bool = False
     """Also kept in the array cache although it needs no files (its loader is slow to import or run)."""
+    epoch_steps: int = 0
+    """Steps per epoch when the method's steps_per_epoch is 0; 0 = one pass over the unlabelled pool."""
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, loader: Callable[..., RawData], doc: str, val_size: int,
-                     options: dict[str, Any] | None = None, needs_files: bool = False, cached: bool = False) -> None:
-    DATASETS[name] = DatasetEntry(name, loader, doc, val_size, dict(options or {}), needs_files, cached)
+                     options: dict[str, Any] | None = None, needs_files: bool = False, cached: bool = False,
+                     epoch_steps: int = 0) -> None:
+    DATASETS[name] = DatasetEntry(name, loader, doc, val_size, dict(options or {}), needs_files, cached, epoch_steps)
 
 
 def default_root() -> Path:
@@ -163,8 +170,11 @@ def _ensure_registered() -> None:
 
     register_dataset("circles", synthetic.make_circles,
                      "two concentric circles (2-D, 2 classes; sklearn make_circles), made on the fly",
-                     val_size=200, options={"noise": 0.05, "factor": 0.5, "n_train": 1700, "n_test": 1000,
-                                            "data_seed": 0})
+                     val_size=200, options={"noise": 0.05, "factor": 0.5, "scale": 1.0, "n_train": 1700,
+                                            "n_test": 1000, "data_seed": 0},
+                     # One pass over the 1,500-point pool is 12 steps of 128: the CLI's 20 epochs would be 240
+                     # steps, a tenth of what VAT needs here (~3,000); an epoch on circles is 150 steps.
+                     epoch_steps=150)
     register_dataset("gaussians", synthetic.make_gaussians,
                      "the VCAGAN paper's 4 Gaussian clusters (2-D, probabilities 0.1/0.4/0.2/0.3, sigma 0.3)",
                      val_size=1000, options={"n_train": 10000, "n_test": 2000, "sigma": 0.3, "data_seed": 0})

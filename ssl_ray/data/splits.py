@@ -80,9 +80,19 @@ def _stratified(y: np.ndarray, pool: np.ndarray, n: int, rng: np.random.Generato
     return np.sort(np.concatenate(out))
 
 
+def validation_size_per_label(labels: int, per_label: float, num_classes: int) -> int:
+    """The label-frugal validation size: round(per_label * labels), at least one example per class."""
+    return max(num_classes, int(round(per_label * labels)))
+
+
 def load_splits(spec: DataSpec, seed: int) -> Splits:
     raw = load_dataset(spec)
-    val_size = spec.val_size if spec.val_size is not None else get_entry(spec.name).val_size
+    if spec.val_per_label is not None:
+        if not spec.val_per_label > 0:
+            raise ConfigError(f"val_per_label: must be > 0, got {spec.val_per_label!r}")
+        val_size = validation_size_per_label(spec.labels, spec.val_per_label, raw.info.num_classes)
+    else:
+        val_size = spec.val_size if spec.val_size is not None else get_entry(spec.name).val_size
     val_size = min(val_size, len(raw.y_train) // 5)  # tiny test files: keep most data for training
     return make_splits(raw, spec.labels, seed, val_size)
 

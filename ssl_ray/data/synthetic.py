@@ -26,25 +26,28 @@ def _seed_ok(seed: int) -> bool:
     return 0 <= seed < 2 ** 32
 
 
-def make_circles(noise: float = 0.05, factor: float = 0.5, n_train: int = 1700, n_test: int = 1000,
-                 data_seed: int = 0) -> RawData:
-    """scikit-learn's two concentric circles (class 0 outer, class 1 inner).
+def make_circles(noise: float = 0.05, factor: float = 0.5, scale: float = 1.0, n_train: int = 1700,
+                 n_test: int = 1000, data_seed: int = 0) -> RawData:
+    """scikit-learn's two concentric circles (class 0 outer, class 1 inner), all coordinates times `scale`.
 
-    The advgen paper gives 8 labelled and 1500 unlabelled points but not the generator's `factor`;
-    we use 0.5 (inner radius / outer radius), which a quick calibration found to be the setting in
-    which both VAT eps values behave as in the paper's table (METHODS.md section 4). With the default
-    validation split of 200, n_train = 1700 leaves the paper's 1500-point unlabelled pool.
+    The advgen paper gives 8 labelled and 1500 unlabelled points but neither the generator's `factor`
+    nor the data's scale; we use factor 0.5 (inner radius / outer radius) and sklearn's scale (radii 1 and
+    0.5). `noise` is in sklearn's units (before scaling). VAT's eps is an absolute L2 norm, so `scale`
+    decides what an eps means: at scale 1 an eps = 1 perturbation is twice the 0.5 gap between the
+    circles (docs/results-circles.md measures what that does). With the default validation split of 200,
+    n_train = 1700 leaves the paper's 1500-point unlabelled pool.
     """
     from sklearn.datasets import make_circles as sk_circles
 
-    _check("circles", noise=noise >= 0, factor=0 <= factor < 1, n_train=n_train >= 1, n_test=n_test >= 1,
+    _check("circles", noise=noise >= 0, factor=0 <= factor < 1, scale=scale > 0, n_train=n_train >= 1,
+           n_test=n_test >= 1,
            data_seed=_seed_ok(data_seed))
     x, y = sk_circles(n_samples=n_train + n_test, noise=noise, factor=factor, random_state=data_seed)
-    x = x.astype(np.float32)
+    x = (x * scale).astype(np.float32)
     y = y.astype(np.int64)
     info = DataInfo("circles", (2,), 2, "points", ("outer", "inner"))
     return RawData(info, x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                   meta={"noise": noise, "factor": factor})
+                   meta={"noise": noise, "factor": factor, "scale": scale})
 
 
 def make_gaussians(n_train: int = 10000, n_test: int = 2000, sigma: float = GAUSSIAN_SIGMA,

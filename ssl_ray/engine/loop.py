@@ -19,6 +19,7 @@ import torch
 
 from .. import config as C
 from ..data import BatchStream, DataSpec, eval_tensors, load_splits
+from ..data.registry import get_entry
 from ..errors import DivergenceError
 from ..methods import get_method
 from . import checkpoint, distributed
@@ -113,7 +114,7 @@ class Trainer:
         if spec.compile:
             for m in self.method.modules.values():
                 m.compile()
-        self.steps = self.cfg.steps_per_epoch or self.stream.epoch_steps()
+        self.steps = self.cfg.steps_per_epoch or get_entry(spec.data.name).epoch_steps or self.stream.epoch_steps()
         self.x_val, self.y_val = eval_tensors(self.splits, "val", self.device)
         self.x_test, self.y_test = eval_tensors(self.splits, "test", self.device)
         self.epoch = 0

@@ -119,13 +119,17 @@ class AdvGen(PicturesMixin, ClassifierMethod):
     def c_step(self, batch: Batch, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One C step: minimise L_nll + alpha * L_adv with G's examples held fixed."""
         cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
-        logits_l = self.net(batch.x_l)  # the labelled pass updates BN statistics, the others do not
-        logits_u = self.frozen_forward(batch.x_u) if len(batch.x_u) else logits_l[:0]
-        clean = torch.cat([logits_l, logits_u])
+        logits_l = self.net(batch.x_l)  # the labelled pass (NLL) updates BN statistics, the others do not
+        x = batch.x_all
+        # The clean prediction comes from one pass over the same T inputs as the generated pass, so with
+        # BatchNorm both sides of the KL see the same kind of batch statistics (0 when G(x, z) = x).
         if cfg.stopgrad_clean:
-            clean = clean.detach()
+            with torch.no_grad():
+                clean = self.frozen_forward(x)
+        else:
+            clean = self.frozen_forward(x)
         with torch.no_grad():
-            gx = self.gen(batch.x_all, z)
+            gx = self.gen(x, z)
         loss_adv = kl_with_logits(clean, self.frozen_forward(gx))
         loss_nll = cross_entropy_or_zero(logits_l, batch.y_l)
         self.step(self.optimizers["opt"], classifier_objective(loss_nll, loss_adv, cfg.alpha))

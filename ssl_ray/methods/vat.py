@@ -157,21 +157,28 @@ class VAT(PicturesMixin, ClassifierMethod):
         with frozen_bn_stats(self.net):
             return self.net(x)
 
+    def vat_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, clean logits) for L_vat: the inputs `vat_inputs` names and their prediction, from ONE frozen-BN
+        pass over exactly those inputs. The perturbed passes then run over the same batch, so with
+        BatchNorm the clean and the perturbed predictions use the same kind of batch statistics and the
+        KL is 0 at r = 0 (clean logits assembled from separate labelled and unlabelled passes would
+        differ from the combined perturbed pass by the change of statistics alone)."""
+        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        x = batch.x_all if cfg.vat_inputs == "all" else batch.x_u
+        return x, self.perturbed_forward(x)
+
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg: VATConfig = self.cfg  # type: ignore[assignment]
         self.remember(batch)
-        logits_l = self.net(batch.x_l)  # the labelled pass updates BN statistics, the others do not
-        logits_u = self.perturbed_forward(batch.x_u) if len(batch.x_u) else logits_l[:0]
+        logits_l = self.net(batch.x_l)  # the labelled pass (CE) updates BN statistics, the others do not
         loss_ce = cross_entropy_or_zero(logits_l, batch.y_l)
-        if cfg.vat_inputs == "all":
-            x, logits = batch.x_all, torch.cat([logits_l, logits_u])
-        else:
-            x, logits = batch.x_u, logits_u
+        x, logits = self.vat_batch(batch)
         r_adv = vat_perturbation(self.perturbed_forward, x, logits, cfg.eps, cfg.xi, cfg.ip)
         loss_vat = vat_loss(self.perturbed_forward, x, logits, r_adv)
         loss = loss_ce + cfg.alpha * loss_vat
         out = {"loss_ce": loss_ce.detach(), "loss_vat": loss_vat.detach()}
         if cfg.entmin_weight > 0 and len(batch.x_u):
+            logits_u = logits[len(x) - len(batch.x_u):]  # the unlabelled part of the clean pass
             loss_ent = entropy_with_logits(logits_u)
             loss = loss + cfg.entmin_weight * loss_ent
             out["loss_ent"] = loss_ent.detach()

@@ -168,7 +168,7 @@ OPTION_FIELDS = {"cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per
                  "seed": "seed", "amp": "amp", "compile_": "compile"}
 SCHEDULER_FIELDS = {"scheduler": "name", "max_epochs": "max_epochs", "grace_epochs": "grace_epochs",
                     "reduction_factor": "reduction_factor"}
-DATA_FIELDS = {"dataset": "name", "labels": "labels", "val_size": "val_size"}
+DATA_FIELDS = {"dataset": "name", "labels": "labels", "val_size": "val_size", "val_per_label": "val_per_label"}
 
 
 def _flag(name: str) -> str:

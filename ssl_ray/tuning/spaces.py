@@ -247,6 +247,10 @@ def _parse_dataset(d: Any, ctx: _Ctx) -> DataSpec:
     if spec.val_size is not None and (isinstance(spec.val_size, bool) or not isinstance(spec.val_size, int)
                                       or spec.val_size < 0):
         raise ctx.err(("dataset", "val_size"), f"must be a non-negative integer, got {spec.val_size!r}")
+    if spec.val_per_label is not None and (isinstance(spec.val_per_label, bool)
+                                           or not isinstance(spec.val_per_label, (int, float))
+                                           or not spec.val_per_label > 0):
+        raise ctx.err(("dataset", "val_per_label"), f"must be a number > 0, got {spec.val_per_label!r}")
     if spec.root is not None and not isinstance(spec.root, str):
         raise ctx.err(("dataset", "root"), f"must be a folder path, got {spec.root!r}")
     if not isinstance(spec.download, bool):
