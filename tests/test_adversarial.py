@@ -252,9 +252,11 @@ def test_ctrl_c_on_tune_is_told_truly(interrupted):
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     s = json.loads((exp / "summary.json").read_text())
     assert s["interrupted"] is True and s["num_stopped_early"] == 0
-    assert s["num_completed"] == 1 and s["num_interrupted"] == 2
+    # trial 0 had finished; trial 1 may finish between the check and the signal on a slow machine
+    assert s["num_completed"] >= 1 and s["num_interrupted"] >= 1 and s["num_completed"] + s["num_interrupted"] == 3
     rows = pq.read_table(exp / "results.parquet").to_pylist()
-    assert sorted(r["status"] for r in rows) == ["INTERRUPTED", "INTERRUPTED", "TERMINATED"]
+    assert sorted(r["status"] for r in rows) == sorted(["TERMINATED"] * s["num_completed"]
+                                                       + ["INTERRUPTED"] * s["num_interrupted"])
     assert not any(r["stopped_early"] for r in rows)
 
 
@@ -294,7 +296,7 @@ def test_resume_continues_without_unpickling_anything(interrupted):
         p.write_text("not even JSON")
     finished = {d.name: (d / "result.json").read_text() for d in exp.glob("trial_fn_*")
                 if len((d / "result.json").read_text().splitlines()) >= 3}
-    assert len(finished) == 1
+    assert 1 <= len(finished) <= 2
     rows_before = {r["trial_id"]: r for r in pq.read_table(exp / "results.parquet").to_pylist()}
     # a resume may add samples (an extension): 2 x 3 grid points, the first 3 are the interrupted plan
     r = subprocess.run(args + ["--resume", "--json", "--num-samples", "2"], env=env, capture_output=True,
