@@ -277,6 +277,8 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
     if storage:
         from .tuning.experiment import check_storage
 
+        if "://" not in storage:
+            storage = os.path.expanduser(storage)  # '~/runs' from a config file or quoted on a command line
         check_storage(storage)
     if name:
         from .tuning.tune import check_name

@@ -145,7 +145,9 @@ def test_asha_rungs_are_rebuilt_from_saved_results():
             "b": [{"epoch": 1, "val_error": 20.0}],
             "c": [{"epoch": 1, "val_error": 80.0}, {"epoch": 2, "val_error": float("nan")}]}
     assert replay_rungs(fresh, hist) == 5
-    rungs = {milestone: dict(rec) for milestone, rec in fresh._brackets[0]._rungs}
+    from ssl_ray.tuning.ray_internals import asha_bracket, asha_rungs
+
+    rungs = asha_rungs(fresh)
     assert rungs[1] == {"a": -50.0, "b": -20.0, "c": -80.0}
     assert rungs[3] == {"a": -30.0}
     assert rungs[9] == {}
@@ -156,4 +158,4 @@ def test_asha_rungs_are_rebuilt_from_saved_results():
     # a new trial at rung 1 with 70% error is now judged against the rebuilt rung (cut-off between -50 and -20)
     from ray.tune.schedulers import TrialScheduler
 
-    assert fresh._brackets[0].on_result(T(), 1, -70.0) == TrialScheduler.STOP
+    assert asha_bracket(fresh).on_result(T(), 1, -70.0) == TrialScheduler.STOP

@@ -70,41 +70,37 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # Loopback only. Ray turns a node address of 127.0.0.1 into the machine's outward IP
     # (services.resolve_ip_for_localhost), and its gRPC servers then listen on all interfaces, its
     # Prometheus endpoints on 0.0.0.0. Ray keeps a node on loopback where it does not support clusters
-    # (ray_constants.ENABLE_RAY_CLUSTER, from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER): with it off, every server
+    # (a private constant set from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: ray_internals.loopback_only): with it off, every server
     # of this instance (GCS, raylet, workers, agents, metrics, dashboard) listens on 127.0.0.1 only
     # (measured: docs/RELIABILITY.md). The variable reaches Ray's own processes through the environment;
     # the driver reads the constant, so it is set for this call and put back after.
-    import ray._private.ray_constants as ray_constants  # private: Ray has no public option for it
+    from .ray_internals import loopback_only  # private: Ray has no public option for it
 
-    saved = {k: os.environ.get(k) for k in ("RAY_GCS_SERVER_PORT", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    saved_port = os.environ.get("RAY_GCS_SERVER_PORT")
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
     _private_token()
     try:
-        for attempt in (1, 2):
-            try:
-                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
-                         dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **kwargs)
-                break
-            except Exception as e:  # Ray raises a bare Exception when its raylet dies during start-up
-                if "timed out during startup" not in str(e):
-                    raise
-                ray.shutdown()
-                if attempt == 2:  # seen on an overloaded machine: the raylet gave up waiting for its agent
-                    raise SSLRayError(f"Ray could not start a local instance twice ({e}); the machine may be "
-                                      f"overloaded, try again") from None
-                port = _free_port()
-                env["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # the same dict as kwargs' runtime_env
-                os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+        with loopback_only():
+            for attempt in (1, 2):
+                try:
+                    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
+                             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **kwargs)
+                    break
+                except Exception as e:  # Ray raises a bare Exception when its raylet dies during start-up
+                    if "timed out during startup" not in str(e):
+                        raise
+                    ray.shutdown()
+                    if attempt == 2:  # seen on an overloaded machine: the raylet gave up waiting for its agent
+                        raise SSLRayError(f"Ray could not start a local instance twice ({e}); the machine may be "
+                                          f"overloaded, try again") from None
+                    port = _free_port()
+                    env["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # the same dict as kwargs' runtime_env
+                    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if saved_port is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = saved_port
         _private_token()
 
 

@@ -54,15 +54,9 @@ def worker_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    import logging
+    from .ray_internals import quiet_train_reports
 
-    try:  # Train V2 logs every report at INFO ("Reporting training result ...") under a logger named by its
-        # file path, which RunConfig's LoggingConfig does not reach (Ray 2.60)
-        from ray.train.v2._internal.execution import context as _train_context
-
-        _train_context.logger.setLevel(logging.WARNING)
-    except (ImportError, AttributeError):
-        pass
+    quiet_train_reports()  # Train V2 logs every report at INFO, out of LoggingConfig's reach (Ray 2.60)
     spec = RunSpec.from_dict(config["spec"])
     _threads(config.get("cpus_per_worker", 1))
     require_gpu(config.get("gpus_per_worker", 0))
@@ -234,7 +228,9 @@ def _run_ray(spec: RunSpec, out: Path, workers: int, cpus_per_worker: float, gpu
         _check_fits(workers, cpus_per_worker, gpus_per_worker or 0, {"CPU": os.cpu_count() or 1})
         # Train V2's PreemptionWatcher (node-drain polling, for spot clusters) makes Ray log an error-level line
         # about its restart policy on every run (ray-project/ray#53727); one machine is never preempted.
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        from .ray_internals import PREEMPTION_WATCHER_ENV
+
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     init_ray(address)
     res = ray.cluster_resources()
     if gpus_per_worker is None:

@@ -317,7 +317,9 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     t0 = time.time()
     INTERRUPT.clear()
     # Ctrl-C: our handler (Tune's own would stop the trials as if they had finished)
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    from .ray_internals import SIGINT_HANDLER_ENV
+
+    os.environ[SIGINT_HANDLER_ENV] = "1"
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     try:
@@ -378,7 +380,9 @@ def replay_rungs(scheduler, histories: dict[str, list[dict[str, Any]]]) -> int:
         def __init__(self, tid: str):
             self.trial_id = tid
 
-    bracket = scheduler._brackets[0]  # ssl-ray uses ASHA with one bracket (Ray's default)
+    from .ray_internals import asha_bracket
+
+    bracket = asha_bracket(scheduler)  # Ray internal: ssl-ray uses ASHA with one bracket (Ray's default)
     for epoch, tid, val in rows:
         bracket.on_result(_T(tid), epoch, -val if MODE == "min" else val)  # ASHA stores sign-flipped for min
     return len(rows)

@@ -1,0 +1,99 @@
+"""Every use of Ray's private internals, in one place (written for Ray 2.60; setup.py pins ray 2.60.x).
+
+Ray offers no public way to do these four things; each is reached here and nowhere else, and
+`tests/test_ray_internals.py` fails loudly, naming the internal, when a Ray upgrade moves one:
+
+1. ASHA's rung state (`ASHAScheduler._brackets[0]`, its `on_result` and `_rungs`): Ray does not save it, so a
+   resumed search replays the saved results into it (tune.replay_rungs).
+2. A local instance on loopback only (`ray._private.ray_constants.ENABLE_RAY_CLUSTER`): with it off, Ray keeps
+   every server of the node on 127.0.0.1 (cluster.init_ray; measured in docs/RELIABILITY.md).
+3. Train V2's per-report INFO logger (`ray.train.v2._internal.execution.context.logger`), which RunConfig's
+   LoggingConfig does not reach.
+4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`:
+   environment switches Ray reads but does not document as API.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Iterator
+
+WRITTEN_FOR = "2.60"
+"""The Ray minor version these internals were read in."""
+
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+SIGINT_HANDLER_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
+CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def asha_bracket(scheduler: Any) -> Any:
+    """The single bracket of an ASHAScheduler (ssl-ray uses Ray's default of one bracket)."""
+    brackets = scheduler._brackets
+    if len(brackets) != 1:
+        raise RuntimeError(f"ssl-ray replays ASHA rungs into one bracket; this scheduler has {len(brackets)}")
+    return brackets[0]
+
+
+def asha_rungs(scheduler: Any) -> dict[float, dict[str, float]]:
+    """{milestone: {trial id: recorded (sign-flipped) value}} of the scheduler's bracket (for tests and checks)."""
+    return {milestone: dict(rec) for milestone, rec in asha_bracket(scheduler)._rungs}
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """While Ray starts a local node: every server on 127.0.0.1 (Ray's behaviour where it supports no clusters).
+    The environment variable reaches Ray's own processes; the driver reads the module constant."""
+    import ray._private.ray_constants as ray_constants
+
+    saved_env, saved_flag = os.environ.get(CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(CLUSTER_ENV, None)
+        else:
+            os.environ[CLUSTER_ENV] = saved_env
+
+
+def quiet_train_reports() -> None:
+    """Silence Train V2's INFO line per report ("Reporting training result ..."); a no-op if Ray moved it."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        train_context.logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):
+        pass
+
+
+def check() -> list[str]:
+    """The internals this module relies on that the installed Ray lacks ([] when all are there)."""
+    import ray
+
+    missing = []
+    if not ray.__version__.startswith(WRITTEN_FOR + "."):
+        missing.append(f"ray {ray.__version__} (written for {WRITTEN_FOR}.x)")
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3, metric="m", mode="min")
+    b = getattr(s, "_brackets", None)
+    if not b or not hasattr(b[0], "on_result") or not hasattr(b[0], "_rungs"):
+        missing.append("ASHAScheduler._brackets[0].on_result/_rungs")
+    try:
+        import ray._private.ray_constants as ray_constants
+
+        if not isinstance(getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), bool):
+            missing.append("ray._private.ray_constants.ENABLE_RAY_CLUSTER")
+    except ImportError:
+        missing.append("ray._private.ray_constants")
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        if not isinstance(getattr(train_context, "logger", None), logging.Logger):
+            missing.append("ray.train.v2._internal.execution.context.logger")
+    except ImportError:
+        missing.append("ray.train.v2._internal.execution.context")
+    return missing

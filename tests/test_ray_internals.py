@@ -1,0 +1,64 @@
+"""The Ray internals ssl-ray relies on (ssl_ray/tuning/ray_internals.py) exist in the installed Ray, and behave
+as the adapter assumes: this file fails, naming the internal, when a Ray upgrade moves one."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ssl_ray.tuning import ray_internals
+
+
+def test_every_internal_is_there_in_the_installed_ray():
+    assert ray_internals.check() == []
+
+
+def test_asha_bracket_records_results_in_its_rungs():
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    s = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3, metric="val_error", mode="min")
+
+    class T:
+        def __init__(self, tid):
+            self.trial_id = tid
+
+    b = ray_internals.asha_bracket(s)
+    for tid, v in (("a", 10.0), ("b", 50.0), ("c", 70.0)):
+        b.on_result(T(tid), 1, -v)  # ASHA keeps min-mode values sign-flipped
+    assert ray_internals.asha_rungs(s)[1] == {"a": -10.0, "b": -50.0, "c": -70.0}
+    assert b.on_result(T("d"), 1, -90.0) == TrialScheduler.STOP  # worse than the rung's cut-off
+    assert b.on_result(T("e"), 1, -5.0) == TrialScheduler.CONTINUE
+
+
+def test_loopback_only_sets_and_restores_the_flag(monkeypatch):
+    import ray._private.ray_constants as ray_constants
+
+    monkeypatch.delenv(ray_internals.CLUSTER_ENV, raising=False)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    with ray_internals.loopback_only():
+        assert ray_constants.ENABLE_RAY_CLUSTER is False
+        assert os.environ[ray_internals.CLUSTER_ENV] == "0"
+    assert ray_constants.ENABLE_RAY_CLUSTER == before
+    assert ray_internals.CLUSTER_ENV not in os.environ
+    with pytest.raises(KeyError):
+        with ray_internals.loopback_only():
+            raise KeyError("x")
+    assert ray_constants.ENABLE_RAY_CLUSTER == before  # restored after an error too
+
+
+def test_no_other_module_reaches_into_ray_internals():
+    """Private Ray names appear only in the adapter."""
+    import pathlib
+
+    import ssl_ray
+
+    root = pathlib.Path(ssl_ray.__file__).parent
+    offenders = []
+    for p in root.rglob("*.py"):
+        if p.name == "ray_internals.py":
+            continue
+        text = p.read_text(encoding="utf-8")
+        for needle in ("ray._private", "_internal.", "._brackets", "_local_tuner", "ENABLE_RAY_CLUSTER"):
+            if needle in text.replace("ray_internals", ""):
+                offenders.append(f"{p.relative_to(root)}: {needle}")
+    assert offenders == []
