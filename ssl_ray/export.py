@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .errors import SSLRayError
+from .engine.loop import _plain  # plain containers for torch.load(weights_only=True)
 
 FORMAT = "ssl-ray-model/1"
 MODEL_FILE, SCRIPT_FILE, META_FILE = "model.pt", "model.torchscript.pt", "model.json"
@@ -272,16 +273,6 @@ def _torchscript(net: nn.Module, info: dict[str, Any], meta: dict[str, Any], des
         if dest.exists():
             dest.unlink()
         return f"not written: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-
-
-def _plain(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {str(k): _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    if isinstance(d, (int, float, str, bool)) or d is None:
-        return d
-    return str(d)
 
 
 # ---- loading and predicting ----------------------------------------------------------------------------------
