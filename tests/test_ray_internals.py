@@ -62,3 +62,24 @@ def test_no_other_module_reaches_into_ray_internals():
             if needle in text.replace("ray_internals", ""):
                 offenders.append(f"{p.relative_to(root)}: {needle}")
     assert offenders == []
+
+
+@pytest.mark.ray
+def test_push_result_file_sends_the_driver_copy_to_the_storage(tmp_path, ray_local):
+    """A retried trial's result.json is copied back from the storage: after the push it holds every row."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    storage = StorageContext(storage_path=str(tmp_path / "remote"), experiment_dir_name="exp")
+    trial = Trial("trial_fn", config={}, storage=storage, stub=True)
+    trial.init_local_path()
+    assert os.path.abspath(trial.local_path) != os.path.abspath(trial.path)  # Ray stages the driver's files
+    rows = "".join(f'{{"epoch": {e}}}\n' for e in (1, 2, 3))
+    with open(os.path.join(trial.local_path, "result.json"), "w") as f:
+        f.write(rows)
+    os.makedirs(trial.path, exist_ok=True)
+    with open(os.path.join(trial.path, "result.json"), "w") as f:
+        f.write('{"epoch": 1}\n')  # the storage's copy, one sync behind
+    ray_internals.push_result_file(trial)
+    with open(os.path.join(trial.path, "result.json")) as f:
+        assert f.read() == rows

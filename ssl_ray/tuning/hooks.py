@@ -11,6 +11,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from .experiment import INTERRUPT, TRIALS_FILE, fs_of, write_json
+from .ray_internals import push_result_file
 
 SPEC_KEY = "_ssl_ray"
 
@@ -144,3 +145,8 @@ class TrialRecorder(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._put(trial, "ERROR")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Tune will restart the trial and first copy result.json back from the storage, which may miss the
+        # latest epochs (ray_internals.push_result_file): send the complete local copy there now.
+        push_result_file(trial)

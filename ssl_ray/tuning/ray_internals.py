@@ -9,6 +9,10 @@ Ray offers no public way to do these four things; each is reached here and nowhe
    every server of the node on 127.0.0.1 (cluster.init_ray; measured in docs/RELIABILITY.md).
 3. Train V2's per-report INFO logger (`ray.train.v2._internal.execution.context.logger`), which RunConfig's
    LoggingConfig does not reach.
+5. A retried trial's result.json (`Trial.local_path`, `Trial.storage`): when Tune restarts a failed trial
+   (--max-failures) its JSON logger copies result.json back from the storage over the driver's local copy
+   (ray/tune/logger/logger.py, `_restore_from_remote`), and the storage copy lags by the rows reported since
+   the last sync; `push_result_file` sends the local copy first, so those epochs are not lost.
 4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`:
    environment switches Ray reads but does not document as API.
 """
@@ -69,6 +73,20 @@ def quiet_train_reports() -> None:
         pass
 
 
+RESULT_FILE = "result.json"
+
+
+def push_result_file(trial: Any) -> None:
+    """Copy a trial's driver-side result.json to its folder in the storage (before Tune restores it from there)."""
+    import pyarrow.fs
+
+    local = os.path.join(trial.local_path, RESULT_FILE)
+    remote = f"{trial.storage.trial_fs_path}/{RESULT_FILE}"
+    if os.path.exists(local) and os.path.abspath(local) != os.path.abspath(remote):
+        pyarrow.fs.copy_files(local, remote,
+                              destination_filesystem=trial.storage.storage_filesystem)
+
+
 def check() -> list[str]:
     """The internals this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray
@@ -96,4 +114,15 @@ def check() -> list[str]:
             missing.append("ray.train.v2._internal.execution.context.logger")
     except ImportError:
         missing.append("ray.train.v2._internal.execution.context")
+    from ray.tune.experiment import Trial
+
+    from ray.train._internal.storage import StorageContext
+
+    for cls, attr in ((Trial, "local_path"), (Trial, "path"), (StorageContext, "trial_fs_path")):
+        if not isinstance(getattr(cls, attr, None), property):
+            missing.append(f"{cls.__module__}.{cls.__name__}.{attr}")
+    from ray.tune.logger import logger as tune_logger
+
+    if not hasattr(tune_logger.LoggerCallback, "_restore_from_remote"):
+        missing.append("ray.tune.logger.LoggerCallback._restore_from_remote (push_result_file may be unneeded)")
     return missing
