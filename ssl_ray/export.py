@@ -233,11 +233,11 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
     }
     if get_method(spec.method).clustering:  # cluster id -> class, matched on the validation split
         from .data import eval_tensors
-        from .engine.evaluate import hungarian_match, predict_labels
+        from .nn.metrics import hungarian_match, predict_labels
 
         x_val, y_val = eval_tensors(splits, "val", "cpu")
         pred = predict_labels(net, x_val).numpy()
-        k = int(getattr(method, "num_clusters", 0) or meta["config"].get("d_c") or info["num_classes"])
+        k = method.num_clusters
         mapping = hungarian_match(pred, y_val.numpy(), max(k, int(pred.max()) + 1), info["num_classes"])
         meta["cluster_to_class"] = [int(mapping[c]) for c in range(len(mapping))]
     out = Path(output) if output else Path(where["experiment"]) / "export"

@@ -14,11 +14,11 @@ from ssl_ray.data import Batch, DataInfo, DataSpec
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import ConfigError
 from ssl_ray.methods import get_method
-from ssl_ray.methods._cgan import (classifier_gradient_penalty, d_adversarial_loss, entropy,
-                                   gaussian_generation_metrics, g_adversarial_loss, input_gradient_penalty,
-                                   parse_prior)
+from ssl_ray.methods._cgan import (classifier_gradient_penalty, d_adversarial_loss, g_adversarial_loss,
+                                   input_gradient_penalty, parse_prior)
 from ssl_ray.methods.vcagan import prior_ema, virtual_labels
 from ssl_ray.models.equalized import EqualizedConv2d, EqualizedLinear
+from ssl_ray.nn.metrics import categorical_entropy, gaussian_generation_metrics
 
 torch.set_num_threads(1)
 
@@ -156,7 +156,7 @@ def test_prior_metrics_and_checkpoint_round_trip():
     assert met["active_categories"] == 2.0
     torch.testing.assert_close(torch.tensor(met["prior_entropy"]),
                                torch.tensor(-(0.7 * math.log(0.7) + 0.295 * math.log(0.295) + 0.005 * math.log(0.005))))
-    torch.testing.assert_close(torch.tensor(entropy(torch.full((8,), 1 / 8))), torch.tensor(math.log(8)))
+    torch.testing.assert_close(torch.tensor(categorical_entropy(torch.full((8,), 1 / 8))), torch.tensor(math.log(8)))
     state = m.state_dict()
     m2 = make("vcagan", d_c=4)
     m2.load_state_dict(state)

@@ -22,6 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import hp
+from ..nn.modes import eval_mode
 from ._cgan import CatGAN, FixedPriorConfig, g_adversarial_loss
 from .registry import register
 
@@ -55,9 +56,7 @@ class GAN(CatGAN):
         g = self._eval_generator()
         z = torch.randn(n * d_c, self.cfg.d_z, device=self.device, generator=g)
         c = torch.arange(d_c, device=self.device).repeat_interleave(n)
-        was = self.G.training
-        self.G.eval()
-        bank = self.G(z, self.onehot(c)).flatten(1)
-        self.G.train(was)
+        with eval_mode(self.G):
+            bank = self.G(z, self.onehot(c)).flatten(1)
         nearest = torch.cdist(x.flatten(1).float(), bank).argmin(dim=1)
         return F.one_hot(c[nearest], d_c).float()

@@ -37,7 +37,6 @@ MLPs. Choices the paper leaves open, each a hyperparameter:
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -47,9 +46,11 @@ from torch import nn
 from ..config import hp
 from ..data import Batch
 from ..data.splits import batch_composition
-from ..engine.plots import image_grid
 from ..errors import ConfigError
 from ..models import MLP, ConvGenerator, ConvNet, MLPGenerator, build_classifier, build_generator
+from ..nn import distributed
+from ..nn.modes import eval_mode, frozen, train_mode
+from ..nn.plots import image_grid
 from .base import Method
 from .common import EMA, ClassifierConfig, adam, cross_entropy_or_zero
 from .registry import register
@@ -160,18 +161,6 @@ def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
     return len(layers)
 
 
-@contextmanager
-def frozen(module: nn.Module):
-    """No gradients for `module`'s parameters inside the block (the other player's step)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
-
-
 # ---- method -----------------------------------------------------------------------------------------------
 @register
 class ImprovedGAN(Method):
@@ -273,12 +262,8 @@ class ImprovedGAN(Method):
 
     def data_init(self, x: torch.Tensor) -> None:
         """The reference's data-dependent init of D (once, before the first step), then a fresh EMA."""
-        from ..engine import distributed
-
-        was = self.D.training
-        self.D.train()
-        weight_norm_data_init(self.D, x)
-        self.D.train(was)
+        with train_mode(self.D):
+            weight_norm_data_init(self.D, x)
         distributed.broadcast_module(self.D)
         if self.ema is not None:
             self.ema = EMA(self.D, self.ema.decay, self.ema.warmup)
@@ -296,22 +281,18 @@ class ImprovedGAN(Method):
     def eval_net(self) -> nn.Module:
         return self.ema.shadow if self.ema is not None else self.D
 
+    def all_modules(self) -> list[nn.Module]:
+        return super().all_modules() + ([self.ema.shadow] if self.ema is not None else [])
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.eval_net
-        was = net.training
-        net.eval()
-        out = net(x)
-        net.train(was)
-        return out
+        with eval_mode(self.eval_net):
+            return self.eval_net(x)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        was = self.G.training
-        self.G.eval()
-        out = self.G(z.to(self.device))
-        self.G.train(was)
-        return out
+        with eval_mode(self.G):
+            return self.G(z.to(self.device))
 
     @torch.no_grad()
     def eval_metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

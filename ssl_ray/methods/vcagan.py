@@ -29,8 +29,9 @@ import torch
 from torch.nn import functional as F
 
 from ..config import hp
-from ._cgan import (CatGAN, CatGANConfig, all_reduce_mean, classifier_gradient_penalty, d_adversarial_loss,
-                    g_adversarial_loss, input_gradient_penalty)
+from ..nn.distributed import all_mean
+from ._cgan import (CatGAN, CatGANConfig, classifier_gradient_penalty, d_adversarial_loss, g_adversarial_loss,
+                    input_gradient_penalty)
 from .registry import register
 
 
@@ -82,5 +83,5 @@ class VCAGAN(CatGAN):
 
     @torch.no_grad()
     def update_prior(self, real_logits: torch.Tensor) -> None:
-        q = all_reduce_mean(F.softmax(real_logits, dim=1).mean(dim=0, keepdim=True))
+        q = all_mean(F.softmax(real_logits, dim=1).mean(dim=0, keepdim=True))
         self.prior = prior_ema(self.prior, q, self.cfg.prior_decay)  # type: ignore[attr-defined]
