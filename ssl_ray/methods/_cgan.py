@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -112,7 +113,10 @@ def classifier_gradient_penalty(logits: torch.Tensor, x: torch.Tensor) -> torch.
 
 
 # ---- the method skeleton ---------------------------------------------------------------------------------
-class CatGAN(Method):
+G_C = TypeVar("G_C", bound=CatGANConfig)
+
+
+class CatGAN(Method[G_C]):
     """A GAN whose generator takes (z, c) with c drawn from a categorical prior P(C).
 
     Subclasses set `adv_dim` ("cagan": d_c, "scalar": 1) and `has_classifier`, and implement
@@ -126,7 +130,7 @@ class CatGAN(Method):
 
     # -- building --
     def build(self) -> None:
-        cfg: CatGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         shape = self.info.input_shape
         arch = cfg.arch if cfg.arch != "auto" else ("conv" if len(shape) == 3 else "mlp")
         n_adv = cfg.d_c if self.adv_kind == "cagan" else 1
@@ -179,7 +183,7 @@ class CatGAN(Method):
         s_f, logits_f = self.D(x_fake)
         s_r, logits_r = self.D(x)
         loss_adv = d_adversarial_loss(s_r[:, 0], s_f[:, 0])
-        lam = self.cfg.lambda_r1  # type: ignore[attr-defined]
+        lam = self.cfg.lambda_r1
         loss_r1 = input_gradient_penalty(s_r[:, 0], x) if lam > 0 else loss_adv.new_zeros(())
         parts = {"loss_adv_d": loss_adv.detach(), "loss_r1": loss_r1.detach()}
         return loss_adv + lam * loss_r1, parts, logits_f, logits_r

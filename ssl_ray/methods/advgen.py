@@ -83,13 +83,13 @@ class AdvGenConfig(ClassifierConfig):
 
 
 @register
-class AdvGen(PerturbationMethod):
+class AdvGen(PerturbationMethod[AdvGenConfig]):
     name = "advgen"
     Config = AdvGenConfig
     paper = "Ma, Mao, Chen, Li, Generating Adversarial Examples by Adversarial Networks for SSL, WISE 2019"
 
     def build(self) -> None:
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.build_net()  # the classifier C and its optimiser "opt"
         self.gen = EncoderDecoder(self.info.input_shape, cfg.latent_dim, cfg.noise_dim, cfg.g_hidden, cfg.z_mode,
                                   cfg.g_arch)
@@ -99,7 +99,7 @@ class AdvGen(PerturbationMethod):
     # ---- the two phases ----------------------------------------------------------------------------
     def g_step(self, x: torch.Tensor, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One G step on inputs x: maximise alpha * L_adv - lambda_rec * L_reconst with C frozen."""
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         with frozen(self.net):
             with torch.no_grad():
                 clean = self.forward_frozen_bn(x)
@@ -111,7 +111,7 @@ class AdvGen(PerturbationMethod):
 
     def c_step(self, batch: Batch, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One C step: minimise L_nll + alpha * L_adv with G's examples held fixed."""
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         logits_l = self.net(batch.x_l)  # the labelled pass (NLL) updates BN statistics, the others do not
         x = batch.x_all
         # The clean prediction comes from one pass over the same T inputs as the generated pass, so with
@@ -129,7 +129,7 @@ class AdvGen(PerturbationMethod):
         return {"loss_nll": loss_nll.detach(), "loss_adv": loss_adv.detach()}
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.remember(batch)
         out: dict[str, torch.Tensor] = {}
         if cfg.order == "cg":

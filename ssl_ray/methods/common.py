@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -57,8 +58,8 @@ class EMA:
         d = self.current_decay()
         for s, p in zip(self.shadow.parameters(), module.parameters()):
             s.lerp_(p.detach(), 1.0 - d)
-        for s, b in zip(self.shadow.buffers(), module.buffers()):
-            s.copy_(b)
+        for sb, b in zip(self.shadow.buffers(), module.buffers()):
+            sb.copy_(b)
         self.num_updates += 1
 
     def state_dict(self) -> dict:
@@ -83,12 +84,15 @@ def cross_entropy_or_zero(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return nn.functional.cross_entropy(logits, y)
 
 
-class ClassifierMethod(Method):
+CC = TypeVar("CC", bound=ClassifierConfig)
+
+
+class ClassifierMethod(Method[CC]):
     """A method around one classifier, `self.net` (from ClassifierConfig's arch), trained by one Adam
     optimiser, `self.optimizers["opt"]`; it predicts with the network's logits in eval mode."""
 
     def build_net(self, arch: str | None = None) -> None:
-        cfg: ClassifierConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.net = build_classifier(self.info.input_shape, self.info.num_classes, arch or cfg.arch)
         self.modules["net"] = self.net
         self.optimizers["opt"] = adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
@@ -102,7 +106,7 @@ class ClassifierMethod(Method):
             return self.net(x)
 
 
-class PerturbationMethod(ClassifierMethod):
+class PerturbationMethod(ClassifierMethod[CC]):
     """A classifier method that compares predictions on inputs and on perturbed inputs (VAT, advgen).
 
     Forward passes on unlabelled and perturbed inputs go through :meth:`forward_frozen_bn` (BatchNorm

@@ -108,13 +108,13 @@ def locality_loss(cams: torch.Tensor, probs: torch.Tensor, mode: str = "top") ->
 
 # ---- the method -------------------------------------------------------------------------------------
 @register
-class Entropy(ClassifierMethod):
+class Entropy(ClassifierMethod[EntropyConfig]):
     name = "entropy"
     Config = EntropyConfig
     paper = "Bansal & Zepeda, Clustering and Locality Penalties for Semi-Supervised Learning (CE + MEL + NBEL + Loc)"
 
     def build(self) -> None:
-        cfg: EntropyConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         info = self.info
         if cfg.gamma > 0 and not info.is_image:
             raise ConfigError(f"gamma: {cfg.gamma:g} > 0 needs class activation maps of a conv net on images, but "
@@ -129,7 +129,7 @@ class Entropy(ClassifierMethod):
                               f"arch={cfg.arch} gives {type(self.net).__name__}; set gamma=0")
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: EntropyConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         x, r = batch.x_all, len(batch.y_l)  # labelled first: logits[:r] are the R labelled samples
         if self.net.has_feature_maps:
             logits, cams = self.net.cam(x)

@@ -34,7 +34,7 @@ class GANConfig(FixedPriorConfig):
 
 
 @register
-class GAN(CatGAN):
+class GAN(CatGAN[GANConfig]):
     name = "gan"
     Config = GANConfig
     paper = "vanilla GAN with continuous + categorical latent (baseline of the VCAGAN paper, Fig. 2)"
@@ -52,7 +52,7 @@ class GAN(CatGAN):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """One-hot 'logits' of the category of each point's nearest generated sample (see the module doc)."""
-        n, d_c = self.cfg.nn_per_category, self.cfg.d_c  # type: ignore[attr-defined]
+        n, d_c = self.cfg.nn_per_category, self.cfg.d_c
         g = self._eval_generator()
         z = torch.randn(n * d_c, self.cfg.d_z, device=self.device, generator=g)
         c = torch.arange(d_c, device=self.device).repeat_interleave(n)

@@ -38,6 +38,7 @@ MLPs. Choices the paper leaves open, each a hyperparameter:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ from ..config import hp
 from ..data import Batch
 from ..data.splits import batch_composition
 from ..errors import ConfigError
-from ..models import MLP, ConvGenerator, ConvNet, MLPGenerator, build_classifier, build_generator
+from ..models import MLP, Classifier, ConvGenerator, ConvNet, MLPGenerator, build_classifier, build_generator
 from ..nn import distributed
 from ..nn.modes import eval_mode, frozen, train_mode
 from ..nn.plots import image_grid
@@ -143,7 +144,7 @@ def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
     """Salimans & Kingma's data-dependent init of every weight-normed Linear/Conv in `net`, in order:
     g <- g / std(t), b <- -mean(t) / std(t), with t = the layer's pre-activation without bias on `x`,
     so each output unit starts with zero mean and unit variance. Returns the number of layers set."""
-    layers = [m for m in net.modules() if hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")]
+    layers: list[Any] = [m for m in net.modules() if hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")]
     for layer in layers:
         out: list[torch.Tensor] = []
         handle = layer.register_forward_hook(lambda mod, inp, o: out.append(o))
@@ -162,8 +163,11 @@ def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
 
 
 # ---- method -----------------------------------------------------------------------------------------------
+IGC = TypeVar("IGC", bound=ImprovedGANConfig)
+
+
 @register
-class ImprovedGAN(Method):
+class ImprovedGAN(Method[IGC]):
     name = "improvedgan"
     Config = ImprovedGANConfig
     paper = "Salimans et al., Improved Techniques for Training GANs, NeurIPS 2016 (openai/improved-gan)"
@@ -171,7 +175,7 @@ class ImprovedGAN(Method):
 
     # -- build ------------------------------------------------------------------------------------------
     def build(self) -> None:
-        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.D = self.build_discriminator()
         self.G = self.build_generator()
         conv = isinstance(self.D, ConvNet)
@@ -188,8 +192,8 @@ class ImprovedGAN(Method):
         # Fixed noise for the sample grids (its own generator: the training RNG stream is untouched).
         self.picture_z = torch.rand(100, cfg.z_dim, generator=torch.Generator().manual_seed(0))
 
-    def build_discriminator(self) -> nn.Module:
-        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+    def build_discriminator(self) -> Classifier:
+        cfg = self.cfg
         shape, k = self.info.input_shape, self.info.num_classes
         arch = cfg.arch
         if arch == "auto":
@@ -204,18 +208,18 @@ class ImprovedGAN(Method):
         return build_classifier(shape, k, arch)
 
     def build_generator(self) -> nn.Module:
-        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         shape = self.info.input_shape
         arch = cfg.gen_arch
         if arch == "auto":
             return build_generator(cfg.z_dim, shape)
         if arch == "conv":
-            return ConvGenerator(cfg.z_dim, shape)  # type: ignore[arg-type]
+            return ConvGenerator(cfg.z_dim, shape)
         return MLPGenerator(cfg.z_dim, shape)
 
     # -- the two players ----------------------------------------------------------------------------------
     def sample_z(self, n: int) -> torch.Tensor:
-        return torch.rand(n, self.cfg.z_dim, device=self.device)  # type: ignore[attr-defined]
+        return torch.rand(n, self.cfg.z_dim, device=self.device)
 
     def n_fake_d(self, n_unl: int) -> int:
         """Generated samples in D's step (the reference: as many as the unlabelled batch)."""
@@ -227,7 +231,7 @@ class ImprovedGAN(Method):
 
     def d_unl_weight(self) -> float:
         """The factor of L_unl in D's loss."""
-        return self.cfg.unl_weight  # type: ignore[attr-defined]
+        return self.cfg.unl_weight
 
     def d_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """D's losses on a batch (fresh generated samples, no gradient into G)."""

@@ -29,7 +29,7 @@ class InfoGANConfig(FixedPriorConfig):
 
 
 @register
-class InfoGAN(CatGAN):
+class InfoGAN(CatGAN[InfoGANConfig]):
     name = "infogan"
     Config = InfoGANConfig
     paper = "Chen et al. 2016, InfoGAN (categorical code), as the baseline of the VCAGAN paper (Fig. 3)"
@@ -40,8 +40,8 @@ class InfoGAN(CatGAN):
         loss, parts, logits_f, logits_r = self.scalar_discriminator_loss(x, x_fake)
         loss_cls = F.cross_entropy(logits_f, c_fake)
         parts["loss_cls"] = loss_cls.detach()
-        return loss + self.cfg.lambda_cls * loss_cls, parts, logits_r  # type: ignore[attr-defined]
+        return loss + self.cfg.lambda_cls * loss_cls, parts, logits_r
 
     def generator_loss(self, x_fake, c_fake):
         s_f, logits_f = self.D(x_fake)
-        return g_adversarial_loss(s_f[:, 0]) + self.cfg.lambda_cls * F.cross_entropy(logits_f, c_fake)  # type: ignore[attr-defined]
+        return g_adversarial_loss(s_f[:, 0]) + self.cfg.lambda_cls * F.cross_entropy(logits_f, c_fake)

@@ -83,7 +83,7 @@ class VATConfig(ClassifierConfig):
 
 
 @register
-class VAT(PerturbationMethod):
+class VAT(PerturbationMethod[VATConfig]):
     name = "vat"
     Config = VATConfig
     paper = "Miyato et al., Virtual Adversarial Training, TPAMI 2018 (takerum/vat_tf)"
@@ -94,12 +94,12 @@ class VAT(PerturbationMethod):
         BatchNorm the clean and the perturbed predictions use the same kind of batch statistics and the
         KL is 0 at r = 0 (clean logits assembled from separate labelled and unlabelled passes would
         differ from the combined perturbed pass by the change of statistics alone)."""
-        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         x = batch.x_all if cfg.vat_inputs == "all" else batch.x_u
         return x, self.forward_frozen_bn(x)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.remember(batch)
         logits_l = self.net(batch.x_l)  # the labelled pass (CE) updates BN statistics, the others do not
         loss_ce = cross_entropy_or_zero(logits_l, batch.y_l)
@@ -118,7 +118,7 @@ class VAT(PerturbationMethod):
 
     def adversarial(self, x: torch.Tensor) -> torch.Tensor:
         """x + r_adv for the current classifier (pictures)."""
-        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         logits = self.forward_frozen_bn(x)
         return x + vat_perturbation(self.forward_frozen_bn, x, logits, cfg.eps, cfg.xi, cfg.ip)
 

@@ -55,7 +55,7 @@ def virtual_labels(logits: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class VCAGAN(CatGAN):
+class VCAGAN(CatGAN[VCAGANConfig]):
     name = "vcagan"
     Config = VCAGANConfig
     paper = "Cho, Training self-supervised class-conditional GAN with virtual labels (VCAGAN)"
@@ -63,7 +63,7 @@ class VCAGAN(CatGAN):
     has_classifier = True
 
     def discriminator_loss(self, x, x_fake, c_fake):
-        cfg: VCAGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         a_f, logits_f = self.D(x_fake)
         a_r, logits_r = self.D(x)
         v_real = (a_r * virtual_labels(logits_r)).sum(dim=1)
@@ -84,4 +84,4 @@ class VCAGAN(CatGAN):
     @torch.no_grad()
     def update_prior(self, real_logits: torch.Tensor) -> None:
         q = all_mean(F.softmax(real_logits, dim=1).mean(dim=0, keepdim=True))
-        self.prior = prior_ema(self.prior, q, self.cfg.prior_decay)  # type: ignore[attr-defined]
+        self.prior = prior_ema(self.prior, q, self.cfg.prior_decay)

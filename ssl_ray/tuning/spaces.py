@@ -367,7 +367,7 @@ def check_scheduler(s: Scheduler, err=None) -> None:
         fail(("scheduler", "grace_epochs"), f"{s.grace_epochs} exceeds max_epochs {s.max_epochs}")
 
 
-def _check_defaults(cls: type, space: SearchSpace, ctx: _Ctx) -> None:
+def _check_defaults(cls: Any, space: SearchSpace, ctx: _Ctx) -> None:
     """The fixed values with one sample of every searched value must build a valid config."""
     probe = dict(space.fixed)
     for k, p in space.search.items():

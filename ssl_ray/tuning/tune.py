@@ -275,7 +275,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     if o.workers > 1:
         # The trial only drives its TorchTrainer, which reserves the workers' resources; a CPU-free bundle
         # (1 MiB of memory) keeps the trial from holding a CPU its own workers then wait for.
-        trial_res = DRIVER_ONLY
+        trial_res: dict[str, float] = dict(DRIVER_ONLY)
     else:
         trial_res = {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
     trainable = tune.with_resources(trial_fn, trial_res)
@@ -395,7 +395,7 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
     best = summary["best"]["config"]
     seeds = list(range(o.seed + 1, o.seed + 1 + o.confirm_seeds))
     fixed = {**space.fixed, **best}
-    metas = []
+    metas: list[dict[str, Any]] = []
     for s in seeds:
         metas.append({"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=s,
                                       config=fixed, amp=o.amp, compile=o.compile,
