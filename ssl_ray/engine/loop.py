@@ -108,7 +108,7 @@ class Trainer:
         self.method.rank, self.method.world = self.rank, self.world
         self.method.noise_gen.manual_seed(spec.seed * 1_000_003 + 99_991)  # shared noise stream (global_rand)
         torch.manual_seed(spec.seed * 1_000_003 + 17 + self.rank * 7_777_777)  # per-rank: dropout, noise layers
-        self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labeled_ratio, spec.seed, self.device,
+        self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labelled_share, spec.seed, self.device,
                                   uses_labels=self.method_cls.uses_labels,
                                   second_unlabelled=self.method_cls.second_unlabelled, rank=self.rank,
                                   world=self.world, resident=spec.data_resident)

@@ -9,7 +9,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ..config import BaseConfig, hp
+from ..config import LabelledConfig, hp
 from ..data import Batch, to_float
 from ..models import ARCHS, build_classifier
 from ..nn import plots
@@ -18,7 +18,7 @@ from .base import Method
 
 
 @dataclass
-class ClassifierConfig(BaseConfig):
+class ClassifierConfig(LabelledConfig):
     """Hyperparameters of methods that train one classifier network."""
 
     arch: str = hp("auto", "classifier network: auto (from the data's shape), mlp, conv_small, conv_large, "
