@@ -85,13 +85,8 @@ def classifier_module(method: Any) -> nn.Module:
     from .methods.gan import GAN
 
     if isinstance(method, GAN):
-        n, d_c = method.cfg.nn_per_category, method.cfg.d_c
-        z = torch.randn(n * d_c, method.cfg.d_z, device=method.device, generator=method._eval_generator())
-        c = torch.arange(d_c, device=method.device).repeat_interleave(n)
-        method.G.eval()
-        with torch.no_grad():
-            bank = method.G(z, method.onehot(c)).flatten(1)
-        return _NearestGenerated(bank, c, d_c).eval()
+        bank, c = method.generated_bank()
+        return _NearestGenerated(bank, c, method.cfg.d_c).eval()
     if isinstance(method, CatGAN):
         return _ClassHead(method.D).eval()
     raise SSLRayError(f"cannot export method {type(method).__name__}: it has no `net`/`eval_net` module; give it "

@@ -219,6 +219,14 @@ def test_gan_predicts_the_category_of_the_nearest_generated_sample():
     assert m.predict(x).argmax(1).tolist() == [1, 0, 3, 2]
 
 
+def test_exported_gan_classifier_predicts_like_the_method():
+    from ssl_ray.export import classifier_module
+
+    m = make("gan", nn_per_category=8)
+    x = torch.randn(32, 2)
+    assert torch.equal(classifier_module(m)(x), m.predict(x))
+
+
 # (which parameters each phase moves: tests/test_methods_registry.py, for every method)
 
 

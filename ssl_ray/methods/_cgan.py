@@ -119,7 +119,7 @@ G_C = TypeVar("G_C", bound=CatGANConfig)
 class CatGAN(Method[G_C]):
     """A GAN whose generator takes (z, c) with c drawn from a categorical prior P(C).
 
-    Subclasses set `adv_dim` ("cagan": d_c, "scalar": 1) and `has_classifier`, and implement
+    Subclasses set `adv_kind` ("cagan": d_c outputs, "scalar": 1) and `has_classifier`, and implement
     :meth:`discriminator_loss` and :meth:`generator_loss`; VCAGAN also overrides :meth:`update_prior`.
     """
 
@@ -174,19 +174,6 @@ class CatGAN(Method[G_C]):
 
     def generator_loss(self, x_fake: torch.Tensor, c_fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def scalar_discriminator_loss(self, x: torch.Tensor, x_fake: torch.Tensor
-                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Plain (non-CAGAN) D loss for gan and infogan: softplus(-s_r) + softplus(s_f) + lambda_r1 R1(s_r).
-
-        Returns (loss, detached parts, fake class logits, real class logits)."""
-        s_f, logits_f = self.D(x_fake)
-        s_r, logits_r = self.D(x)
-        loss_adv = d_adversarial_loss(s_r[:, 0], s_f[:, 0])
-        lam = self.cfg.lambda_r1
-        loss_r1 = input_gradient_penalty(s_r[:, 0], x) if lam > 0 else loss_adv.new_zeros(())
-        parts = {"loss_adv_d": loss_adv.detach(), "loss_r1": loss_r1.detach()}
-        return loss_adv + lam * loss_r1, parts, logits_f, logits_r
 
     def update_prior(self, real_logits: torch.Tensor) -> None:
         """Fixed priors do nothing; VCAGAN moves P(C) toward the batch mean of Q(x_real)."""
@@ -272,3 +259,39 @@ class CatGAN(Method[G_C]):
         with eval_mode(self.G):
             imgs = self.G(zz, self.onehot(cc))
         return image_grid(imgs, nrow=len(cats))
+
+
+F_C = TypeVar("F_C", bound=FixedPriorConfig)
+
+
+class FixedPriorGAN(CatGAN[F_C]):
+    """gan and infogan: a fixed prior, D's scalar adversarial output s with the non-saturating losses
+    softplus(-s_r) + softplus(s_f) + lambda_r1 R1(s_r) for D and softplus(-s_f) for G; with a classifier head
+    (infogan) both players also minimise :meth:`classification_weight` * CE(c'(G(z, c)), c)."""
+
+    adv_kind = "scalar"
+
+    def classification_weight(self) -> float:
+        """The weight of the classification loss on generated data (with a classifier head)."""
+        return 0.0
+
+    def discriminator_loss(self, x, x_fake, c_fake):
+        s_f, logits_f = self.D(x_fake)
+        s_r, logits_r = self.D(x)
+        loss_adv = d_adversarial_loss(s_r[:, 0], s_f[:, 0])
+        lam = self.cfg.lambda_r1
+        loss_r1 = input_gradient_penalty(s_r[:, 0], x) if lam > 0 else loss_adv.new_zeros(())
+        parts = {"loss_adv_d": loss_adv.detach(), "loss_r1": loss_r1.detach()}
+        loss = loss_adv + lam * loss_r1
+        if self.has_classifier:
+            loss_cls = F.cross_entropy(logits_f, c_fake)
+            parts["loss_cls"] = loss_cls.detach()
+            loss = loss + self.classification_weight() * loss_cls
+        return loss, parts, logits_r
+
+    def generator_loss(self, x_fake, c_fake):
+        s_f, logits_f = self.D(x_fake)
+        loss = g_adversarial_loss(s_f[:, 0])
+        if self.has_classifier:
+            loss = loss + self.classification_weight() * F.cross_entropy(logits_f, c_fake)
+        return loss

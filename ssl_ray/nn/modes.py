@@ -2,47 +2,41 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from torch import nn
 
 
 @contextlib.contextmanager
-def _mode(training: bool, modules: tuple[nn.Module, ...]) -> Iterator[None]:
-    was = [m.training for m in modules]
-    for m in modules:
-        m.train(training)
+def _switched(items: list[Any], get: Callable[[Any], bool], put: Callable[[Any, bool], object],
+              value: bool) -> Iterator[None]:
+    """Set a flag of every item to `value` inside the block; restore each item's previous flag after it."""
+    saved = [get(x) for x in items]
+    for x in items:
+        put(x, value)
     try:
         yield
     finally:
-        for m, w in zip(modules, was):
-            m.train(w)
+        for x, v in zip(items, saved):
+            put(x, v)
 
 
 def eval_mode(*modules: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Evaluation mode (dropout off, BatchNorm on running statistics) inside the block; each module's previous
     train/eval state is restored after it."""
-    return _mode(False, modules)
+    return _switched(list(modules), lambda m: m.training, lambda m, v: m.train(v), False)
 
 
 def train_mode(*modules: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Training mode inside the block; each module's previous train/eval state is restored after it."""
-    return _mode(True, modules)
+    return _switched(list(modules), lambda m: m.training, lambda m, v: m.train(v), True)
 
 
-@contextlib.contextmanager
-def frozen(*modules: nn.Module) -> Iterator[None]:
+def frozen(*modules: nn.Module) -> contextlib.AbstractContextManager[None]:
     """No parameter gradients for `modules` inside the block (the other player's step): every parameter's
     requires_grad is switched off and restored to its previous value after it."""
     params = [p for m in modules for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
+    return _switched(params, lambda p: p.requires_grad, lambda p, v: p.requires_grad_(v), False)
 
 
 @contextlib.contextmanager
