@@ -281,7 +281,7 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
             storage = os.path.expanduser(storage)  # '~/runs' from a config file or quoted on a command line
         check_storage(storage)
     if name:
-        from .tuning.tune import check_name
+        from .tuning.options import check_name
 
         check_name(name)
     if resume:  # the experiment's own method, dataset, space and scheduler; typed options must agree
