@@ -332,16 +332,9 @@ def replay_rungs(scheduler, histories: dict[str, list[dict[str, Any]]]) -> int:
     rows = sorted((r["epoch"], tid, r["val_error"]) for tid, rs in histories.items() for r in rs
                   if isinstance(r.get("val_error"), (int, float)) and math.isfinite(r["val_error"])
                   and isinstance(r.get("epoch"), (int, float)))
+    from .ray_internals import asha_replay
 
-    class _T:
-        def __init__(self, tid: str):
-            self.trial_id = tid
-
-    from .ray_internals import asha_bracket
-
-    bracket = asha_bracket(scheduler)  # Ray internal: ssl-ray uses ASHA with one bracket (Ray's default)
-    for epoch, tid, val in rows:
-        bracket.on_result(_T(tid), epoch, -val if MODE == "min" else val)  # ASHA stores sign-flipped for min
+    asha_replay(scheduler, rows, MODE)  # Ray internal: ssl-ray uses ASHA with one bracket (Ray's default)
     return len(rows)
 
 
