@@ -18,7 +18,6 @@ from typing import Any
 
 from ..engine.loop import RunSpec, Trainer
 from ..errors import DivergenceError, SSLRayError
-from ..methods import get_method
 from . import experiment
 from .experiment import INTERRUPT
 from .options import SPEC_KEY, TuneOptions, check_name, storage_root  # TuneOptions: also imported from here
@@ -361,7 +360,3 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
             "test_error_mean": statistics.fmean(errs) if errs else None,
             "test_error_std": statistics.stdev(errs) if len(errs) > 1 else 0.0 if errs else None,
             "experiment": storage + "/" + name + "-confirm"}
-
-
-def validate_method(method: str) -> None:
-    get_method(method)
