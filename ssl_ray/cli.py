@@ -221,13 +221,13 @@ def _read_result(out: str) -> dict:
         return {}
 
 
-def _check_positive(**values: float) -> None:
+def _check_positive(**values: float | None) -> None:
     for k, v in values.items():
         if v is not None and not (v > 0 and math.isfinite(v)):  # click's FLOAT accepts nan and inf
             raise SSLRayError(f"--{k.replace('_', '-')} must be positive, got {v}")
 
 
-def _check_non_negative(**values: float) -> None:
+def _check_non_negative(**values: float | None) -> None:
     for k, v in values.items():
         if v is not None and not (v >= 0 and math.isfinite(v)):
             raise SSLRayError(f"--{k.replace('_', '-')} cannot be negative, got {v}")
@@ -306,8 +306,9 @@ def tune_options(params: dict[str, Any]) -> TuneOptions:
     """The TuneOptions of a `ssl-ray tune` command line (its keywords, as click passes them)."""
     from .tuning.options import TuneOptions
 
-    return TuneOptions(**{o.field: (not params[o.name]) if o.negate else params[o.name]
-                          for o in TUNE_OPTIONS + PERF_OPTIONS if o.field})
+    values: dict[str, Any] = {o.field: (not params[o.name]) if o.negate else params[o.name]
+                              for o in TUNE_OPTIONS + PERF_OPTIONS if o.field}
+    return TuneOptions(**values)
 
 
 @main.command()

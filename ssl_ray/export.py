@@ -51,6 +51,9 @@ class _ClassHead(nn.Module):
 class _NearestGenerated(nn.Module):
     """The plain GAN's classifier: the category of the nearest of a fixed bank of generated samples."""
 
+    bank: torch.Tensor  # buffers
+    cats: torch.Tensor
+
     def __init__(self, bank: torch.Tensor, cats: torch.Tensor, num: int):
         super().__init__()
         self.register_buffer("bank", bank)
@@ -221,7 +224,7 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
     method.eval()
     net = classifier_module(method)
     epoch = int(state["epoch"])
-    at = next((h for h in where["history"] if int(h.get("epoch", -1)) == epoch), {})
+    at: dict[str, Any] = next((h for h in where["history"] if int(h.get("epoch", -1)) == epoch), {})
     meta: dict[str, Any] = {
         "format": FORMAT, "method": spec.method, "config": dataclasses.asdict(cfg),
         "data": spec.data.to_dict(), "seed": spec.seed, "info": info,
@@ -391,10 +394,10 @@ def _read_image(p: Path, shape: tuple[int, ...], invert: bool) -> np.ndarray:
 
     c, h, w = shape
     try:
-        with Image.open(p) as im:
-            im = im.convert("L" if c == 1 else "RGB")
+        with Image.open(p) as f:
+            im = f.convert("L" if c == 1 else "RGB")
             if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
         raise SSLRayError(f"{p}: cannot read the image: {e}") from None

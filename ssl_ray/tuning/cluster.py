@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from ..errors import SSLRayError
 from .ray_internals import GCS_PORT_ENV, LOOPBACK_NODE, PRINT_PATCH_ENV, loopback_only  # private: no public option
@@ -43,7 +44,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     env = {k: os.environ[k] for k in (PRINT_PATCH_ENV, "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
                                       "SSL_RAY_CACHE", "SSL_RAY_DATA", "SSL_RAY_PLUGINS", "PYTHONPATH")
            if k in os.environ}
-    kwargs = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
+    kwargs: dict[str, Any] = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
               "runtime_env": {"env_vars": env},
               "logging_config": ray.LoggingConfig(log_level="WARNING" if quiet else "INFO")}
     if address is None and os.environ.get("RAY_ADDRESS"):

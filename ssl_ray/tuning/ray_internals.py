@@ -34,7 +34,7 @@ SIGINT_HANDLER_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
-LOOPBACK_NODE = {"_node_ip_address": "127.0.0.1"}
+LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}
 """ray.init's private argument that names the local node 127.0.0.1 (with loopback_only: nothing listens beyond it)."""
 
 

@@ -116,7 +116,9 @@ def torch_trainer(spec: RunSpec, *, log_dir: str, workers: int, cpus_per_worker:
                                      resources_per_worker={"CPU": cpus_per_worker,
                                                            **({"GPU": gpus_per_worker} if gpus_per_worker > 0
                                                               else {})}),
-        run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks,
+        # stub gap: ray.train binds RunConfig to Train V2's class at run time (ray.train.v2_enabled), which takes
+        # logging_config; mypy reads the Train V1 import of ray/train/__init__.py, which does not
+        run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks,  # type: ignore[call-arg]
                              failure_config=FailureConfig(max_failures),
                              logging_config=LoggingConfig(log_level="WARNING")),
     )

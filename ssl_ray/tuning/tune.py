@@ -25,7 +25,7 @@ from .spaces import SearchSpace, check_scheduler
 from .train import require_gpu, resume, torch_trainer
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
-DRIVER_ONLY = {"cpu": 0, "memory": 1 << 20}
+DRIVER_ONLY: dict[str, float] = {"cpu": 0, "memory": 1 << 20}
 DIVERGED = "DIVERGED.txt"  # in a trial's folder: the message of its divergence (a retry fails at once)
 
 
@@ -352,8 +352,8 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
                        run_config=tune.RunConfig(name=name + "-confirm", storage_path=storage, verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=o.max_failures)))
     grid = tuner.fit()
-    errs = [r.metrics.get("test_error_at_best_val") for r in grid if r.metrics]
-    errs = [e for e in errs if e is not None and math.isfinite(e)]
+    found = [r.metrics.get("test_error_at_best_val") for r in (grid[i] for i in range(len(grid))) if r.metrics]
+    errs: list[float] = [e for e in found if e is not None and math.isfinite(e)]
     import statistics
 
     return {"seeds": seeds, "test_errors": errs,
