@@ -151,7 +151,8 @@ def experiment_path(o: TuneOptions, space: SearchSpace) -> tuple[str, str]:
 
 def trial_meta(space: SearchSpace, o: TuneOptions, storage: str, *, seed: int, config: dict[str, Any],
                searched: list[str] | None = None) -> dict[str, Any]:
-    """A trial's config entry SPEC_KEY: the run it trains (but its searched values) and its resources."""
+    """A trial's config entry SPEC_KEY: the run it trains (its searched values are the rest of the config) and
+    the resources it runs on."""
     return {"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=seed,
                             config=config, amp=o.amp, compile=o.compile, data_resident=o.data_resident,
                             searched=list(searched or [])).to_dict(),
