@@ -51,7 +51,7 @@ class _ClassHead(nn.Module):
 class _NearestGenerated(nn.Module):
     """The plain GAN's classifier: the category of the nearest of a fixed bank of generated samples."""
 
-    bank: torch.Tensor
+    bank: torch.Tensor  # buffers
     cats: torch.Tensor
 
     def __init__(self, bank: torch.Tensor, cats: torch.Tensor, num: int):
@@ -389,8 +389,8 @@ def _read_image(p: Path, shape: tuple[int, ...], invert: bool) -> np.ndarray:
 
     c, h, w = shape
     try:
-        with Image.open(p) as im:
-            im = im.convert("L" if c == 1 else "RGB")
+        with Image.open(p) as f:
+            im = f.convert("L" if c == 1 else "RGB")
             if im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)

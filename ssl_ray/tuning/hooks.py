@@ -11,9 +11,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from .experiment import INTERRUPT, TRIALS_FILE, fs_of, write_json
+from .options import SPEC_KEY
 from .ray_internals import push_result_file
-
-SPEC_KEY = "_ssl_ray"
 
 
 def plan_key(index: int) -> str:
