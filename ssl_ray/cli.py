@@ -1,6 +1,7 @@
 """The `ssl-ray` command line: commands only; the logic lives in the package."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -114,6 +115,14 @@ def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=N
     if isinstance(path, str) and path and "://" not in path:  # your own file (npz, csv): trials run elsewhere
         spec.options = {**spec.options, "path": os.path.abspath(os.path.expanduser(path))}
     return spec
+
+
+def _run_tune(space, opts, as_json: bool) -> dict:
+    """run_tune; with --json, Tune's live trial table goes to stderr so that stdout holds only the JSON."""
+    if not as_json:
+        return run_tune(space, opts)
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_tune(space, opts)
 
 
 def _emit(summary: dict, as_json: bool, human: str) -> None:
@@ -346,7 +355,7 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         given = {k: v for k, v in ctx.params.items()
                  if k != "method" and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         space, opts = resume_setup(method, given, opts.storage, opts.name)
-        summary = run_tune(space, opts)
+        summary = _run_tune(space, opts, as_json)
         _emit(summary, as_json, _tune_text(summary))
         return
     space = load_space(space_file, method=method, sets=C.parse_set(sets))
@@ -375,7 +384,7 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         _check_writable(opts.storage)
     elif not opts.storage:
         _check_writable(os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune")
-    summary = run_tune(space, opts)
+    summary = _run_tune(space, opts, as_json)
     _emit(summary, as_json, _tune_text(summary))
 
 
