@@ -47,7 +47,7 @@ def read_text(fs, path: str) -> str | None:
     try:
         with fs.open_input_stream(path) as f:
             return f.read().decode("utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a path through a file holds nothing)
         return None
     except UnicodeDecodeError:
         raise SSLRayError(f"{path} is not UTF-8 text: not a file ssl-ray wrote") from None
