@@ -10,13 +10,15 @@ after, and the EMA decay 0.99 during the ramp-up and 0.999 after. Predictions ar
 Defaults follow the reference code (CuriousAI/mean-teacher, tensorflow/mean_teacher/model.py): consistency
 100 with the MSE averaged over classes, Adam lr 0.003 and beta1 0.9, input noise 0.15, translation of the
 inputs (our weak view; flips only where the dataset allows them), minibatch 100. Choices made here:
-- The reference's ramp-up is 40,000 of its 150,000 steps; `rampup_steps` defaults to 100, about a third of
-  the default `ssl-ray train` budget on digits (20 epochs x 15 steps): a budget-driven choice, scale it with
-  the run. Its final ramp-down (the last 25,000 steps) needs the run's length and is left out.
+- Budget-driven: an epoch is `steps_per_epoch` = 50 steps (as for pseudolabel and fixmatch), so the default
+  20 epochs of `ssl-ray train` are 1,000 steps; the reference's ramp-up is 40,000 of its 150,000 steps (27%),
+  and `rampup_steps` defaults to 300 of those 1,000: scale both with the run. The reference's final
+  ramp-down (its last 25,000 steps) needs the run's length and is left out.
 - Labelled share R/T = 0.25 (the reference draws labelled samples at their natural frequency; its PyTorch
   version uses 62 of 256); CE is the mean over the labelled samples (the reference divides by the batch).
-- The reference's images are normalised per image before the noise; ours are in [0, 1], so the same
-  `input_noise` is relatively stronger. Its ConvNet's dropout 0.5 is an architecture choice left out.
+- The reference normalises each image to zero mean and unit std before adding the noise; ours stay in
+  [0, 1] and the noise is scaled by each image's std instead (same signal-to-noise ratio). Its ConvNet's
+  dropout 0.5 is an architecture choice left out.
 - The teacher runs in training mode (its BatchNorm uses batch statistics, as in the reference).
 """
 from __future__ import annotations
@@ -38,20 +40,23 @@ class MeanTeacherConfig(ClassifierConfig, AugmentConfig):
     batch_size: int = hp(100, "T: samples per batch (reference: minibatch 100)", low=2)
     labeled_ratio: float = hp(0.25, "R/T: labelled share of each batch (reference PyTorch code: 62 of 256)",
                               low=0, high=1, low_open=True)
+    steps_per_epoch: int = hp(50, "optimiser steps per epoch (0 = one pass over the unlabelled pool: 15 steps on "
+                              "digits; 50 is a budget-driven choice, see the docstring)", low=0)
     lr: float = hp(0.003, "Adam's maximum learning rate, reached after the ramp-up (reference: 0.003)", low=0,
                    low_open=True)
     augment: str = hp("weak", "augmentation of both passes: none, weak (reference: translate by 2 px; flip where "
                       "the dataset allows it) or strong", choices=("none", "weak", "strong"))
     consistency: float = hp(100.0, "maximum weight of the consistency MSE (reference: 100)", low=0)
-    rampup_steps: int = hp(100, "steps of the sigmoid ramp-up of the consistency weight and the learning rate "
-                           "(reference: 40000 of 150000; budget-driven default, see the docstring)", low=0)
+    rampup_steps: int = hp(300, "steps of the sigmoid ramp-up of the consistency weight and the learning rate "
+                           "(reference: 40000 of 150000 steps; budget-driven default, see the docstring)", low=0)
     ema_decay: float = hp(0.99, "teacher EMA decay during the ramp-up (reference: 0.99)", low=0, high=1,
                           high_open=True)
     ema_decay_after: float = hp(0.999, "teacher EMA decay after the ramp-up (reference: 0.999)", low=0, high=1,
                                 high_open=True)
     adam_beta2: float = hp(0.99, "Adam beta2 during the ramp-up (reference: 0.99; 0.999 after)", low=0, high=1,
                            high_open=True)
-    input_noise: float = hp(0.15, "std of the Gaussian noise added to each pass's inputs (reference: 0.15)", low=0)
+    input_noise: float = hp(0.15, "std of the Gaussian noise added to each pass's inputs, in units of each image's std (reference: 0.15 on "
+                       "unit-std images)", low=0)
 
 
 @register
@@ -70,7 +75,11 @@ class MeanTeacher(BaselineMethod):
     def noisy_view(self, x: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
         cfg: MeanTeacherConfig = self.cfg  # type: ignore[assignment]
         x = self.view(x, cfg.augment, seed, salt)
-        return x + cfg.input_noise * torch.randn_like(x) if cfg.input_noise > 0 else x
+        if cfg.input_noise <= 0:
+            return x
+        # the reference adds the noise to images normalised to unit std: here, noise in units of each image's std
+        scale = x.flatten(1).std(1).view(-1, *[1] * (x.dim() - 1)) if x.dim() == 4 else 1.0
+        return x + cfg.input_noise * scale * torch.randn_like(x)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg: MeanTeacherConfig = self.cfg  # type: ignore[assignment]

@@ -7,9 +7,11 @@ forward pass held fixed, and alpha(t) ramped linearly from 0 (t < T1) to alpha_f
 Defaults: alpha_f = 3 and the linear ramp are Lee's; the confidence threshold 0.95 is the modern
 re-implementations' (USB, FixMatch's appendix; the issue asks for it): `threshold: 0` is Lee's original
 (every unlabelled sample counts). Choices made here:
-- Lee's T1 = 100 and T2 = 600 are epochs of a long MNIST run; here they are optimiser steps (`ramp_start`,
-  `ramp_end`), and the defaults (10 and 40) fit the default budget of `ssl-ray train` on digits (20 epochs
-  of 3 steps... see `steps_per_epoch`), a budget-driven choice: scale them with the run's length.
+- Budget-driven: an epoch is `steps_per_epoch` = 50 steps (one pass over digits' 1,100 unlabelled images
+  would be 3 steps of 448), so the default 20 epochs of `ssl-ray train` are 1,000 steps. Lee's T1 = 100 and
+  T2 = 600 are epochs of a long MNIST run; here they are steps (`ramp_start`, `ramp_end`), 10 and 400: the
+  weight reaches alpha_f after 40% of those 1,000 steps, as USB's linear warm-up (0.4 of training) does.
+  Scale them with the run's length.
 - Batch and optimiser are USB's for every baseline (= FixMatch's): 64 labelled + 7 x 64 unlabelled samples,
   SGD with Nesterov momentum 0.9, lr 0.03, weight decay 5e-4, cosine decay (Lee: SGD with momentum, dropout).
 - No augmentation by default (Lee used none; USB uses the weak view): `augment: weak` turns it on.
