@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|" + "---|" * len(args.seeds) + "---|---|---|")
     for label, _, _ in runs:
         m = statistics.mean(res[label])
-        vs = "" if label == "supervised" else f"{m - sup:+.2f} ({'better' if m < sup else '**NOT better**'})"
+        if label == "supervised":
+            vs = ""
+        elif label == CONTROL[0]:
+            vs = f"{m - sup:+.2f} (control: the baselines' step count, no unlabelled data)"
+        else:
+            vs = f"{m - sup:+.2f} ({'better' if m < sup else '**NOT better**'})"
         print(f"| {label} | " + " | ".join(f"{e:.2f}" for e in res[label]) + f" | {m:.2f} | {vs} | {secs[label]:.0f} |")
 
 

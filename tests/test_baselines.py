@@ -84,6 +84,7 @@ def test_softmax_mse_by_hand():
 # ---- the methods -------------------------------------------------------------------------------------------
 def _method(name, **overrides):
     cls = get_method(name)
+    torch.manual_seed(0)
     m = cls(build(cls.Config, overrides), DIGITS)
     m.noise_gen.manual_seed(5)
     return m
