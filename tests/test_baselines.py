@@ -3,6 +3,8 @@ computations, the EMA teacher's update, and the views' determinism, ranges and d
 (The registry-driven tests run their train steps, parameter movement and exact resume.)"""
 import json
 import math
+import os
+import socket
 
 import pytest
 import torch
@@ -244,3 +246,48 @@ def test_points_pass_through():
 def test_step_seed_mixes_seed_and_step():
     seeds = {step_seed(s, t) for s in range(20) for t in range(20)}
     assert len(seeds) == 400 and all(0 <= s < 2 ** 63 for s in seeds)
+
+
+# ---- data parallelism ----------------------------------------------------------------------------------------
+DP_CASE = {"batch_size": 16, "labeled_ratio": 0.25, "arch": "mlp", "steps_per_epoch": 3}
+
+
+def _run_dp(rank, world, port, method, out):
+    import torch.distributed as dist
+
+    from ssl_ray.data import DataSpec
+    from ssl_ray.engine.loop import RunSpec, Trainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    cfg = dict(DP_CASE, batch_size=DP_CASE["batch_size"] * (2 // world))
+    tr = Trainer(RunSpec(method, DataSpec("digits", labels=40, val_size=100), epochs=1, seed=5, config=cfg),
+                 progress=False)
+    tr.run_epoch()
+    if rank == 0:
+        torch.save({"net": tr.method.net.state_dict(), "ema": tr.method.ema.shadow.state_dict()}, out)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "meanteacher"])
+def test_two_workers_equal_one_worker_with_double_batch(method, tmp_path):
+    """Views, input noise, pseudo-label masks and the EMA: 2 workers x 8 samples reach the parameters of
+    1 worker x 16 (the views are drawn for the global batch and cut per rank)."""
+    import torch.multiprocessing as mp
+
+    def port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
+    mp.start_processes(_run_dp, args=(1, port(), method, one), nprocs=1, start_method="spawn")
+    mp.start_processes(_run_dp, args=(2, port(), method, two), nprocs=2, start_method="spawn")
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    for part in ("net", "ema"):
+        for k, v in a[part].items():
+            torch.testing.assert_close(b[part][k], v, rtol=1e-4, atol=1e-5, msg=f"{part}.{k}")

@@ -79,18 +79,23 @@ class MeanTeacher(BaselineMethod):
             return x
         # the reference adds the noise to images normalised to unit std: here, noise in units of each image's std
         scale = x.flatten(1).std(1).view(-1, *[1] * (x.dim() - 1)) if x.dim() == 4 else 1.0
-        return x + cfg.input_noise * scale * torch.randn_like(x)
+        # noise from the stream all ranks share (cut per rank): N workers draw what one worker with N x the batch does
+        return x + cfg.input_noise * scale * self.global_rand(len(x), *x.shape[1:], normal=True).to(x.dtype)
+
+    def noisy_batch(self, batch: Batch, seed: int, salt: int) -> torch.Tensor:
+        """Labelled then unlabelled inputs, each part viewed on its own: a part is this rank's slice of a global
+        part, so its views and noise are exactly those of one worker with the whole batch."""
+        return torch.cat([self.noisy_view(batch.x_l, seed, 2 * salt), self.noisy_view(batch.x_u, seed, 2 * salt + 1)])
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg: MeanTeacherConfig = self.cfg  # type: ignore[assignment]
         assert self.ema is not None
         seed = self.step_seed()
-        x = batch.x_all
-        logits = self.net(self.noisy_view(x, seed, 0))
+        logits = self.net(self.noisy_batch(batch, seed, 0))
         teacher = self.ema.shadow
         with torch.no_grad():
             teacher.train()
-            target = teacher(self.noisy_view(x, seed, 1))
+            target = teacher(self.noisy_batch(batch, seed, 1))
             teacher.eval()
         loss_l = cross_entropy_or_zero(logits[:len(batch.x_l)], batch.y_l)
         loss_c = softmax_mse(logits, target)
