@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ssl_ray.cli import main
 from ssl_ray.config import build
 from ssl_ray.data import Batch, DataInfo
-from ssl_ray.data.augment import (RANDAUGMENT_OPS, augment, cutout, flip_allowed, flip_and_shift, rand_augment,
+from ssl_ray.data.augment import (RANDAUGMENT_OPS, augment, augment_batch, cutout, flip_allowed, flip_and_shift, rand_augment,
                                   step_seed)
 from ssl_ray.errors import ConfigError
 from ssl_ray.methods import get_method
@@ -236,6 +236,18 @@ def test_randaugment_ops_per_sample():
     torch.testing.assert_close(out[i], torch.round(x[i] * 255) / 255)
     for i in range(len(names)):
         assert 0 <= out[i].min() and out[i].max() <= 1, names[i]
+
+
+def test_augment_batch_views_each_part_like_one_worker_with_the_global_batch():
+    g = torch.Generator().manual_seed(3)
+    full = Batch(torch.rand(4, 1, 8, 8, generator=g), torch.arange(4), torch.rand(8, 1, 8, 8, generator=g))
+    one = augment_batch(full, "weak", seed=1, step=2)
+    parts = [augment_batch(Batch(full.x_l[2 * r:2 * r + 2], full.y_l[2 * r:2 * r + 2], full.x_u[4 * r:4 * r + 4]),
+                           "weak", seed=1, step=2, rank=r, world=2) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([p.x_l for p in parts]), one.x_l)
+    torch.testing.assert_close(torch.cat([p.x_u for p in parts]), one.x_u)
+    assert torch.equal(one.y_l, full.y_l) and one.x_u2 is None and not torch.equal(one.x_u, full.x_u)
+    assert augment_batch(full, "none", seed=1, step=2) is full
 
 
 def test_points_pass_through():

@@ -237,3 +237,21 @@ def augment(x: torch.Tensor, kind: str, *, seed: int, step: int, rank: int = 0, 
     if kind == "strong":
         return strong(x, draw, flip, n_ops)
     raise ValueError(f"unknown augmentation {kind!r}; one of {', '.join(AUGMENTS)}")
+
+
+def augment_batch(batch, kind: str, *, seed: int, step: int, rank: int = 0, world: int = 1, flip: bool = False,
+                  n_ops: int = 2):
+    """The `kind` view of a whole R/T batch (splits.Batch), for a training loop that augments for its method.
+
+    Each part (labelled, unlabelled, second unlabelled) is viewed on its own with its own salt: a part is this
+    rank's slice of a global part, so N workers see the views one worker with the N x larger batch sees
+    (viewing `batch.x_all` instead would mix the labelled and unlabelled slices of different ranks)."""
+    if kind == "none":
+        return batch
+    from dataclasses import replace
+
+    def view(x, salt):
+        return None if x is None else augment(x, kind, seed=seed, step=step, rank=rank, world=world, flip=flip,
+                                               n_ops=n_ops, salt=salt)
+
+    return replace(batch, x_l=view(batch.x_l, 0), x_u=view(batch.x_u, 1), x_u2=view(batch.x_u2, 2))

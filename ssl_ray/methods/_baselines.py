@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -81,6 +81,9 @@ class BaselineMethod(ClassifierMethod):
     draws augmented views, and evaluates `eval_net`: the EMA of its weights when `self.ema` is set."""
 
     ema: EMA | None = None
+    augments_itself: ClassVar[bool] = True
+    """Its train step draws its own views: a training loop that augments batches (augment.augment_batch for a
+    config's `augment` field) must leave its batches alone."""
 
     def build(self) -> None:
         super().build()
