@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label} seed={seed}: test_error={out['test_error']:.2f}%", file=sys.stderr, flush=True)
         secs[label] = (time.time() - t0) / len(args.seeds)
     sup = statistics.mean(res["supervised"])
-    print(f"\n{args.dataset}, {args.labels} labels, {cli_default('epochs')} epochs, defaults (no --set); test error % at the last epoch\n")
+    print(f"\n{args.dataset}, {args.labels} labels, {cli_default('epochs')} epochs, defaults (no --set); "
+          "test error % at the last epoch\n")
     print("| method | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | vs supervised | wall s per run |")
     print("|---|" + "---|" * len(args.seeds) + "---|---|---|")
     for label, _, _ in runs:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from ssl_ray.cli import main
 from ssl_ray.config import build
 from ssl_ray.data import Batch, DataInfo
-from ssl_ray.data.augment import (RANDAUGMENT_OPS, augment, augment_batch, cutout, flip_allowed, flip_and_shift, rand_augment,
-                                  step_seed)
+from ssl_ray.data.augment import (RANDAUGMENT_OPS, augment, augment_batch, cutout, flip_allowed, flip_and_shift,
+                                  rand_augment, step_seed)
 from ssl_ray.errors import ConfigError
 from ssl_ray.methods import get_method
 from ssl_ray.methods._baselines import (cosine_decay, linear_ramp, pseudo_label_loss, sigmoid_rampup,
@@ -164,7 +164,8 @@ def test_ssl_ray_methods_lists_the_baselines_with_their_hyperparameters():
     rows = {r["name"]: {h["name"]: h for h in r["hyperparameters"]} for r in json.loads(res.output)}
     assert rows["fixmatch"]["threshold"]["default"] == 0.95 and rows["fixmatch"]["lambda_u"]["default"] == 1.0
     assert rows["fixmatch"]["labeled_ratio"]["default"] == pytest.approx(1 / 8)  # mu = 7
-    assert rows["meanteacher"]["consistency"]["default"] == 100.0 and rows["meanteacher"]["ema_decay"]["default"] == 0.99
+    assert rows["meanteacher"]["consistency"]["default"] == 100.0
+    assert rows["meanteacher"]["ema_decay"]["default"] == 0.99
     assert rows["pseudolabel"]["alpha"]["default"] == 3.0 and "threshold" in rows["pseudolabel"]
     for r in rows.values():
         assert all(h["doc"] for h in r.values())

@@ -55,8 +55,8 @@ class MeanTeacherConfig(ClassifierConfig, AugmentConfig):
                                 high_open=True)
     adam_beta2: float = hp(0.99, "Adam beta2 during the ramp-up (reference: 0.99; 0.999 after)", low=0, high=1,
                            high_open=True)
-    input_noise: float = hp(0.15, "std of the Gaussian noise added to each pass's inputs, in units of each image's std (reference: 0.15 on "
-                       "unit-std images)", low=0)
+    input_noise: float = hp(0.15, "std of the Gaussian noise added to each pass's inputs, in units of each "
+                            "image's std (reference: 0.15 on unit-std images)", low=0)
 
 
 @register

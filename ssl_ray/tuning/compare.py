@@ -27,7 +27,7 @@ COLUMNS = ("method", "trials", "best_val_error", "test_error_mean", "test_error_
            "best_config", "experiment")
 
 
-def plan_spaces(methods: list[str], data: DataSpec, opts: TuneOptions, spaces: dict[str, str] | None = None) -> list:
+def plan_spaces(methods: list[str], data: DataSpec, spaces: dict[str, str] | None = None) -> list:
     """Every method's space on the comparison's data (a space file per method from `spaces`, else its
     default). Validates them all before anything runs."""
     if len(set(methods)) != len(methods):
@@ -46,7 +46,7 @@ def compare(methods: list[str], data: DataSpec, opts: TuneOptions, *, seeds: int
     configuration with `seeds` seeds, and return {"rows": [...], "experiments": {...}, "markdown", "csv"}."""
     if seeds < 1:
         raise SSLRayError("compare needs at least one confirmation seed (--seeds)")
-    todo = plan_spaces(methods, data, opts, spaces)
+    todo = plan_spaces(methods, data, spaces)
     base = name or f"compare-{data.name}-{data.labels}"
     storage, _ = experiment_path(replace(opts, name=base), todo[0])
     rows, summaries = [], {}
