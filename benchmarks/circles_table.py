@@ -39,7 +39,7 @@ def run_one(job: tuple) -> tuple:
     torch.set_num_threads(1)
     from ssl_ray.data import DataSpec
     from ssl_ray.engine.loop import RunSpec, Trainer
-    from ssl_ray.engine.plots import decision_boundary
+    from ssl_ray.nn.plots import decision_boundary
 
     row, method, cfg, factor, scale, noise, seed, epochs, steps, first = job
     config = {**cfg, **({"steps_per_epoch": steps} if steps else {})}

@@ -135,7 +135,7 @@ def sweep(args) -> dict:
 
 
 def plot(args) -> None:
-    from ssl_ray.engine.plots import new_figure
+    from ssl_ray.nn.plots import new_figure
 
     parts = {d["part"]: d for d in (json.load(open(p)) for p in args.inputs)}
     sw = parts["sweep"]["rows"]

@@ -74,7 +74,7 @@ def bare(data: DataSpec, steps: int) -> float:
     cls = get_method("i2gan")
     cfg = C.build(cls.Config, CONFIG)
     splits = load_splits(data, 0)
-    stream = BatchStream(splits, cfg.batch_size, cfg.labeled_ratio, 0, "cuda", uses_labels=cls.uses_labels,
+    stream = BatchStream(splits, cfg.batch_size, cfg.labelled_share, 0, "cuda", uses_labels=cls.uses_labels,
                          second_unlabelled=cls.second_unlabelled)
     batches = [stream.next() for _ in range(16)]
     torch.manual_seed(0)

@@ -117,7 +117,7 @@ def bare_steps_per_second(method: str, data: DataSpec, config: dict, steps: int,
     cls = get_method(method)
     cfg = C.build(cls.Config, config)
     splits = load_splits(data, seed)
-    stream = BatchStream(splits, cfg.batch_size, cfg.labeled_ratio, seed, uses_labels=cls.uses_labels,
+    stream = BatchStream(splits, cfg.batch_size, cfg.labelled_share, seed, uses_labels=cls.uses_labels,
                          second_unlabelled=cls.second_unlabelled)
     batches = [stream.next() for _ in range(32)]  # pre-made: the bare loop pays no batch gathering
     torch.manual_seed(seed)

@@ -1,15 +1,22 @@
 """The `ssl-ray` command line: commands only; the logic lives in the package."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
 from .errors import SSLRayError
+
+if TYPE_CHECKING:
+    from .tuning.options import TuneOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Group(click.Group):
@@ -49,12 +56,37 @@ def data_options(f):
     return f
 
 
-def perf_options(f):
-    f = click.option("--amp", is_flag=True, help="mixed precision: bfloat16 autocast in the training steps")(f)
-    f = click.option("--compile", "compile_", is_flag=True, help="torch.compile the method's models")(f)
-    f = click.option("--no-resident-data", "host_data", is_flag=True, help="on a GPU, keep the dataset on the host "
-                     "and copy each batch (default: resident on the device)")(f)
-    return f
+@dataclass(frozen=True)
+class Opt:
+    """One command-line option: click's declarations and keywords, and the TuneOptions field it sets (None: an
+    option of the command that is not one; `negate`: the flag turns the field off)."""
+
+    decls: tuple[str, ...]
+    kwargs: dict[str, Any]
+    field: str | None = None
+    negate: bool = False
+
+    @property
+    def name(self) -> str:  # the keyword the command receives
+        return str(click.Option(list(self.decls), **self.kwargs).name)
+
+
+def _apply(opts: list[Opt]) -> Callable[[F], F]:
+    def decorate(f: F) -> F:
+        for o in reversed(opts):  # click lists options in the order their decorators are written
+            f = click.option(*o.decls, **o.kwargs)(f)
+        return f
+
+    return decorate
+
+
+PERF_OPTIONS = [  # in --help order
+    Opt(("--no-resident-data", "host_data"), dict(is_flag=True, help="on a GPU, keep the dataset on the host "
+        "and copy each batch (default: resident on the device)"), "data_resident", negate=True),
+    Opt(("--compile", "compile_"), dict(is_flag=True, help="torch.compile the method's models"), "compile"),
+    Opt(("--amp",), dict(is_flag=True, help="mixed precision: bfloat16 autocast in the training steps"), "amp"),
+]
+perf_options = _apply(PERF_OPTIONS)
 
 
 def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=None, val_per_label=None):
@@ -83,6 +115,16 @@ def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=N
     if isinstance(path, str) and path and "://" not in path:  # your own file (npz, csv): trials run elsewhere
         spec.options = {**spec.options, "path": os.path.abspath(os.path.expanduser(path))}
     return spec
+
+
+def _run_tune(space, opts, as_json: bool) -> dict:
+    """run_tune; with --json, Tune's live trial table goes to stderr so that stdout holds only the JSON."""
+    from .tuning.tune import run_tune
+
+    if not as_json:
+        return run_tune(space, opts)
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_tune(space, opts)
 
 
 def _emit(summary: dict, as_json: bool, human: str) -> None:
@@ -190,13 +232,13 @@ def _read_result(out: str) -> dict:
         return {}
 
 
-def _check_positive(**values: float) -> None:
+def _check_positive(**values: float | None) -> None:
     for k, v in values.items():
         if v is not None and not (v > 0 and math.isfinite(v)):  # click's FLOAT accepts nan and inf
             raise SSLRayError(f"--{k.replace('_', '-')} must be positive, got {v}")
 
 
-def _check_non_negative(**values: float) -> None:
+def _check_non_negative(**values: float | None) -> None:
     for k, v in values.items():
         if v is not None and not (v >= 0 and math.isfinite(v)):
             raise SSLRayError(f"--{k.replace('_', '-')} cannot be negative, got {v}")
@@ -227,64 +269,86 @@ def _check_writable(path: str) -> None:
 
 
 # ---- tune -----------------------------------------------------------------------------------------------
+TUNE_OPTIONS = [  # `ssl-ray tune`'s options after the data options, in --help order; then PERF_OPTIONS
+    Opt(("--num-samples",), dict(type=int, default=None, help="trials to sample (default: the space's)"),
+        "num_samples"),
+    Opt(("--max-epochs",), dict(type=int, default=None, help="epochs of a trial that is never stopped"), "max_epochs"),
+    Opt(("--grace-epochs",), dict(type=int, default=None, help="ASHA: epochs before a trial can be stopped"),
+        "grace_epochs"),
+    Opt(("--reduction-factor",), dict(type=int, default=None, help="ASHA: keep 1/factor of trials at each rung"),
+        "reduction_factor"),
+    Opt(("--scheduler",), dict(type=click.Choice(["asha", "fifo"]), default=None,
+                               help="default: the space's (asha)"), "scheduler"),
+    Opt(("--search",), dict(type=click.Choice(["random", "optuna", "hyperopt", "bohb"]), default=None,
+                            help="search algorithm (default: the space's `searcher`, else random); "
+                                 "optuna/hyperopt/bohb are extras"), "search"),
+    Opt(("--max-concurrent",), dict(type=int, default=None, help="cap on trials running at once (default: what "
+                                    "the cluster's resources allow)"), "max_concurrent"),
+    Opt(("--cpus-per-trial",), dict(type=float, default=1, show_default=True, help="CPUs per trial (per worker "
+                                    "with --workers > 1); also the trial's torch threads"), "cpus_per_trial"),
+    Opt(("--gpus-per-trial",), dict(type=float, default=0, show_default=True, help="GPUs per trial (per worker)"),
+        "gpus_per_trial"),
+    Opt(("--workers",), dict(type=int, default=1, show_default=True, help="data-parallel Ray Train workers per "
+                             "trial"), "workers"),
+    Opt(("--address",), dict(default=None, help="an existing Ray cluster (host:port or auto); default: local"),
+        "address"),
+    Opt(("--storage",), dict(default=None, help="results root: a local dir (default ./ssl_ray_runs/tune), s3://, "
+                             "gs:// or an NFS path shared by all nodes"), "storage"),
+    Opt(("--name",), dict(default=None, help="experiment name (default METHOD-DATASET-TIME)"), "name"),
+    Opt(("--resume",), dict(is_flag=True, help="continue the interrupted experiment --storage/--name"), "resume"),
+    Opt(("--confirm-seeds",), dict(type=int, default=0, show_default=True, help="retrain the best configuration "
+                                   "with K new seeds and report test error mean +- std"), "confirm_seeds"),
+    Opt(("--max-failures",), dict(type=int, default=0, show_default=True, help="retries of a crashed trial, from "
+                                  "its last checkpoint"), "max_failures"),
+    Opt(("--seed",), dict(type=int, default=0, show_default=True, help="seed of the searched trials"), "seed"),
+    Opt(("--json", "as_json"), dict(is_flag=True, help="last line of stdout: one JSON summary")),
+    Opt(("--quiet",), dict(is_flag=True, help="no trial table while it runs"), "progress", negate=True),
+    Opt(("--mlflow",), dict(default=None, metavar="URI", help="log trials to MLflow (a tracking URI, e.g. "
+                            "file:///abs/path/mlruns); extra: ssl-ray[mlflow]"), "mlflow"),
+    Opt(("--wandb",), dict(default=None, metavar="PROJECT", help="log trials to a Weights & Biases project; extra: "
+                           "ssl-ray[wandb]"), "wandb"),
+    Opt(("--dry-run",), dict(is_flag=True, help="print the validated trial plan (trials, rungs, resources, epochs) "
+                             "and exit without starting Ray")),
+]
+DATA_PARAMS = ("dataset", "data_root", "download", "labels", "val_size", "val_per_label", "data_opts")
+
+
+def tune_options(params: dict[str, Any]) -> TuneOptions:
+    """The TuneOptions of a `ssl-ray tune` command line (its keywords, as click passes them)."""
+    from .tuning.options import TuneOptions
+
+    values: dict[str, Any] = {o.field: (not params[o.name]) if o.negate else params[o.name]
+                              for o in TUNE_OPTIONS + PERF_OPTIONS if o.field}
+    return TuneOptions(**values)
+
+
 @main.command()
 @click.argument("method")
 @click.option("--space", "space_file", default=None, help="search-space YAML (default search_spaces/METHOD.yaml)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="fix a hyperparameter on top of the space")
 @data_options
-@click.option("--num-samples", type=int, default=None, help="trials to sample (default: the space's)")
-@click.option("--max-epochs", type=int, default=None, help="epochs of a trial that is never stopped")
-@click.option("--grace-epochs", type=int, default=None, help="ASHA: epochs before a trial can be stopped")
-@click.option("--reduction-factor", type=int, default=None, help="ASHA: keep 1/factor of trials at each rung")
-@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default=None, help="default: the space's (asha)")
-@click.option("--search", type=click.Choice(["random", "optuna", "hyperopt", "bohb"]), default=None,
-              help="search algorithm (default: the space's `searcher`, else random); optuna/hyperopt/bohb are extras")
-@click.option("--max-concurrent", type=int, default=None, help="cap on trials running at once (default: what "
-              "the cluster's resources allow)")
-@click.option("--cpus-per-trial", type=float, default=1, show_default=True, help="CPUs per trial (per worker "
-              "with --workers > 1); also the trial's torch threads")
-@click.option("--gpus-per-trial", type=float, default=0, show_default=True, help="GPUs per trial (per worker)")
-@click.option("--workers", type=int, default=1, show_default=True, help="data-parallel Ray Train workers per trial")
-@click.option("--address", default=None, help="an existing Ray cluster (host:port or auto); default: local")
-@click.option("--storage", default=None, help="results root: a local dir (default ./ssl_ray_runs/tune), s3://, "
-              "gs:// or an NFS path shared by all nodes")
-@click.option("--name", default=None, help="experiment name (default METHOD-DATASET-TIME)")
-@click.option("--resume", is_flag=True, help="continue the interrupted experiment --storage/--name")
-@click.option("--confirm-seeds", type=int, default=0, show_default=True, help="retrain the best configuration "
-              "with K new seeds and report test error mean +- std")
-@click.option("--max-failures", type=int, default=0, show_default=True, help="retries of a crashed trial, from "
-              "its last checkpoint")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the searched trials")
-@click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON summary")
-@click.option("--quiet", is_flag=True, help="no trial table while it runs")
-@click.option("--mlflow", default=None, metavar="URI", help="log trials to MLflow (a tracking URI, e.g. "
-              "file:///abs/path/mlruns); extra: ssl-ray[mlflow]")
-@click.option("--wandb", default=None, metavar="PROJECT", help="log trials to a Weights & Biases project; extra: "
-              "ssl-ray[wandb]")
-@click.option("--dry-run", is_flag=True, help="print the validated trial plan (trials, rungs, resources, epochs) "
-              "and exit without starting Ray")
+@_apply(TUNE_OPTIONS)
 @perf_options
-def tune(method, space_file, sets, dataset, data_root, download, labels, val_size, val_per_label, data_opts,
-         num_samples, max_epochs, grace_epochs, reduction_factor, scheduler, max_concurrent, cpus_per_trial,
-         gpus_per_trial, workers, address, storage, name, resume, confirm_seeds, max_failures, seed, as_json, quiet,
-         amp, compile_, host_data, search, dry_run, mlflow, wandb):
+def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bool, dry_run: bool,
+         **params: Any) -> None:
     """Search METHOD's hyperparameters with Ray Tune + ASHA (validation error), then summarise."""
     from . import config as C
     from .data import load_splits
+    from .tuning.options import check_name
     from .tuning.spaces import load_space
-    from .tuning.tune import TuneOptions, apply_options, run_tune
+    from .tuning.tune import apply_options
 
-    if storage:
+    data = {k: params.pop(k) for k in DATA_PARAMS}
+    opts = tune_options(params)
+    if opts.storage:
         from .tuning.experiment import check_storage
 
-        if "://" not in storage:
-            storage = os.path.expanduser(storage)  # '~/runs' from a config file or quoted on a command line
-        check_storage(storage)
-    if name:
-        from .tuning.tune import check_name
-
-        check_name(name)
-    if resume:  # the experiment's own method, dataset, space and scheduler; typed options must agree
+        if "://" not in opts.storage:
+            opts.storage = os.path.expanduser(opts.storage)  # '~/runs' from a config file or on a command line
+        check_storage(opts.storage)
+    if opts.name:
+        check_name(opts.name)
+    if opts.resume:  # the experiment's own method, dataset, space and scheduler; typed options must agree
         from click.core import ParameterSource
 
         from .tuning.experiment import resume_setup
@@ -292,42 +356,37 @@ def tune(method, space_file, sets, dataset, data_root, download, labels, val_siz
         ctx = click.get_current_context()
         given = {k: v for k, v in ctx.params.items()
                  if k != "method" and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-        space, opts = resume_setup(method, given, storage, name)
-        summary = run_tune(space, opts)
+        space, opts = resume_setup(method, given, opts.storage, opts.name)
+        summary = _run_tune(space, opts, as_json)
         _emit(summary, as_json, _tune_text(summary))
         return
     space = load_space(space_file, method=method, sets=C.parse_set(sets))
-    space.data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=space.data,
-                            val_per_label=val_per_label)
-    _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
-                    reduction_factor=reduction_factor, cpus_per_trial=cpus_per_trial, workers=workers,
-                    max_concurrent=max_concurrent)
-    if not math.isfinite(gpus_per_trial) or gpus_per_trial < 0 or confirm_seeds < 0 or max_failures < 0:
+    space.data = _data_spec(data["dataset"], data["data_root"], data["download"], data["labels"], data["val_size"],
+                            data["data_opts"], base=space.data, val_per_label=data["val_per_label"])
+    _check_positive(num_samples=opts.num_samples, max_epochs=opts.max_epochs, grace_epochs=opts.grace_epochs,
+                    reduction_factor=opts.reduction_factor, cpus_per_trial=opts.cpus_per_trial, workers=opts.workers,
+                    max_concurrent=opts.max_concurrent)
+    if (not math.isfinite(opts.gpus_per_trial) or opts.gpus_per_trial < 0 or opts.confirm_seeds < 0
+            or opts.max_failures < 0):
         raise SSLRayError("--gpus-per-trial, --confirm-seeds and --max-failures cannot be negative")
-    _check_seed(seed, confirm_seeds)
-    opts = TuneOptions(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
-                       reduction_factor=reduction_factor, scheduler=scheduler, max_concurrent=max_concurrent,
-                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, workers=workers,
-                       address=address, storage=storage, name=name, resume=resume, confirm_seeds=confirm_seeds,
-                       max_failures=max_failures, seed=seed, progress=not quiet, amp=amp, compile=compile_,
-                       data_resident=not host_data, search=search, mlflow=mlflow, wandb=wandb)
+    _check_seed(opts.seed, opts.confirm_seeds)
     apply_options(space, opts)
-    load_splits(space.data, seed)  # missing dataset, bad label count: error before any compute
+    load_splits(space.data, opts.seed)  # missing dataset, bad label count: error before any compute
     if dry_run:
         from .tuning.plan import plan, plan_text
 
         p = plan(space, opts)
         _emit(p, as_json, plan_text(p))
         return
-    if mlflow or wandb:
+    if opts.mlflow or opts.wandb:
         from .tuning.trackers import check_trackers
 
-        check_trackers(mlflow, wandb)
-    if storage and "://" not in storage:
-        _check_writable(storage)
-    elif not storage:
+        check_trackers(opts.mlflow, opts.wandb)
+    if opts.storage and "://" not in opts.storage:
+        _check_writable(opts.storage)
+    elif not opts.storage:
         _check_writable(os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune")
-    summary = run_tune(space, opts)
+    summary = _run_tune(space, opts, as_json)
     _emit(summary, as_json, _tune_text(summary))
 
 
@@ -367,35 +426,14 @@ def report(experiments, fmt, trials, output):
 
     if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         raise SSLRayError(f"--output {output}: folder {os.path.dirname(os.path.abspath(output))} does not exist")
-    if trials:
-        rows = []
-        for e in experiments:
-            _, rs = R.load_experiment(e)
-            rows += [{"experiment": os.path.basename(os.path.normpath(e)), **r} for r in rs]
-    else:
-        rows = R.comparison(list(experiments))
+    rows = R.trial_rows(list(experiments)) if trials else R.comparison(list(experiments))
     if fmt == "parquet":
         if not output:
             raise SSLRayError("--format parquet needs --output FILE")
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(R._uniform(rows)), output)
+        R.write_parquet(rows, output)
         click.echo(f"wrote {output}")
         return
-    if fmt == "json":
-        text = json.dumps(rows, default=str, indent=1)
-    elif fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(R._uniform(rows)[0]) if rows else [])
-        w.writeheader()
-        w.writerows(R._uniform(rows))
-        text = buf.getvalue()
-    else:
-        text = R.to_markdown(rows)
+    text = R.report_text(rows, fmt)
     if output:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text + "\n")

@@ -3,7 +3,7 @@
 A method's config is a dataclass whose fields are declared with :func:`hp`::
 
     @dataclass
-    class VATConfig(BaseConfig):
+    class VATConfig(LabelledConfig):  # BaseConfig for methods that use no labels
         eps: float = hp(1.0, "norm of the virtual adversarial perturbation", low=0, low_open=True)
 
 The same metadata drives ``--set key=value``, ``ssl-ray methods``, the search-space validator and the
@@ -30,15 +30,31 @@ def hp(default: Any, doc: str, *, low: float | None = None, high: float | None =
 
 @dataclass
 class BaseConfig:
-    """Hyperparameters every method shares: the batch composition and its length in steps."""
+    """Hyperparameters every method shares: the batch size and the epoch's length in steps."""
 
     batch_size: int = hp(100, "T: samples per training batch, labelled and unlabelled together", low=1)
-    labeled_ratio: float = hp(0.5, "R/T: the labelled share of each batch (R = round(T * R/T), at least 1)",
-                              low=0, high=1, low_open=True)
     steps_per_epoch: int = hp(0, "optimiser steps per epoch; 0 = one pass over the unlabelled pool", low=0)
 
     def check(self) -> None:
         """Cross-field checks; methods extend this. Raise ConfigError with the key's name."""
+
+    @property
+    def labelled_share(self) -> float:
+        """R/T, the labelled share of each batch: 0 for methods that train on unlabelled data only
+        (`Method.uses_labels = False`), whose configs have no `labeled_ratio` knob."""
+        return 0.0
+
+
+@dataclass
+class LabelledConfig(BaseConfig):
+    """Hyperparameters of methods that train on labelled data: the batch's labelled share R/T besides."""
+
+    labeled_ratio: float = hp(0.5, "R/T: the labelled share of each batch (R = round(T * R/T), at least 1)",
+                              low=0, high=1, low_open=True)
+
+    @property
+    def labelled_share(self) -> float:
+        return self.labeled_ratio
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -51,6 +51,9 @@ class _ClassHead(nn.Module):
 class _NearestGenerated(nn.Module):
     """The plain GAN's classifier: the category of the nearest of a fixed bank of generated samples."""
 
+    bank: torch.Tensor  # buffers
+    cats: torch.Tensor
+
     def __init__(self, bank: torch.Tensor, cats: torch.Tensor, num: int):
         super().__init__()
         self.register_buffer("bank", bank)
@@ -82,13 +85,8 @@ def classifier_module(method: Any) -> nn.Module:
     from .methods.gan import GAN
 
     if isinstance(method, GAN):
-        n, d_c = method.cfg.nn_per_category, method.cfg.d_c
-        z = torch.randn(n * d_c, method.cfg.d_z, device=method.device, generator=method._eval_generator())
-        c = torch.arange(d_c, device=method.device).repeat_interleave(n)
-        method.G.eval()
-        with torch.no_grad():
-            bank = method.G(z, method.onehot(c)).flatten(1)
-        return _NearestGenerated(bank, c, d_c).eval()
+        bank, c = method.generated_bank()
+        return _NearestGenerated(bank, c, method.cfg.d_c).eval()
     if isinstance(method, CatGAN):
         return _ClassHead(method.D).eval()
     raise SSLRayError(f"cannot export method {type(method).__name__}: it has no `net`/`eval_net` module; give it "
@@ -221,7 +219,7 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
     method.eval()
     net = classifier_module(method)
     epoch = int(state["epoch"])
-    at = next((h for h in where["history"] if int(h.get("epoch", -1)) == epoch), {})
+    at: dict[str, Any] = next((h for h in where["history"] if int(h.get("epoch", -1)) == epoch), {})
     meta: dict[str, Any] = {
         "format": FORMAT, "method": spec.method, "config": dataclasses.asdict(cfg),
         "data": spec.data.to_dict(), "seed": spec.seed, "info": info,
@@ -233,11 +231,11 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
     }
     if get_method(spec.method).clustering:  # cluster id -> class, matched on the validation split
         from .data import eval_tensors
-        from .engine.evaluate import hungarian_match, predict_labels
+        from .nn.metrics import hungarian_match, predict_labels
 
         x_val, y_val = eval_tensors(splits, "val", "cpu")
         pred = predict_labels(net, x_val).numpy()
-        k = int(getattr(method, "num_clusters", 0) or meta["config"].get("d_c") or info["num_classes"])
+        k = method.num_clusters
         mapping = hungarian_match(pred, y_val.numpy(), max(k, int(pred.max()) + 1), info["num_classes"])
         meta["cluster_to_class"] = [int(mapping[c]) for c in range(len(mapping))]
     out = Path(output) if output else Path(where["experiment"]) / "export"
@@ -391,10 +389,10 @@ def _read_image(p: Path, shape: tuple[int, ...], invert: bool) -> np.ndarray:
 
     c, h, w = shape
     try:
-        with Image.open(p) as im:
-            im = im.convert("L" if c == 1 else "RGB")
+        with Image.open(p) as f:
+            im = f.convert("L" if c == 1 else "RGB")
             if im.size != (w, h):
-                im = im.resize((w, h), Image.BILINEAR)
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
         raise SSLRayError(f"{p}: cannot read the image: {e}") from None

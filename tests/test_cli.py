@@ -98,3 +98,59 @@ def test_methods_and_datasets_listings():
             "imagefolder"} <= names
     text = CliRunner().invoke(main, ["methods", "supervised"]).output
     assert "labeled_ratio (float, default 1.0, in (0, 1])" in text
+
+
+def _finished_experiment(path):
+    """An experiment's result files as `ssl-ray tune` writes them (results.write_tables / write_summary)."""
+    from ssl_ray.tuning import results
+
+    rows = [{"trial_id": "t1", "status": "TERMINATED", "stopped_early": False, "best_val_error": 10.0,
+             "config/lr": 0.01},
+            {"trial_id": "t2", "status": "STOPPED", "stopped_early": True, "best_val_error": 30.0,
+             "config/lr": 0.1, "extra": 7}]
+    results.write_tables(str(path), rows, [])
+    results.write_summary(str(path), {"method": "supervised", "dataset": "digits", "labels": 50, "searched": ["lr"],
+                                      "best": {"val_error": 10.0, "test_error": 12.5, "config": {"lr": 0.01}}})
+    return str(path)
+
+
+def test_report_formats(tmp_path):
+    import csv
+
+    import pyarrow.parquet as pq
+
+    exp = _finished_experiment(tmp_path / "exp-a")
+    r = CliRunner().invoke(main, ["report", exp, "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    got = list(csv.DictReader(r.output.splitlines()))
+    assert len(got) == 1 and got[0]["experiment"] == "exp-a" and got[0]["trials"] == "2"
+    assert got[0]["stopped_early"] == "1" and got[0]["best_config"] == "lr=0.01"
+    r = CliRunner().invoke(main, ["report", exp, "--trials", "--format", "csv"])
+    got = list(csv.DictReader(r.output.splitlines()))
+    assert [g["trial_id"] for g in got] == ["t1", "t2"] and [g["extra"] for g in got] == ["", "7"]  # every column
+    out = tmp_path / "t.parquet"
+    r = CliRunner().invoke(main, ["report", exp, "--trials", "--format", "parquet", "--output", str(out)])
+    assert r.exit_code == 0 and f"wrote {out}" in r.output
+    table = pq.read_table(out).to_pylist()
+    assert [(t["experiment"], t["trial_id"], t["extra"]) for t in table] == [("exp-a", "t1", None), ("exp-a", "t2", 7)]
+    r = CliRunner().invoke(main, ["report", exp, "--format", "parquet"])
+    assert r.exit_code == 2 and "--format parquet needs --output FILE" in r.output
+    r = CliRunner().invoke(main, ["report", exp])
+    assert r.output.splitlines()[2].startswith("| exp-a | supervised | digits | 50 | 2 | 1 | 0 | 10 | 12.5 |")
+
+
+def test_every_tune_option_sets_one_field():
+    """TuneOptions and the `ssl-ray tune` options are one list: each field has exactly one flag."""
+    import dataclasses
+
+    from ssl_ray.cli import PERF_OPTIONS, TUNE_OPTIONS, tune_options
+    from ssl_ray.tuning.options import TuneOptions
+
+    fields = [o.field for o in TUNE_OPTIONS + PERF_OPTIONS if o.field]
+    assert sorted(fields) == sorted(f.name for f in dataclasses.fields(TuneOptions))
+    ctx = main.commands["tune"].make_context("tune", ["m", "--quiet", "--no-resident-data", "--compile",
+                                                      "--cpus-per-trial", "0.5", "--search", "optuna"])
+    o = tune_options(ctx.params)
+    assert (o.progress, o.data_resident, o.compile, o.amp, o.cpus_per_trial, o.search) == \
+        (False, False, True, False, 0.5, "optuna")
+    assert tune_options(main.commands["tune"].make_context("tune", ["m"]).params) == TuneOptions()  # same defaults

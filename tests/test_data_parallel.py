@@ -1,6 +1,13 @@
 """Data parallelism is exact: N workers with per-worker batch B reach the same parameters as one worker with
-batch N*B (CPU, gloo), for the supervised baseline and for a two-player GAN (vcagan); and a real 2-worker
-Ray Train run trains."""
+batch N*B (CPU, gloo), for the supervised baseline and a two-player GAN with a learned prior (vcagan); and a
+real 2-worker Ray Train run trains. Each case costs about a minute on a loaded 2-core machine, so not every
+method is run here (infogan passes too, measured once).
+
+Not every method can be exact: vat (its random probe d), advgen (G's noise z), improvedgan and i2gan (z,
+and Gaussian noise layers) draw noise from each worker's own torch stream, so two workers draw other noise
+than one worker with a double batch (Method.global_rand is the exact alternative; switching to it would
+change these methods' numbers); entropy's batch-entropy term J_B (beta > 0) is taken per worker's batch.
+Methods with BatchNorm are exact only without it (per-worker statistics)."""
 import json
 import os
 import socket

@@ -14,8 +14,8 @@ from ssl_ray.data import BatchStream, DataSpec, load_dataset, load_splits
 from ssl_ray.data.base import DataInfo
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import ConfigError
-from ssl_ray.methods.entropy import (Entropy, EntropyConfig, locality_loss, locality_penalty, mean_entropy,
-                                     negative_batch_entropy)
+from ssl_ray.methods.entropy import Entropy, EntropyConfig, locality_loss, locality_penalty, negative_batch_entropy
+from ssl_ray.nn.functional import entropy as mean_entropy
 from ssl_ray.models import MLP, ConvNet
 
 torch.set_num_threads(1)

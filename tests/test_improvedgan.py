@@ -135,21 +135,18 @@ def test_data_init_runs_once_before_the_first_step_and_is_checkpointed():
 
 # ---- the two players ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [ImprovedGAN, I2GAN])
-def test_d_step_moves_only_d_and_g_step_moves_only_g(cls):
+def test_the_weight_average_follows_d_steps_not_g_steps(cls):
+    """(That each step moves its own player only is checked for every method in test_methods_registry.py.)"""
     m = make(cls, ema_decay=0.5)
     b = fake_batch()
     m.data_init(b.x_all)
-    d0, g0, e0 = params(m.D), params(m.G), params(m.ema.shadow)
+    assert m.ema is not None
+    e0 = params(m.ema.shadow)
     m.d_step(b)
-    assert all(torch.equal(a, p) for a, p in zip(g0, m.G.parameters()))
-    assert any(not torch.equal(a, p) for a, p in zip(d0, m.D.parameters()))
     assert any(not torch.equal(a, p) for a, p in zip(e0, m.ema.shadow.parameters()))
-    d1, g1, e1 = params(m.D), params(m.G), params(m.ema.shadow)
+    e1 = params(m.ema.shadow)
     m.g_step(b.x_u2)
-    assert all(torch.equal(a, p) for a, p in zip(d1, m.D.parameters()))
     assert all(torch.equal(a, p) for a, p in zip(e1, m.ema.shadow.parameters()))
-    assert any(not torch.equal(a, p) for a, p in zip(g1, m.G.parameters()))
-    assert all(p.requires_grad for p in m.D.parameters())  # unfrozen after the G step
 
 
 def test_train_step_returns_finite_detached_losses_and_g_uses_second_batch():

@@ -1,9 +1,12 @@
 """Registry-driven tests: every registered method, on a 2-D set and on 8x8 images, the day it is added.
 
 For each method: a short CPU run gives finite losses and an error rate in [0, 100]; every optimiser's
-parameters move; a checkpoint written after one epoch and restored into a fresh trainer continues with
-exactly the numbers of an uninterrupted run.
+parameters move; each optimiser step (one player's) moves that player's parameters only; the parts of the
+method interface the loop reads are declared (num_clusters, all_modules(), the players partitioning the
+parameters, a labeled_ratio knob exactly where labels are used); a checkpoint written after one epoch and
+restored into a fresh trainer continues with exactly the numbers of an uninterrupted run.
 """
+import dataclasses
 import math
 
 import pytest
@@ -12,6 +15,7 @@ import torch
 from ssl_ray.data import DataSpec
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.methods import list_methods
+from ssl_ray.methods.common import EMA
 
 METHODS = [m.name for m in list_methods()]
 TINY = {"batch_size": 16, "steps_per_epoch": 2}
@@ -50,6 +54,61 @@ def test_train_step_runs_and_moves_every_optimiser(method, image):
         after = [p.detach() for g in opt.param_groups for p in g["params"]]
         moved = any(not torch.equal(a, b) for a, b in zip(after, before[name]))
         assert moved, f"optimiser {name!r} of {method} did not change its parameters"
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["points", "digits"])
+@pytest.mark.parametrize("method", METHODS)
+def test_the_interface_the_loop_reads_is_declared(method, image):
+    tr = Trainer(_spec(method, image), progress=False)
+    m, cls = tr.method, tr.method_cls
+    # num_clusters: how many ids a clustering method's predictions take (the classes otherwise)
+    assert isinstance(m.num_clusters, int) and m.num_clusters >= 1
+    if not cls.clustering:
+        assert m.num_clusters == tr.info.num_classes
+    # all_modules(): every module the method holds (attributes, EMA copies), so the loop syncs all their buffers
+    declared = {id(x) for x in m.all_modules()}
+    held = [v for v in vars(m).values() if isinstance(v, torch.nn.Module)]
+    held += [v.shadow for v in vars(m).values() if isinstance(v, EMA)]
+    held += list(m.modules.values())
+    missing = [type(x).__name__ for x in held if id(x) not in declared]
+    assert not missing, f"{method} holds modules that all_modules() does not declare: {missing}"
+    # the players: each optimiser steps its own parameters; together they are every trainable parameter
+    owner: dict[int, str] = {}
+    for name, opt in m.optimizers.items():
+        for p in (p for g in opt.param_groups for p in g["params"]):
+            assert id(p) not in owner, f"a parameter is stepped by both {owner[id(p)]!r} and {name!r}"
+            owner[id(p)] = name
+    trainable = {id(p) for mod in m.modules.values() for p in mod.parameters() if p.requires_grad}
+    assert trainable == set(owner), f"{method}: the optimisers' parameters are not the modules' trainable ones"
+    # a labelled share R/T is a knob exactly where batches carry labels
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    assert ("labeled_ratio" in fields) == cls.uses_labels, f"{method}: labeled_ratio knob vs uses_labels"
+
+
+@pytest.mark.parametrize("image", [False, True], ids=["points", "digits"])
+@pytest.mark.parametrize("method", METHODS)
+def test_each_players_step_moves_only_its_parameters(method, image):
+    """Every optimiser step of a training epoch (Method.step(opt, ...): one player's) changes parameters of
+    that optimiser only; every player moves at some step; the freezing of the others is undone after it."""
+    tr = Trainer(_spec(method, image), progress=False)
+    m = tr.method
+    players = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in m.optimizers.items()}
+    moved_by: dict[str, set[str]] = {name: set() for name in players}
+    orig = m.step
+
+    def spy(opt, loss, params=None):
+        before = {k: [p.detach().clone() for p in ps] for k, ps in players.items()}
+        orig(opt, loss, params)
+        me = next(k for k, o in m.optimizers.items() if o is opt)
+        moved = {k for k, ps in players.items() if any(not torch.equal(b, p) for b, p in zip(before[k], ps))}
+        assert moved <= {me}, f"{method}: the step of {me!r} moved {sorted(moved - {me})}"
+        moved_by[me] |= moved
+
+    m.step = spy
+    tr.run_epoch()
+    assert all(moved_by[k] == {k} for k in players), f"{method}: players that never moved: {moved_by}"
+    flags = [p.requires_grad for ps in players.values() for p in ps]
+    assert all(flags), f"{method}: parameters left frozen after training steps"
 
 
 @pytest.mark.parametrize("method", METHODS)

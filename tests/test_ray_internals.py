@@ -30,6 +30,24 @@ def test_asha_bracket_records_results_in_its_rungs():
     assert b.on_result(T("e"), 1, -5.0) == TrialScheduler.CONTINUE
 
 
+def test_asha_replay_fills_the_rungs_as_reports_would():
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    s = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3, metric="val_error", mode="min")
+    ray_internals.asha_replay(s, [(1, "a", 10.0), (1, "b", 50.0), (1, "c", 70.0), (3, "a", 8.0)], "min")
+    rungs = ray_internals.asha_rungs(s)
+    assert rungs[1] == {"a": -10.0, "b": -50.0, "c": -70.0} and rungs[3] == {"a": -8.0}
+    bracket = ray_internals.asha_bracket(s)
+
+    class T:
+        trial_id = "d"
+
+    assert bracket.on_result(T(), 1, -90.0) == TrialScheduler.STOP  # judged against the replayed cut-off
+    s2 = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3, metric="acc", mode="max")
+    ray_internals.asha_replay(s2, [(1, "a", 0.5)], "max")
+    assert ray_internals.asha_rungs(s2)[1] == {"a": 0.5}  # kept as is in max mode
+
+
 def test_loopback_only_sets_and_restores_the_flag(monkeypatch):
     import ray._private.ray_constants as ray_constants
 
@@ -58,7 +76,10 @@ def test_no_other_module_reaches_into_ray_internals():
         if p.name == "ray_internals.py":
             continue
         text = p.read_text(encoding="utf-8")
-        for needle in ("ray._private", "_internal.", "._brackets", "_local_tuner", "ENABLE_RAY_CLUSTER"):
+        for needle in ("ray._private", "_internal.", "._brackets", "_local_tuner", "ENABLE_RAY_CLUSTER", "._rungs",
+                       ".on_result(", "_node_ip_address", "_tune_config", "RAY_GCS_SERVER_PORT",
+                       "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+                       "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TUNE_DISABLE_SIGINT_HANDLER"):
             if needle in text.replace("ray_internals", ""):
                 offenders.append(f"{p.relative_to(root)}: {needle}")
     assert offenders == []

@@ -85,8 +85,9 @@ def test_json_parquet_and_tensorboard_agree(finished):
 
 def test_progress_table_and_summary_are_shown(finished):
     _, _, r = finished
-    assert "trial_fn_" in r.stdout and "val_err" in r.stdout   # the live trial table
+    assert "trial_fn_" in r.stderr and "val_err" in r.stderr   # the live trial table (stderr with --json)
     assert "stopped early by ASHA" in r.stderr                  # the human summary (stderr with --json)
+    assert [json.loads(line) for line in r.stdout.splitlines() if line.strip()]  # stdout: JSON only, for jq
 
 
 def test_report_and_tensorboard_commands(finished):

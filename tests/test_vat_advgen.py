@@ -15,8 +15,9 @@ from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import ConfigError
 from ssl_ray.methods.advgen import (AdvGen, AdvGenConfig, classifier_objective, generator_objective,
                                     reconstruction_loss)
-from ssl_ray.methods.vat import VAT, VATConfig, kl_with_logits, normalize, vat_loss, vat_perturbation
+from ssl_ray.methods.vat import VAT, VATConfig, normalize, vat_loss, vat_perturbation
 from ssl_ray.models.encoder_decoder import EncoderDecoder
+from ssl_ray.nn.functional import kl as kl_with_logits
 
 torch.set_num_threads(1)
 POINTS = DataInfo("circles", (2,), 2, "points", ("outer", "inner"))
@@ -132,10 +133,10 @@ def test_vat_clean_and_perturbed_predictions_share_batch_statistics():
     labelled and unlabelled passes would not be (the BN statistics differ), which this case shows too."""
     m, batch = _bn_vat_case()
     x, logits = m.vat_batch(batch)
-    zero = vat_loss(m.perturbed_forward, x, logits, torch.zeros_like(x))
+    zero = vat_loss(m.forward_frozen_bn, x, logits, torch.zeros_like(x))
     torch.testing.assert_close(zero, torch.zeros(()), atol=1e-7, rtol=0)
-    two_pass = torch.cat([m.perturbed_forward(batch.x_l), m.perturbed_forward(batch.x_u)])
-    assert vat_loss(m.perturbed_forward, x, two_pass, torch.zeros_like(x)).item() > 1e-4
+    two_pass = torch.cat([m.forward_frozen_bn(batch.x_l), m.forward_frozen_bn(batch.x_u)])
+    assert vat_loss(m.forward_frozen_bn, x, two_pass, torch.zeros_like(x)).item() > 1e-4
 
 
 def test_vat_direction_matches_float64_finite_difference_reference_with_bn():
@@ -145,7 +146,7 @@ def test_vat_direction_matches_float64_finite_difference_reference_with_bn():
     x, logits = m.vat_batch(batch)
     d0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
     xi = 1e-2  # a probe that float32 resolves: the comparison then tests the statistics, not rounding
-    r = vat_perturbation(m.perturbed_forward, x, logits, eps=1.0, xi=xi, ip=1, d=d0.clone())
+    r = vat_perturbation(m.forward_frozen_bn, x, logits, eps=1.0, xi=xi, ip=1, d=d0.clone())
     net64 = copy.deepcopy(m.net).double().train()
     x64 = x.double()
     with torch.no_grad():

@@ -1,5 +1,5 @@
 """VCAGAN and its baselines (vanilla GAN, InfoGAN): losses against hand computations, the learned prior,
-which player each phase updates, and a short CPU run on the Gaussian clusters."""
+and a short CPU run on the Gaussian clusters (which player each phase updates: test_methods_registry.py)."""
 from __future__ import annotations
 
 import math
@@ -14,11 +14,11 @@ from ssl_ray.data import Batch, DataInfo, DataSpec
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import ConfigError
 from ssl_ray.methods import get_method
-from ssl_ray.methods._cgan import (classifier_gradient_penalty, d_adversarial_loss, entropy,
-                                   gaussian_generation_metrics, g_adversarial_loss, input_gradient_penalty,
-                                   parse_prior)
+from ssl_ray.methods._cgan import (classifier_gradient_penalty, d_adversarial_loss, g_adversarial_loss,
+                                   input_gradient_penalty, parse_prior)
 from ssl_ray.methods.vcagan import prior_ema, virtual_labels
 from ssl_ray.models.equalized import EqualizedConv2d, EqualizedLinear
+from ssl_ray.nn.metrics import categorical_entropy, gaussian_generation_metrics
 
 torch.set_num_threads(1)
 
@@ -156,7 +156,7 @@ def test_prior_metrics_and_checkpoint_round_trip():
     assert met["active_categories"] == 2.0
     torch.testing.assert_close(torch.tensor(met["prior_entropy"]),
                                torch.tensor(-(0.7 * math.log(0.7) + 0.295 * math.log(0.295) + 0.005 * math.log(0.005))))
-    torch.testing.assert_close(torch.tensor(entropy(torch.full((8,), 1 / 8))), torch.tensor(math.log(8)))
+    torch.testing.assert_close(torch.tensor(categorical_entropy(torch.full((8,), 1 / 8))), torch.tensor(math.log(8)))
     state = m.state_dict()
     m2 = make("vcagan", d_c=4)
     m2.load_state_dict(state)
@@ -219,25 +219,15 @@ def test_gan_predicts_the_category_of_the_nearest_generated_sample():
     assert m.predict(x).argmax(1).tolist() == [1, 0, 3, 2]
 
 
-# ---- which parameters move in which phase --------------------------------------------------------------
-@pytest.mark.parametrize("name", ["vcagan", "gan", "infogan"])
-def test_each_phase_moves_only_its_players_parameters(name):
-    m = make(name)
-    phases = []
-    orig = m.step
+def test_exported_gan_classifier_predicts_like_the_method():
+    from ssl_ray.export import classifier_module
 
-    def spy(opt, loss, params=None):
-        before = {k: [p.detach().clone() for p in mod.parameters()] for k, mod in m.modules.items()}
-        orig(opt, loss, params)
-        moved = {k for k, mod in m.modules.items()
-                 if any(not torch.equal(b, p) for b, p in zip(before[k], mod.parameters()))}
-        phases.append(("D" if opt is m.optimizers["D"] else "G", moved))
+    m = make("gan", nn_per_category=8)
+    x = torch.randn(32, 2)
+    assert torch.equal(classifier_module(m)(x), m.predict(x))
 
-    m.step = spy
-    m.train_step(Batch(torch.empty(0, 2), torch.empty(0, dtype=torch.long), torch.randn(16, 2)))
-    assert phases == [("D", {"D"}), ("G", {"G"})]
-    for p in m.D.parameters():
-        assert p.requires_grad  # the G phase's freezing is undone
+
+# (which parameters each phase moves: tests/test_methods_registry.py, for every method)
 
 
 def test_equalized_layers_scale_unit_weights_by_the_he_constant():

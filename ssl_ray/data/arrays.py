@@ -104,7 +104,7 @@ def load_npz(path: str | None = None, x: str = "x", y: str = "y", test_fraction:
                 raise DataError(f"dataset 'npz': {p} has no array {missing[0]!r}; it holds {sorted(keys)} "
                                 f"(name them with --data-opt x=... --data-opt y=...)")
             has_test = f"{x}_test" in keys and f"{y}_test" in keys
-            arrays = [z[x], z[y], z[f"{x}_test"] if has_test else None, z[f"{y}_test"] if has_test else None]
+            arrays = (z[x], z[y], z[f"{x}_test"] if has_test else None, z[f"{y}_test"] if has_test else None)
     except (OSError, ValueError) as e:
         raise DataError(f"dataset 'npz': cannot read {p}: {e}") from None
     return _make("npz", str(p), *arrays, test_fraction, data_seed)

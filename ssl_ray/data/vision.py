@@ -75,7 +75,7 @@ def load_mnist(root: Path, download: bool = False, *, fashion: bool = False) -> 
         paths = [_find(raw, f) for f in MNIST_FILES]
     if any(p is None for p in paths):
         raise _missing(name, Path(root), [raw / f for f in MNIST_FILES])
-    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths if p is not None)
     for x, y, p in ((xtr, ytr, paths[0]), (xte, yte, paths[2])):
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"corrupt dataset file {p}: {len(x)} images but {len(y)} labels")
@@ -185,7 +185,7 @@ def load_imagefolder(root: Path, download: bool = False, *, size: int = 32, trai
                     continue
                 try:
                     with Image.open(p) as im:
-                        im = im.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR)
+                        im = im.convert("L" if grayscale else "RGB").resize((size, size), Image.Resampling.BILINEAR)
                         a = np.asarray(im, dtype=np.uint8)
                 except (OSError, UnidentifiedImageError) as e:
                     raise DataError(f"corrupt image file {p}: {e}") from None

@@ -22,8 +22,9 @@ from ..data import BatchStream, DataSpec, eval_tensors, load_splits
 from ..data.registry import get_entry
 from ..errors import DivergenceError
 from ..methods import get_method
-from . import checkpoint, distributed
-from .evaluate import clustering_error, error_rate, nmi, predict_labels
+from ..nn import distributed
+from ..nn.metrics import clustering_error, error_rate, nmi, predict_labels
+from . import checkpoint
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 
@@ -107,7 +108,7 @@ class Trainer:
         self.method.rank, self.method.world = self.rank, self.world
         self.method.noise_gen.manual_seed(spec.seed * 1_000_003 + 99_991)  # shared noise stream (global_rand)
         torch.manual_seed(spec.seed * 1_000_003 + 17 + self.rank * 7_777_777)  # per-rank: dropout, noise layers
-        self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labeled_ratio, spec.seed, self.device,
+        self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labelled_share, spec.seed, self.device,
                                   uses_labels=self.method_cls.uses_labels,
                                   second_unlabelled=self.method_cls.second_unlabelled, rank=self.rank,
                                   world=self.world, resident=spec.data_resident)
@@ -159,8 +160,7 @@ class Trainer:
         pred = _gather_labels(predict_labels(self.method.predict, x[lo:hi]), n)
         self.method.train()
         if self.method_cls.clustering:
-            k = int(self.method.num_clusters) if hasattr(self.method, "num_clusters") else self.info.num_classes
-            return clustering_error(pred, y, k, self.info.num_classes), pred
+            return clustering_error(pred, y, self.method.num_clusters, self.info.num_classes), pred
         return error_rate(pred, y), pred
 
     def _autocast(self):
@@ -177,12 +177,9 @@ class Trainer:
             return
         import torch.distributed as dist
 
-        seen: set[int] = set()
-        for obj in list(self.method.modules.values()) + [getattr(v, "shadow", v) for v in vars(self.method).values()]:
-            if isinstance(obj, torch.nn.Module) and id(obj) not in seen:
-                seen.add(id(obj))
-                for b in obj.buffers():
-                    dist.broadcast(b.data, 0)
+        for module in self.method.all_modules():
+            for b in module.buffers():
+                dist.broadcast(b.data, 0)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run_epoch(self) -> dict[str, Any]:

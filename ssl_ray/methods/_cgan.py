@@ -4,38 +4,33 @@ Not a method itself (the leading underscore keeps the registry away). It holds:
 
 - the hyperparameters the three share (paper Sec. 4: Z ~ N(0, I), Adam lr 1e-3 betas (0, 0.99), batch 32,
   1000 steps per epoch, R1 weight 1, equalized learning rate for all weights);
-- the networks: a generator G(concat(z, onehot c)) and a discriminator D* whose shared trunk ends in one
-  linear layer split into an adversarial output (d_c-dim for CAGAN, 1-dim for a plain GAN) and d_c class
-  logits (none for the vanilla GAN). On 2-D points both are MLPs with `depth` hidden layers of `width`
-  units (paper: 4 x 512); we read "four fully connected layers of 512 units" as four hidden layers plus a
-  linear output layer. On images (`arch=conv`) they are small CNNs (the paper only says "simply composed of
-  CNNs"): D = conv3x3(w), conv3x3(w), avgpool, conv3x3(2w), avgpool, FC(width); G mirrors it with nearest
-  upsampling and ends in a sigmoid (images live in [0, 1]). Activations are LeakyReLU(0.2) (Karras et
-  al.'s choice; the paper does not name one);
+- the networks (:mod:`ssl_ray.models.conditional`): a generator G(concat(z, onehot c)) and a discriminator
+  D* with an adversarial output (d_c-dim for CAGAN, 1-dim for a plain GAN) and d_c class logits;
 - the losses as pure functions (non-saturating f_d, f_g on an adversarial value; gradient penalties);
 - the train step skeleton: one D step, then one G step on the same fake batch through the updated D (the
   paper's Algorithm 1 computes both losses before either update; sequential updates are what
   :meth:`Method.step` supports and are the usual practice);
 - the metrics (learned or fixed prior P(C), active categories, entropy, NMI, and on the Gaussian clusters
-  the off-cluster share and per-cluster share of generated points) and the pictures.
+  the off-cluster share and per-cluster share of generated points, :mod:`ssl_ray.nn.metrics`) and the
+  pictures (:mod:`ssl_ray.nn.plots`).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from ..config import BaseConfig, hp
 from ..data import Batch
-from ..data.synthetic import GAUSSIAN_CENTRES, GAUSSIAN_PROBS, GAUSSIAN_SIGMA
-from ..engine import distributed
 from ..errors import ConfigError
-from ..models.equalized import EqualizedConv2d, EqualizedLinear
+from ..models.conditional import CondDiscriminator, CondGenerator
+from ..nn.metrics import categorical_entropy, gaussian_generation_metrics, nmi, predict_labels
+from ..nn.modes import eval_mode, frozen
+from ..nn.plots import image_grid, scatter_by_category
 from .base import Method
 from .common import adam
 
@@ -117,96 +112,14 @@ def classifier_gradient_penalty(logits: torch.Tensor, x: torch.Tensor) -> torch.
     return input_gradient_penalty(F.softmax(logits, dim=1).max(dim=1).values, x)
 
 
-def entropy(p: torch.Tensor) -> float:
-    """Entropy in nats of a probability vector (0 log 0 = 0)."""
-    p = p.double()
-    return float(-(p[p > 0] * p[p > 0].log()).sum())
-
-
-# ---- networks --------------------------------------------------------------------------------------------
-def _act() -> nn.Module:
-    return nn.LeakyReLU(0.2)
-
-
-def _mlp(d_in: int, width: int, depth: int) -> list[nn.Module]:
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [EqualizedLinear(d_in, width), _act()]
-        d_in = width
-    return layers
-
-
-class CondGenerator(nn.Module):
-    """G(z, c) = net(concat(z, onehot c)): an MLP (linear output for points, sigmoid for images) or a CNN."""
-
-    def __init__(self, d_z: int, d_c: int, out_shape: tuple[int, ...], arch: str, width: int, depth: int,
-                 channels: int):
-        super().__init__()
-        self.d_z, self.d_c, self.out_shape = d_z, d_c, tuple(out_shape)
-        image = len(out_shape) == 3
-        if arch == "mlp":
-            self.net = nn.Sequential(*_mlp(d_z + d_c, width, depth),
-                                     EqualizedLinear(width, math.prod(out_shape), gain=1.0),
-                                     nn.Sigmoid() if image else nn.Identity())
-        else:
-            c, h, w = out_shape
-            if h % 4 or w % 4:
-                raise ValueError(f"the conv generator needs image sides divisible by 4, got {out_shape}")
-            s0 = (h // 4, w // 4)
-            self.net = nn.Sequential(
-                EqualizedLinear(d_z + d_c, 2 * channels * s0[0] * s0[1]), _act(),
-                nn.Unflatten(1, (2 * channels, *s0)),
-                nn.Upsample(scale_factor=2), EqualizedConv2d(2 * channels, channels, 3, padding=1), _act(),
-                nn.Upsample(scale_factor=2), EqualizedConv2d(channels, channels, 3, padding=1), _act(),
-                EqualizedConv2d(channels, c, 3, padding=1, gain=1.0), nn.Sigmoid())
-
-    def forward(self, z: torch.Tensor, c_onehot: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([z, c_onehot], dim=1)).reshape(len(z), *self.out_shape)
-
-
-class CondDiscriminator(nn.Module):
-    """D*(x) -> (adversarial output a (B, n_adv), class logits c' (B, n_cls)) from one shared trunk."""
-
-    def __init__(self, in_shape: tuple[int, ...], n_adv: int, n_cls: int, arch: str, width: int, depth: int,
-                 channels: int):
-        super().__init__()
-        self.n_adv, self.n_cls = n_adv, n_cls
-        if arch == "mlp":
-            trunk = [nn.Flatten(), *_mlp(math.prod(in_shape), width, depth)]
-        else:
-            c, h, w = in_shape
-            if h % 4 or w % 4:
-                raise ValueError(f"the conv discriminator needs image sides divisible by 4, got {in_shape}")
-            trunk = [EqualizedConv2d(c, channels, 3, padding=1), _act(),
-                     EqualizedConv2d(channels, channels, 3, padding=1), _act(), nn.AvgPool2d(2),
-                     EqualizedConv2d(channels, 2 * channels, 3, padding=1), _act(), nn.AvgPool2d(2),
-                     nn.Flatten(), EqualizedLinear(2 * channels * (h // 4) * (w // 4), width), _act()]
-        self.trunk = nn.Sequential(*trunk)
-        self.head = EqualizedLinear(width, n_adv + n_cls, gain=1.0)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.head(self.trunk(x))
-        return h[:, :self.n_adv], h[:, self.n_adv:]
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """No parameter gradients for `module` inside the block (the G step must not touch D's gradients)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
 # ---- the method skeleton ---------------------------------------------------------------------------------
-class CatGAN(Method):
+G_C = TypeVar("G_C", bound=CatGANConfig)
+
+
+class CatGAN(Method[G_C]):
     """A GAN whose generator takes (z, c) with c drawn from a categorical prior P(C).
 
-    Subclasses set `adv_dim` ("cagan": d_c, "scalar": 1) and `has_classifier`, and implement
+    Subclasses set `adv_kind` ("cagan": d_c outputs, "scalar": 1) and `has_classifier`, and implement
     :meth:`discriminator_loss` and :meth:`generator_loss`; VCAGAN also overrides :meth:`update_prior`.
     """
 
@@ -217,10 +130,9 @@ class CatGAN(Method):
 
     # -- building --
     def build(self) -> None:
-        cfg: CatGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         shape = self.info.input_shape
         arch = cfg.arch if cfg.arch != "auto" else ("conv" if len(shape) == 3 else "mlp")
-        self.num_clusters = cfg.d_c
         n_adv = cfg.d_c if self.adv_kind == "cagan" else 1
         n_cls = cfg.d_c if self.has_classifier else 0
         self.G = CondGenerator(cfg.d_z, cfg.d_c, shape, arch, cfg.width, cfg.depth, cfg.channels)
@@ -229,6 +141,10 @@ class CatGAN(Method):
         betas = (cfg.beta1, cfg.beta2)
         self.optimizers = {"D": adam(self.D.parameters(), cfg.lr, betas), "G": adam(self.G.parameters(), cfg.lr, betas)}
         self.prior = torch.tensor(self.initial_prior(), dtype=torch.float32, device=self.device)
+
+    @property
+    def num_clusters(self) -> int:
+        return self.cfg.d_c
 
     def initial_prior(self) -> list[float]:
         return parse_prior(getattr(self.cfg, "prior", "uniform"), self.cfg.d_c)
@@ -259,19 +175,6 @@ class CatGAN(Method):
     def generator_loss(self, x_fake: torch.Tensor, c_fake: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def scalar_discriminator_loss(self, x: torch.Tensor, x_fake: torch.Tensor
-                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Plain (non-CAGAN) D loss for gan and infogan: softplus(-s_r) + softplus(s_f) + lambda_r1 R1(s_r).
-
-        Returns (loss, detached parts, fake class logits, real class logits)."""
-        s_f, logits_f = self.D(x_fake)
-        s_r, logits_r = self.D(x)
-        loss_adv = d_adversarial_loss(s_r[:, 0], s_f[:, 0])
-        lam = self.cfg.lambda_r1  # type: ignore[attr-defined]
-        loss_r1 = input_gradient_penalty(s_r[:, 0], x) if lam > 0 else loss_adv.new_zeros(())
-        parts = {"loss_adv_d": loss_adv.detach(), "loss_r1": loss_r1.detach()}
-        return loss_adv + lam * loss_r1, parts, logits_f, logits_r
-
     def update_prior(self, real_logits: torch.Tensor) -> None:
         """Fixed priors do nothing; VCAGAN moves P(C) toward the batch mean of Q(x_real)."""
 
@@ -291,10 +194,8 @@ class CatGAN(Method):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits c' of D*'s classifier head (the cluster of x)."""
-        was = self.D.training
-        self.D.eval()
-        _, logits = self.D(x)
-        self.D.train(was)
+        with eval_mode(self.D):
+            _, logits = self.D(x)
         return logits
 
     def _eval_generator(self) -> torch.Generator:
@@ -310,13 +211,11 @@ class CatGAN(Method):
         p = self.prior.detach().cpu()
         out = {f"prior_{k}": float(v) for k, v in enumerate(p)}
         out["active_categories"] = float((p >= ACTIVE_THRESHOLD).sum())
-        out["prior_entropy"] = entropy(p)
+        out["prior_entropy"] = categorical_entropy(p)
         return out
 
     @torch.no_grad()
     def eval_metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        from ..engine.evaluate import nmi, predict_labels
-
         out = self.prior_metrics()
         if len(y):
             pred = predict_labels(self.predict, x)
@@ -341,7 +240,8 @@ class CatGAN(Method):
         if self.info.input_shape == (2,):
             xf, c = self.generate(self.cfg.eval_samples)
             return {"generated": scatter_by_category(xf.cpu().numpy(), c.cpu().numpy(), self.prior.cpu().numpy(),
-                                                     f"{self.name}: generated points by category")}
+                                                     f"{self.name}: generated points by category",
+                                                     label_min=ACTIVE_THRESHOLD)}
         if len(self.info.input_shape) == 3:
             return {"generated": self.category_grid()}
         return {}
@@ -349,8 +249,6 @@ class CatGAN(Method):
     @torch.no_grad()
     def category_grid(self, rows: int = 8) -> np.ndarray:
         """One row per continuous code z, one column per category with P(C) >= 1%."""
-        from ..engine.plots import image_grid
-
         cats = torch.nonzero(self.prior >= ACTIVE_THRESHOLD).flatten()
         if len(cats) == 0:
             cats = self.prior.argmax().reshape(1)
@@ -358,65 +256,42 @@ class CatGAN(Method):
         z = torch.randn(rows, self.cfg.d_z, device=self.device, generator=g)
         zz = z.repeat_interleave(len(cats), dim=0)
         cc = cats.repeat(rows)
-        was = self.G.training
-        self.G.eval()
-        imgs = self.G(zz, self.onehot(cc))
-        self.G.train(was)
+        with eval_mode(self.G):
+            imgs = self.G(zz, self.onehot(cc))
         return image_grid(imgs, nrow=len(cats))
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over data-parallel workers (itself when not distributed)."""
-    if not distributed.is_distributed():
-        return t
-    _, world = distributed.rank_and_world()
-    return distributed.all_reduce_sum(t.clone()) / world
+F_C = TypeVar("F_C", bound=FixedPriorConfig)
 
 
-# ---- the Gaussian-clusters measurements ------------------------------------------------------------------
-def gaussian_generation_metrics(points: torch.Tensor, centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA,
-                                probs=GAUSSIAN_PROBS) -> dict[str, float]:
-    """Share of generated points farther than 3 sigma from every true centre ("lines between clusters"),
-    the share of the on-cluster points at each true cluster (truth: `probs`), and the total variation
-    distance between those shares and `probs`."""
-    cen = torch.as_tensor(centres, dtype=points.dtype, device=points.device)
-    d = torch.cdist(points.reshape(len(points), -1), cen)  # (N, 4)
-    dmin, near = d.min(dim=1)
-    on = dmin <= 3 * sigma
-    out = {"gen_off_cluster": float((~on).float().mean())}
-    counts = torch.bincount(near[on], minlength=len(centres)).double()
-    share = counts / counts.sum().clamp_min(1)
-    for k, s in enumerate(share.tolist()):
-        out[f"gen_share_{k}"] = s
-    out["gen_share_tv"] = float(0.5 * (share - torch.as_tensor(probs, dtype=torch.double)).abs().sum())
-    return out
+class FixedPriorGAN(CatGAN[F_C]):
+    """gan and infogan: a fixed prior, D's scalar adversarial output s with the non-saturating losses
+    softplus(-s_r) + softplus(s_f) + lambda_r1 R1(s_r) for D and softplus(-s_f) for G; with a classifier head
+    (infogan) both players also minimise :meth:`classification_weight` * CE(c'(G(z, c)), c)."""
 
+    adv_kind = "scalar"
 
-def scatter_by_category(points: np.ndarray, cats: np.ndarray, prior: np.ndarray, title: str,
-                        centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA) -> np.ndarray:
-    """Generated 2-D points coloured by their category (as in the paper's Fig. 2-4), true centres as black
-    crosses with their 3-sigma circles; the legend gives P(C) of each category with P(C) >= 1%."""
-    from ..engine.plots import figure_to_array, new_figure
+    def classification_weight(self) -> float:
+        """The weight of the classification loss on generated data (with a classifier head)."""
+        return 0.0
 
-    fig, ax = new_figure(5.0, 5.0)
-    import matplotlib.pyplot as plt
+    def discriminator_loss(self, x, x_fake, c_fake):
+        s_f, logits_f = self.D(x_fake)
+        s_r, logits_r = self.D(x)
+        loss_adv = d_adversarial_loss(s_r[:, 0], s_f[:, 0])
+        lam = self.cfg.lambda_r1
+        loss_r1 = input_gradient_penalty(s_r[:, 0], x) if lam > 0 else loss_adv.new_zeros(())
+        parts = {"loss_adv_d": loss_adv.detach(), "loss_r1": loss_r1.detach()}
+        loss = loss_adv + lam * loss_r1
+        if self.has_classifier:
+            loss_cls = F.cross_entropy(logits_f, c_fake)
+            parts["loss_cls"] = loss_cls.detach()
+            loss = loss + self.classification_weight() * loss_cls
+        return loss, parts, logits_r
 
-    cmap = plt.get_cmap("tab10" if len(prior) <= 10 else "tab20")
-    for k in range(len(prior)):
-        m = cats == k
-        if not m.any():
-            continue
-        label = f"c={k}: P={prior[k]:.3f}" if prior[k] >= ACTIVE_THRESHOLD else None
-        ax.scatter(points[m, 0], points[m, 1], s=2, color=cmap(k % cmap.N), label=label, rasterized=True)
-    for cx, cy in centres:
-        ax.add_patch(plt.Circle((cx, cy), 3 * sigma, fill=False, ls="--", lw=0.8, color="k"))
-    cen = np.asarray(centres)
-    ax.scatter(cen[:, 0], cen[:, 1], marker="x", s=60, c="k", label="true centres")
-    ax.set_xlim(-4, 4)
-    ax.set_ylim(-4, 4)
-    ax.set_aspect("equal")
-    leg = ax.legend(loc="upper right", fontsize=6)
-    for handle in leg.legend_handles:  # one readable marker size in the legend (the dots are tiny, the x large)
-        handle.set_sizes([16])
-    ax.set_title(title, fontsize=9)
-    return figure_to_array(fig)
+    def generator_loss(self, x_fake, c_fake):
+        s_f, logits_f = self.D(x_fake)
+        loss = g_adversarial_loss(s_f[:, 0])
+        if self.has_classifier:
+            loss = loss + self.classification_weight() * F.cross_entropy(logits_f, c_fake)
+        return loss

@@ -30,9 +30,10 @@ from ..config import hp
 from ..data import Batch
 from ..errors import ConfigError
 from ..models.encoder_decoder import G_ARCHS, Z_MODES, EncoderDecoder
-from .common import ClassifierConfig, ClassifierMethod, adam, cross_entropy_or_zero
+from ..nn.functional import kl
+from ..nn.modes import frozen
+from .common import ClassifierConfig, PerturbationMethod, adam, cross_entropy_or_zero
 from .registry import register
-from .vat import PicturesMixin, frozen_bn_stats, kl_with_logits
 
 
 # ---- pure functions ------------------------------------------------------------------------------
@@ -82,61 +83,53 @@ class AdvGenConfig(ClassifierConfig):
 
 
 @register
-class AdvGen(PicturesMixin, ClassifierMethod):
+class AdvGen(PerturbationMethod[AdvGenConfig]):
     name = "advgen"
     Config = AdvGenConfig
     paper = "Ma, Mao, Chen, Li, Generating Adversarial Examples by Adversarial Networks for SSL, WISE 2019"
 
     def build(self) -> None:
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.build_net()  # the classifier C and its optimiser "opt"
         self.gen = EncoderDecoder(self.info.input_shape, cfg.latent_dim, cfg.noise_dim, cfg.g_hidden, cfg.z_mode,
                                   cfg.g_arch)
         self.modules["gen"] = self.gen
         self.optimizers["opt_g"] = adam(self.gen.parameters(), cfg.lr_g)
 
-    def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """C's forward pass without BN running-statistics updates (unlabelled and generated inputs)."""
-        with frozen_bn_stats(self.net):
-            return self.net(x)
-
     # ---- the two phases ----------------------------------------------------------------------------
     def g_step(self, x: torch.Tensor, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One G step on inputs x: maximise alpha * L_adv - lambda_rec * L_reconst with C frozen."""
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
-        self.net.requires_grad_(False)
-        try:
+        cfg = self.cfg
+        with frozen(self.net):
             with torch.no_grad():
-                clean = self.frozen_forward(x)
+                clean = self.forward_frozen_bn(x)
             gx = self.gen(x, z)
-            loss_adv = kl_with_logits(clean, self.frozen_forward(gx))
+            loss_adv = kl(clean, self.forward_frozen_bn(gx))
             loss_rec = reconstruction_loss(x, gx)
             self.step(self.optimizers["opt_g"], generator_objective(loss_adv, loss_rec, cfg.alpha, cfg.lambda_rec))
-        finally:
-            self.net.requires_grad_(True)
         return {"loss_adv_g": loss_adv.detach(), "loss_rec": loss_rec.detach()}
 
     def c_step(self, batch: Batch, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One C step: minimise L_nll + alpha * L_adv with G's examples held fixed."""
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         logits_l = self.net(batch.x_l)  # the labelled pass (NLL) updates BN statistics, the others do not
         x = batch.x_all
         # The clean prediction comes from one pass over the same T inputs as the generated pass, so with
         # BatchNorm both sides of the KL see the same kind of batch statistics (0 when G(x, z) = x).
         if cfg.stopgrad_clean:
             with torch.no_grad():
-                clean = self.frozen_forward(x)
+                clean = self.forward_frozen_bn(x)
         else:
-            clean = self.frozen_forward(x)
+            clean = self.forward_frozen_bn(x)
         with torch.no_grad():
             gx = self.gen(x, z)
-        loss_adv = kl_with_logits(clean, self.frozen_forward(gx))
+        loss_adv = kl(clean, self.forward_frozen_bn(gx))
         loss_nll = cross_entropy_or_zero(logits_l, batch.y_l)
         self.step(self.optimizers["opt"], classifier_objective(loss_nll, loss_adv, cfg.alpha))
         return {"loss_nll": loss_nll.detach(), "loss_adv": loss_adv.detach()}
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: AdvGenConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.remember(batch)
         out: dict[str, torch.Tensor] = {}
         if cfg.order == "cg":

@@ -8,6 +8,14 @@ A method is plain PyTorch and knows nothing of Ray:
   then a G step) and returns its losses as 0-d tensors (no ``.item()``: the loop syncs once per epoch);
 - ``predict(x)``: class logits for evaluation (EMA weights where the method keeps them).
 
+What the loop reads besides (each with a default here): ``num_clusters`` (clustering methods: how many
+cluster ids predictions take), ``all_modules()`` (every module whose buffers evaluation uses, including
+copies no optimiser steps, such as EMA weights), and the players: each optimiser in ``self.optimizers`` is
+one player and steps exactly its own parameters (the registry test checks that a step of one player moves
+no other player's parameters).
+
+``Method`` is generic in its config: ``class VAT(ClassifierMethod[VATConfig])`` types ``self.cfg``.
+
 Every optimiser step goes through :meth:`Method.step`, which also averages the gradients of exactly the
 parameters being updated across data-parallel workers. That is why the methods need no
 DistributedDataParallel wrapper: in a two-player step the other player's forward pass can never trigger
@@ -15,18 +23,19 @@ an all-reduce, and each phase synchronises only what it updates.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Generic, Iterable, TypeVar
 
 import torch
 from torch import nn
 
 from ..config import BaseConfig
 from ..data import Batch, DataInfo
-from ..engine import distributed
+from ..nn import distributed
+
+C = TypeVar("C", bound=BaseConfig)
 
 
-class Method:
+class Method(Generic[C]):
     name: ClassVar[str] = ""
     """Registry key (``ssl-ray train NAME``)."""
     Config: ClassVar[type[BaseConfig]] = BaseConfig
@@ -39,8 +48,8 @@ class Method:
     clustering: ClassVar[bool] = False
     """True when predictions are cluster ids: errors are then measured after Hungarian matching."""
 
-    def __init__(self, cfg: BaseConfig, info: DataInfo, device: torch.device | str = "cpu"):
-        self.cfg = cfg
+    def __init__(self, cfg: C, info: DataInfo, device: torch.device | str = "cpu"):
+        self.cfg: C = cfg
         self.info = info
         self.device = torch.device(device)
         self.modules: dict[str, nn.Module] = {}
@@ -86,11 +95,19 @@ class Method:
         """Extra evaluation metrics on validation data (beyond the error rate)."""
         return {}
 
-    # ---- shared machinery ------------------------------------------------------------------------
-    @classmethod
-    def lr_names(cls) -> tuple[str, ...]:
-        return ()
+    # ---- what the loop reads (declared here, overridden where a method differs) --------------------------
+    @property
+    def num_clusters(self) -> int:
+        """Clustering methods: the number of cluster ids predictions can take (Hungarian matching maps them to
+        classes); the dataset's number of classes by default."""
+        return self.info.num_classes
 
+    def all_modules(self) -> list[nn.Module]:
+        """Every module evaluation uses: `modules` plus copies no optimiser steps (EMA weights). Before
+        evaluating, the loop gives every data-parallel worker rank 0's buffers (BatchNorm statistics) of these."""
+        return list(self.modules.values())
+
+    # ---- shared machinery ------------------------------------------------------------------------
     def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
              params: Iterable[torch.nn.Parameter] | None = None) -> None:
         """zero_grad -> backward -> average gradients across workers -> optimizer.step().
@@ -121,10 +138,6 @@ class Method:
         cdf = probs.detach().float().cumsum(0).to(self.device)
         return torch.searchsorted(cdf / cdf[-1], u.clamp_max(1 - 1e-7)).clamp_max(len(probs) - 1)
 
-    def all_mean(self, t: torch.Tensor) -> torch.Tensor:
-        """Mean of t over data-parallel workers (e.g. a batch statistic every worker must agree on)."""
-        return distributed.all_reduce_sum(t.detach().clone()) / self.world if self.world > 1 else t
-
     def train(self) -> None:
         for m in self.modules.values():
             m.train()
@@ -147,10 +160,3 @@ class Method:
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         self.load_extra_state(state.get("extra", {}))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for m in self.modules.values() for p in m.parameters())
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -1,19 +1,24 @@
-"""Pieces several methods share: weight averaging (EMA), the classifier-architecture knob, Adam."""
+"""Pieces several methods share: weight averaging (EMA), the classifier-architecture knob, Adam, the
+one-classifier method and the input-perturbing one (VAT, advgen)."""
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-from ..config import BaseConfig, hp
+from ..config import LabelledConfig, hp
+from ..data import Batch, to_float
 from ..models import ARCHS, build_classifier
+from ..nn import plots
+from ..nn.modes import eval_mode, frozen_bn
 from .base import Method
 
 
 @dataclass
-class ClassifierConfig(BaseConfig):
+class ClassifierConfig(LabelledConfig):
     """Hyperparameters of methods that train one classifier network."""
 
     arch: str = hp("auto", "classifier network: auto (from the data's shape), mlp, conv_small, conv_large, "
@@ -53,8 +58,8 @@ class EMA:
         d = self.current_decay()
         for s, p in zip(self.shadow.parameters(), module.parameters()):
             s.lerp_(p.detach(), 1.0 - d)
-        for s, b in zip(self.shadow.buffers(), module.buffers()):
-            s.copy_(b)
+        for sb, b in zip(self.shadow.buffers(), module.buffers()):
+            sb.copy_(b)
         self.num_updates += 1
 
     def state_dict(self) -> dict:
@@ -79,12 +84,15 @@ def cross_entropy_or_zero(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return nn.functional.cross_entropy(logits, y)
 
 
-class ClassifierMethod(Method):
+CC = TypeVar("CC", bound=ClassifierConfig)
+
+
+class ClassifierMethod(Method[CC]):
     """A method around one classifier, `self.net` (from ClassifierConfig's arch), trained by one Adam
     optimiser, `self.optimizers["opt"]`; it predicts with the network's logits in eval mode."""
 
     def build_net(self, arch: str | None = None) -> None:
-        cfg: ClassifierConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.net = build_classifier(self.info.input_shape, self.info.num_classes, arch or cfg.arch)
         self.modules["net"] = self.net
         self.optimizers["opt"] = adam(self.net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
@@ -94,8 +102,44 @@ class ClassifierMethod(Method):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        was = self.net.training
-        self.net.eval()
-        out = self.net(x)
-        self.net.train(was)
-        return out
+        with eval_mode(self.net):
+            return self.net(x)
+
+
+class PerturbationMethod(ClassifierMethod[CC]):
+    """A classifier method that compares predictions on inputs and on perturbed inputs (VAT, advgen).
+
+    Forward passes on unlabelled and perturbed inputs go through :meth:`forward_frozen_bn` (BatchNorm
+    running statistics untouched). Pictures: for 2-D points the decision boundary (the last training batch's
+    labelled and unlabelled points, misclassified validation points); for images pairs of original /
+    perturbed images (:meth:`adversarial`, which subclasses define)."""
+
+    _last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def forward_frozen_bn(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's forward pass in training mode without BN running-statistics updates."""
+        with frozen_bn(self.net):
+            return self.net(x)
+
+    def remember(self, batch: Batch) -> None:
+        """Keep the batch's points for the decision-boundary picture."""
+        self._last = (batch.x_l.detach(), batch.y_l.detach(), batch.x_u.detach())
+
+    def adversarial(self, x: torch.Tensor) -> torch.Tensor:
+        """The perturbed version of x that the pictures show."""
+        raise NotImplementedError
+
+    def pictures(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        x = to_float(x)
+        if not self.info.is_image:
+            if self._last is None or x.shape[1] != 2:
+                return {}
+            xl, yl, xu = (t.cpu().numpy() for t in self._last)
+            return {"decision_boundary": plots.decision_boundary(
+                self.predict, xl, yl, xu, x.cpu().numpy(), y.cpu().numpy(),
+                title=f"{self.name}: validation points", device=x.device)}
+        xs = x[:16]
+        with torch.enable_grad():
+            adv = self.adversarial(xs).detach()
+        pairs = torch.stack([xs, adv], 1).flatten(0, 1)  # original, adversarial, original, ...
+        return {"original_vs_adversarial": plots.image_grid(pairs, nrow=8)}

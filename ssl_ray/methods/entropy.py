@@ -41,6 +41,9 @@ import torch.nn.functional as F
 from ..config import hp
 from ..data import Batch, to_float
 from ..errors import ConfigError
+from ..nn import plots
+from ..nn.functional import entropy
+from ..nn.modes import eval_mode
 from .common import ClassifierConfig, ClassifierMethod, cross_entropy_or_zero
 from .registry import register
 
@@ -67,12 +70,6 @@ class EntropyConfig(ClassifierConfig):
 
 
 # ---- losses (pure functions) ------------------------------------------------------------------------
-def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """J_M = (1/T) sum_t H(q_t), q_t = softmax(logits_t), in nats."""
-    logq = F.log_softmax(logits, dim=1)
-    return -(logq.exp() * logq).sum(1).mean()
-
-
 def negative_batch_entropy(logits: torch.Tensor) -> torch.Tensor:
     """J_B = -H((1/T) sum_t q_t): minimal (= -log K) when the batch-mean prediction is uniform."""
     log_mean = torch.logsumexp(F.log_softmax(logits, dim=1), dim=0) - math.log(len(logits))
@@ -111,13 +108,13 @@ def locality_loss(cams: torch.Tensor, probs: torch.Tensor, mode: str = "top") ->
 
 # ---- the method -------------------------------------------------------------------------------------
 @register
-class Entropy(ClassifierMethod):
+class Entropy(ClassifierMethod[EntropyConfig]):
     name = "entropy"
     Config = EntropyConfig
     paper = "Bansal & Zepeda, Clustering and Locality Penalties for Semi-Supervised Learning (CE + MEL + NBEL + Loc)"
 
     def build(self) -> None:
-        cfg: EntropyConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         info = self.info
         if cfg.gamma > 0 and not info.is_image:
             raise ConfigError(f"gamma: {cfg.gamma:g} > 0 needs class activation maps of a conv net on images, but "
@@ -132,14 +129,14 @@ class Entropy(ClassifierMethod):
                               f"arch={cfg.arch} gives {type(self.net).__name__}; set gamma=0")
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: EntropyConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         x, r = batch.x_all, len(batch.y_l)  # labelled first: logits[:r] are the R labelled samples
         if self.net.has_feature_maps:
             logits, cams = self.net.cam(x)
         else:
             logits, cams = self.net(x), None
         ce = cross_entropy_or_zero(logits[:r], batch.y_l)
-        j_m = mean_entropy(logits)
+        j_m = entropy(logits)
         j_b = negative_batch_entropy(logits)
         loss = ce + cfg.alpha * j_m + cfg.beta * j_b
         out = {"loss_ce": ce, "loss_mel": j_m, "loss_nbel": j_b}
@@ -156,36 +153,9 @@ class Entropy(ClassifierMethod):
         """The CAM of the predicted class overlaid on the first 8 validation images."""
         if not self.net.has_feature_maps or len(x) == 0:
             return {}
-        was_training = self.net.training
-        self.net.eval()
         xs = to_float(x[:8])
-        logits, cams = self.net.cam(xs)
-        self.net.train(was_training)
+        with eval_mode(self.net):
+            logits, cams = self.net.cam(xs)
         pred = logits.argmax(1)
         top = cams[torch.arange(len(xs), device=xs.device), pred]
-        return {"cam": cam_overlay(xs, top, pred, y[:8])}
-
-
-def cam_overlay(images: torch.Tensor, cams: torch.Tensor, pred: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Images (N, C, H, W) in [0, 1] with their CAMs (N, h, w) stretched over them (bilinear), titled pred/true."""
-    from ..engine.plots import figure_to_array, new_figure
-
-    n = len(images)
-    cols = min(n, 4)
-    rows = -(-n // cols)
-    fig, ax = new_figure(2.0 * cols, 2.1 * rows)
-    ax.remove()
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for i, a in enumerate(axes):
-        a.axis("off")
-        if i >= n:
-            continue
-        img = images[i].detach().cpu().permute(1, 2, 0).numpy()
-        extent = (0, img.shape[1], img.shape[0], 0)  # the coarse CAM stretched over the whole image
-        a.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1, extent=extent)
-        a.imshow(cams[i].detach().float().cpu().numpy(), cmap="jet", alpha=0.45, extent=extent,
-                 interpolation="bilinear")
-        ok = int(pred[i]) == int(y[i])
-        a.set_title(f"pred {int(pred[i])} / true {int(y[i])}", fontsize=8, color="black" if ok else "red")
-    fig.tight_layout()
-    return figure_to_array(fig)
+        return {"cam": plots.cam_overlay(xs, top, pred, y[:8])}

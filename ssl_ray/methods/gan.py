@@ -22,7 +22,8 @@ import torch
 from torch.nn import functional as F
 
 from ..config import hp
-from ._cgan import CatGAN, FixedPriorConfig, g_adversarial_loss
+from ..nn.modes import eval_mode
+from ._cgan import FixedPriorConfig, FixedPriorGAN
 from .registry import register
 
 
@@ -33,31 +34,24 @@ class GANConfig(FixedPriorConfig):
 
 
 @register
-class GAN(CatGAN):
+class GAN(FixedPriorGAN[GANConfig]):
     name = "gan"
     Config = GANConfig
     paper = "vanilla GAN with continuous + categorical latent (baseline of the VCAGAN paper, Fig. 2)"
-    adv_kind = "scalar"
     has_classifier = False
 
-    def discriminator_loss(self, x, x_fake, c_fake):
-        loss, parts, _, logits_r = self.scalar_discriminator_loss(x, x_fake)
-        return loss, parts, logits_r
-
-    def generator_loss(self, x_fake, c_fake):
-        s_f, _ = self.D(x_fake)
-        return g_adversarial_loss(s_f[:, 0])
+    @torch.no_grad()
+    def generated_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(samples flattened (n * d_c, D), their categories): nn_per_category per category, fixed noise seed."""
+        n, d_c = self.cfg.nn_per_category, self.cfg.d_c
+        z = torch.randn(n * d_c, self.cfg.d_z, device=self.device, generator=self._eval_generator())
+        c = torch.arange(d_c, device=self.device).repeat_interleave(n)
+        with eval_mode(self.G):
+            return self.G(z, self.onehot(c)).flatten(1), c
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """One-hot 'logits' of the category of each point's nearest generated sample (see the module doc)."""
-        n, d_c = self.cfg.nn_per_category, self.cfg.d_c  # type: ignore[attr-defined]
-        g = self._eval_generator()
-        z = torch.randn(n * d_c, self.cfg.d_z, device=self.device, generator=g)
-        c = torch.arange(d_c, device=self.device).repeat_interleave(n)
-        was = self.G.training
-        self.G.eval()
-        bank = self.G(z, self.onehot(c)).flatten(1)
-        self.G.train(was)
+        bank, c = self.generated_bank()
         nearest = torch.cdist(x.flatten(1).float(), bank).argmin(dim=1)
-        return F.one_hot(c[nearest], d_c).float()
+        return F.one_hot(c[nearest], self.cfg.d_c).float()

@@ -53,16 +53,16 @@ class I2GANConfig(ImprovedGANConfig):
 
 
 @register
-class I2GAN(ImprovedGAN):
+class I2GAN(ImprovedGAN[I2GANConfig]):
     name = "i2gan"
     Config = I2GANConfig
     paper = "Park, Jung, Teoh: Revisiting ImprovedGAN with Metric Learning for SSL (I2GAN, slides)"
 
     def n_fake_g(self, n_unl: int) -> int:
-        return self.cfg.n_fake or n_unl  # type: ignore[attr-defined]
+        return self.cfg.n_fake or n_unl
 
     def n_fake_d(self, n_unl: int) -> int:
-        return self.n_fake_g(n_unl) if self.cfg.fake_in_unl == "n_fake" else n_unl  # type: ignore[attr-defined]
+        return self.n_fake_g(n_unl) if self.cfg.fake_in_unl == "n_fake" else n_unl
 
     def d_unl_weight(self) -> float:
-        return self.cfg.tau * super().d_unl_weight()  # type: ignore[attr-defined]
+        return self.cfg.tau * super().d_unl_weight()

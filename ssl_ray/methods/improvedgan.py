@@ -37,8 +37,8 @@ MLPs. Choices the paper leaves open, each a hyperparameter:
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +47,11 @@ from torch import nn
 from ..config import hp
 from ..data import Batch
 from ..data.splits import batch_composition
-from ..engine.plots import image_grid
 from ..errors import ConfigError
-from ..models import MLP, ConvGenerator, ConvNet, MLPGenerator, build_classifier, build_generator
+from ..models import MLP, Classifier, ConvGenerator, ConvNet, MLPGenerator, build_classifier, build_generator
+from ..nn import distributed
+from ..nn.modes import eval_mode, frozen, train_mode
+from ..nn.plots import image_grid
 from .base import Method
 from .common import EMA, ClassifierConfig, adam, cross_entropy_or_zero
 from .registry import register
@@ -142,7 +144,7 @@ def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
     """Salimans & Kingma's data-dependent init of every weight-normed Linear/Conv in `net`, in order:
     g <- g / std(t), b <- -mean(t) / std(t), with t = the layer's pre-activation without bias on `x`,
     so each output unit starts with zero mean and unit variance. Returns the number of layers set."""
-    layers = [m for m in net.modules() if hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")]
+    layers: list[Any] = [m for m in net.modules() if hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")]
     for layer in layers:
         out: list[torch.Tensor] = []
         handle = layer.register_forward_hook(lambda mod, inp, o: out.append(o))
@@ -160,21 +162,12 @@ def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
     return len(layers)
 
 
-@contextmanager
-def frozen(module: nn.Module):
-    """No gradients for `module`'s parameters inside the block (the other player's step)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
-
-
 # ---- method -----------------------------------------------------------------------------------------------
+IGC = TypeVar("IGC", bound=ImprovedGANConfig)
+
+
 @register
-class ImprovedGAN(Method):
+class ImprovedGAN(Method[IGC]):
     name = "improvedgan"
     Config = ImprovedGANConfig
     paper = "Salimans et al., Improved Techniques for Training GANs, NeurIPS 2016 (openai/improved-gan)"
@@ -182,7 +175,7 @@ class ImprovedGAN(Method):
 
     # -- build ------------------------------------------------------------------------------------------
     def build(self) -> None:
-        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.D = self.build_discriminator()
         self.G = self.build_generator()
         conv = isinstance(self.D, ConvNet)
@@ -199,8 +192,8 @@ class ImprovedGAN(Method):
         # Fixed noise for the sample grids (its own generator: the training RNG stream is untouched).
         self.picture_z = torch.rand(100, cfg.z_dim, generator=torch.Generator().manual_seed(0))
 
-    def build_discriminator(self) -> nn.Module:
-        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+    def build_discriminator(self) -> Classifier:
+        cfg = self.cfg
         shape, k = self.info.input_shape, self.info.num_classes
         arch = cfg.arch
         if arch == "auto":
@@ -215,18 +208,18 @@ class ImprovedGAN(Method):
         return build_classifier(shape, k, arch)
 
     def build_generator(self) -> nn.Module:
-        cfg: ImprovedGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         shape = self.info.input_shape
         arch = cfg.gen_arch
         if arch == "auto":
             return build_generator(cfg.z_dim, shape)
         if arch == "conv":
-            return ConvGenerator(cfg.z_dim, shape)  # type: ignore[arg-type]
+            return ConvGenerator(cfg.z_dim, shape)
         return MLPGenerator(cfg.z_dim, shape)
 
     # -- the two players ----------------------------------------------------------------------------------
     def sample_z(self, n: int) -> torch.Tensor:
-        return torch.rand(n, self.cfg.z_dim, device=self.device)  # type: ignore[attr-defined]
+        return torch.rand(n, self.cfg.z_dim, device=self.device)
 
     def n_fake_d(self, n_unl: int) -> int:
         """Generated samples in D's step (the reference: as many as the unlabelled batch)."""
@@ -238,7 +231,7 @@ class ImprovedGAN(Method):
 
     def d_unl_weight(self) -> float:
         """The factor of L_unl in D's loss."""
-        return self.cfg.unl_weight  # type: ignore[attr-defined]
+        return self.cfg.unl_weight
 
     def d_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """D's losses on a batch (fresh generated samples, no gradient into G)."""
@@ -273,12 +266,8 @@ class ImprovedGAN(Method):
 
     def data_init(self, x: torch.Tensor) -> None:
         """The reference's data-dependent init of D (once, before the first step), then a fresh EMA."""
-        from ..engine import distributed
-
-        was = self.D.training
-        self.D.train()
-        weight_norm_data_init(self.D, x)
-        self.D.train(was)
+        with train_mode(self.D):
+            weight_norm_data_init(self.D, x)
         distributed.broadcast_module(self.D)
         if self.ema is not None:
             self.ema = EMA(self.D, self.ema.decay, self.ema.warmup)
@@ -296,22 +285,18 @@ class ImprovedGAN(Method):
     def eval_net(self) -> nn.Module:
         return self.ema.shadow if self.ema is not None else self.D
 
+    def all_modules(self) -> list[nn.Module]:
+        return super().all_modules() + ([self.ema.shadow] if self.ema is not None else [])
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.eval_net
-        was = net.training
-        net.eval()
-        out = net(x)
-        net.train(was)
-        return out
+        with eval_mode(self.eval_net):
+            return self.eval_net(x)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        was = self.G.training
-        self.G.eval()
-        out = self.G(z.to(self.device))
-        self.G.train(was)
-        return out
+        with eval_mode(self.G):
+            return self.G(z.to(self.device))
 
     @torch.no_grad()
     def eval_metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch.nn import functional as F
-
 from ..config import hp
-from ._cgan import CatGAN, FixedPriorConfig, g_adversarial_loss
+from ._cgan import FixedPriorConfig, FixedPriorGAN
 from .registry import register
 
 
@@ -29,19 +27,11 @@ class InfoGANConfig(FixedPriorConfig):
 
 
 @register
-class InfoGAN(CatGAN):
+class InfoGAN(FixedPriorGAN[InfoGANConfig]):
     name = "infogan"
     Config = InfoGANConfig
     paper = "Chen et al. 2016, InfoGAN (categorical code), as the baseline of the VCAGAN paper (Fig. 3)"
-    adv_kind = "scalar"
     has_classifier = True
 
-    def discriminator_loss(self, x, x_fake, c_fake):
-        loss, parts, logits_f, logits_r = self.scalar_discriminator_loss(x, x_fake)
-        loss_cls = F.cross_entropy(logits_f, c_fake)
-        parts["loss_cls"] = loss_cls.detach()
-        return loss + self.cfg.lambda_cls * loss_cls, parts, logits_r  # type: ignore[attr-defined]
-
-    def generator_loss(self, x_fake, c_fake):
-        s_f, logits_f = self.D(x_fake)
-        return g_adversarial_loss(s_f[:, 0]) + self.cfg.lambda_cls * F.cross_entropy(logits_f, c_fake)  # type: ignore[attr-defined]
+    def classification_weight(self) -> float:
+        return self.cfg.lambda_cls

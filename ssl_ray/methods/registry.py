@@ -9,15 +9,19 @@ import importlib
 import os
 import pkgutil
 import warnings
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from .base import Method
 
-METHODS: dict[str, type] = {}
+M = TypeVar("M", bound=type[Method[Any]])
+
+METHODS: dict[str, type[Method[Any]]] = {}
 _NOT_METHODS = {"base", "common", "registry", "losses"}
 _loaded = False
 
 
-def register(cls: type) -> type:
+def register(cls: M) -> M:
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
     if cls.name in METHODS and METHODS[cls.name] is not cls:
@@ -44,13 +48,13 @@ def _load_all() -> None:
     _loaded = True
 
 
-def get_method(name: str) -> type:
+def get_method(name: str) -> type[Method[Any]]:
     _load_all()
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 
-def list_methods() -> list[type]:
+def list_methods() -> list[type[Method[Any]]]:
     _load_all()
     return [METHODS[k] for k in sorted(METHODS)]

@@ -23,7 +23,7 @@ class SupervisedConfig(ClassifierConfig):
 
 
 @register
-class Supervised(ClassifierMethod):
+class Supervised(ClassifierMethod[SupervisedConfig]):
     name = "supervised"
     Config = SupervisedConfig
     paper = "baseline: cross-entropy on labelled data only"

@@ -17,40 +17,25 @@ batch statistics in training mode, as there. Choices made here:
 - The entropy term (weight `entmin_weight`, default 0 = plain VAT; the paper's VAT+EntMin uses 1) is on
   the unlabelled part, as in the reference.
 
-The helpers shared with advgen (KL with logits, frozen BN statistics, the pictures) live here.
+KL and entropy of logits are :mod:`ssl_ray.nn.functional`, the frozen-BN forward pass and the pictures
+:class:`ssl_ray.methods.common.PerturbationMethod` (shared with advgen).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from ..config import hp
 from ..data import Batch
-from ..data.base import to_float
 from ..errors import ConfigError
-from .common import ClassifierConfig, ClassifierMethod, cross_entropy_or_zero
+from ..nn.functional import entropy, kl
+from .common import ClassifierConfig, PerturbationMethod, cross_entropy_or_zero
 from .registry import register
 
 
 # ---- pure functions ------------------------------------------------------------------------------
-def kl_with_logits(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
-    """Batch mean of KL(softmax(q) || softmax(p)) = sum_k q_k (log q_k - log p_k) (vat_tf's
-    `kl_divergence_with_logit`). No gradient stop here: callers detach what they hold fixed."""
-    q_log = F.log_softmax(q_logits, dim=1)
-    return (q_log.exp() * (q_log - F.log_softmax(p_logits, dim=1))).sum(1).mean()
-
-
-def entropy_with_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Batch mean of H(softmax(logits)) = -sum_k p_k log p_k."""
-    logp = F.log_softmax(logits, dim=1)
-    return -(logp.exp() * logp).sum(1).mean()
-
-
 def normalize(d: torch.Tensor) -> torch.Tensor:
     """vat_tf's `get_normalized_vector`, per example: d / (max|d| + 1e-12), then / sqrt(1e-6 + sum d^2)."""
     dims = tuple(range(1, d.dim()))
@@ -65,7 +50,7 @@ def vat_perturbation(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     d = torch.randn_like(x) if d is None else d
     for _ in range(ip):
         d = (xi * normalize(d)).requires_grad_(True)
-        dist = kl_with_logits(p_logits, forward(x.detach() + d))
+        dist = kl(p_logits, forward(x.detach() + d))
         d = torch.autograd.grad(dist, d)[0].detach()
     return eps * normalize(d)
 
@@ -73,57 +58,7 @@ def vat_perturbation(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.T
 def vat_loss(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, logits: torch.Tensor,
              r_adv: torch.Tensor) -> torch.Tensor:
     """L_vat = KL(softmax(stopgrad(logits)) || softmax(forward(x + r_adv))), batch mean."""
-    return kl_with_logits(logits.detach(), forward(x + r_adv.detach()))
-
-
-# ---- shared helpers (advgen uses them too) ---------------------------------------------------------
-@contextlib.contextmanager
-def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """Forward passes inside use batch statistics (training mode) but leave BN running statistics as
-    they were (momentum 0 keeps running mean/var; the reference's `update_batch_stats=False`)."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (mom, nbt) in zip(bns, saved):
-            m.momentum = mom
-            if nbt is not None:
-                m.num_batches_tracked.copy_(nbt)
-
-
-class PicturesMixin:
-    """Pictures for methods that perturb inputs: for 2-D points the decision boundary (the last training
-    batch's labelled points and unlabelled points, misclassified validation points); for images pairs
-    of original / adversarial images (subclasses define `adversarial(x)`)."""
-
-    info: object
-    _last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-
-    def remember(self, batch: Batch) -> None:
-        self._last = (batch.x_l.detach(), batch.y_l.detach(), batch.x_u.detach())
-
-    def adversarial(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def pictures(self, x: torch.Tensor, y: torch.Tensor) -> dict:
-        from ..engine import plots
-
-        x = to_float(x)
-        if not self.info.is_image:  # type: ignore[attr-defined]
-            if self._last is None or x.shape[1] != 2:
-                return {}
-            xl, yl, xu = (t.cpu().numpy() for t in self._last)
-            return {"decision_boundary": plots.decision_boundary(
-                self.predict, xl, yl, xu, x.cpu().numpy(), y.cpu().numpy(),  # type: ignore[attr-defined]
-                title=f"{self.name}: validation points", device=x.device)}  # type: ignore[attr-defined]
-        xs = x[:16]
-        with torch.enable_grad():
-            adv = self.adversarial(xs).detach()
-        pairs = torch.stack([xs, adv], 1).flatten(0, 1)  # original, adversarial, original, ...
-        return {"original_vs_adversarial": plots.image_grid(pairs, nrow=8)}
+    return kl(logits.detach(), forward(x + r_adv.detach()))
 
 
 # ---- the method ----------------------------------------------------------------------------------
@@ -148,14 +83,10 @@ class VATConfig(ClassifierConfig):
 
 
 @register
-class VAT(PicturesMixin, ClassifierMethod):
+class VAT(PerturbationMethod[VATConfig]):
     name = "vat"
     Config = VATConfig
     paper = "Miyato et al., Virtual Adversarial Training, TPAMI 2018 (takerum/vat_tf)"
-
-    def perturbed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        with frozen_bn_stats(self.net):
-            return self.net(x)
 
     def vat_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, clean logits) for L_vat: the inputs `vat_inputs` names and their prediction, from ONE frozen-BN
@@ -163,23 +94,23 @@ class VAT(PicturesMixin, ClassifierMethod):
         BatchNorm the clean and the perturbed predictions use the same kind of batch statistics and the
         KL is 0 at r = 0 (clean logits assembled from separate labelled and unlabelled passes would
         differ from the combined perturbed pass by the change of statistics alone)."""
-        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         x = batch.x_all if cfg.vat_inputs == "all" else batch.x_u
-        return x, self.perturbed_forward(x)
+        return x, self.forward_frozen_bn(x)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: VATConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         self.remember(batch)
         logits_l = self.net(batch.x_l)  # the labelled pass (CE) updates BN statistics, the others do not
         loss_ce = cross_entropy_or_zero(logits_l, batch.y_l)
         x, logits = self.vat_batch(batch)
-        r_adv = vat_perturbation(self.perturbed_forward, x, logits, cfg.eps, cfg.xi, cfg.ip)
-        loss_vat = vat_loss(self.perturbed_forward, x, logits, r_adv)
+        r_adv = vat_perturbation(self.forward_frozen_bn, x, logits, cfg.eps, cfg.xi, cfg.ip)
+        loss_vat = vat_loss(self.forward_frozen_bn, x, logits, r_adv)
         loss = loss_ce + cfg.alpha * loss_vat
         out = {"loss_ce": loss_ce.detach(), "loss_vat": loss_vat.detach()}
         if cfg.entmin_weight > 0 and len(batch.x_u):
             logits_u = logits[len(x) - len(batch.x_u):]  # the unlabelled part of the clean pass
-            loss_ent = entropy_with_logits(logits_u)
+            loss_ent = entropy(logits_u)
             loss = loss + cfg.entmin_weight * loss_ent
             out["loss_ent"] = loss_ent.detach()
         self.step(self.optimizers["opt"], loss)
@@ -187,7 +118,7 @@ class VAT(PicturesMixin, ClassifierMethod):
 
     def adversarial(self, x: torch.Tensor) -> torch.Tensor:
         """x + r_adv for the current classifier (pictures)."""
-        cfg: VATConfig = self.cfg  # type: ignore[assignment]
-        logits = self.perturbed_forward(x)
-        return x + vat_perturbation(self.perturbed_forward, x, logits, cfg.eps, cfg.xi, cfg.ip)
+        cfg = self.cfg
+        logits = self.forward_frozen_bn(x)
+        return x + vat_perturbation(self.forward_frozen_bn, x, logits, cfg.eps, cfg.xi, cfg.ip)
 

@@ -29,8 +29,9 @@ import torch
 from torch.nn import functional as F
 
 from ..config import hp
-from ._cgan import (CatGAN, CatGANConfig, all_reduce_mean, classifier_gradient_penalty, d_adversarial_loss,
-                    g_adversarial_loss, input_gradient_penalty)
+from ..nn.distributed import all_mean
+from ._cgan import (CatGAN, CatGANConfig, classifier_gradient_penalty, d_adversarial_loss, g_adversarial_loss,
+                    input_gradient_penalty)
 from .registry import register
 
 
@@ -54,7 +55,7 @@ def virtual_labels(logits: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class VCAGAN(CatGAN):
+class VCAGAN(CatGAN[VCAGANConfig]):
     name = "vcagan"
     Config = VCAGANConfig
     paper = "Cho, Training self-supervised class-conditional GAN with virtual labels (VCAGAN)"
@@ -62,7 +63,7 @@ class VCAGAN(CatGAN):
     has_classifier = True
 
     def discriminator_loss(self, x, x_fake, c_fake):
-        cfg: VCAGANConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         a_f, logits_f = self.D(x_fake)
         a_r, logits_r = self.D(x)
         v_real = (a_r * virtual_labels(logits_r)).sum(dim=1)
@@ -82,5 +83,5 @@ class VCAGAN(CatGAN):
 
     @torch.no_grad()
     def update_prior(self, real_logits: torch.Tensor) -> None:
-        q = all_reduce_mean(F.softmax(real_logits, dim=1).mean(dim=0, keepdim=True))
-        self.prior = prior_ema(self.prior, q, self.cfg.prior_decay)  # type: ignore[attr-defined]
+        q = all_mean(F.softmax(real_logits, dim=1).mean(dim=0, keepdim=True))
+        self.prior = prior_ema(self.prior, q, self.cfg.prior_decay)

@@ -7,14 +7,18 @@ average pooling + one linear layer and also expose `feature_maps(x)`, so class a
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _wn
 
 
-def maybe_wn(layer: nn.Module, on: bool) -> nn.Module:
+L = TypeVar("L", bound=nn.Module)
+
+
+def maybe_wn(layer: L, on: bool) -> L:
+    """The layer, with weight norm (a parametrization of the same module) when `on`."""
     return _wn(layer) if on else layer
 
 
@@ -50,6 +54,10 @@ class Classifier(nn.Module):
     def has_feature_maps(self) -> bool:
         return False
 
+    def cam(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, class activation maps) where `has_feature_maps`."""
+        raise NotImplementedError(f"{type(self).__name__} has no convolutional feature maps (CAM needs a conv net)")
+
 
 class MLP(Classifier):
     """Flatten -> [noise] -> (Linear [-> BN] -> act [-> noise] [-> dropout]) x L -> Linear(K).
@@ -64,7 +72,9 @@ class MLP(Classifier):
                  hidden_noise: float = 0.0, dropout: float = 0.0, activation: str = "relu"):
         super().__init__()
         self.num_classes = num_classes
-        act = {"relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2), "softplus": nn.Softplus}[activation]
+        acts: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2),
+                                                   "softplus": nn.Softplus}
+        act = acts[activation]
         layers: list[nn.Module] = [nn.Flatten()]
         if input_noise:
             layers.append(GaussianNoise(input_noise))

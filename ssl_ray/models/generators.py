@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,9 @@ class MLPGenerator(nn.Module):
                  weight_norm_out: bool = True):
         super().__init__()
         self.z_dim, self.out_shape = z_dim, tuple(out_shape)
-        act = {"relu": nn.ReLU, "softplus": nn.Softplus, "lrelu": lambda: nn.LeakyReLU(0.2)}[activation]
+        acts: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "softplus": nn.Softplus,
+                                                   "lrelu": lambda: nn.LeakyReLU(0.2)}
+        act = acts[activation]
         layers: list[nn.Module] = []
         d = z_dim
         for h in hidden:
@@ -44,7 +46,7 @@ class ConvGenerator(nn.Module):
     stride-2 5x5 transposed convs halving the channels (BN, ReLU), the last to C channels with weight
     norm and a sigmoid (images live in [0, 1] here; the reference's tanh on [-1, 1] is the same map)."""
 
-    def __init__(self, z_dim: int, out_shape: tuple[int, int, int], base: int = 512):
+    def __init__(self, z_dim: int, out_shape: tuple[int, ...], base: int = 512):
         super().__init__()
         c, h, w = out_shape
         ups = 3 if h % 8 == 0 and h >= 32 else 2
@@ -80,5 +82,5 @@ def build_generator(z_dim: int, out_shape: tuple[int, ...], arch: str = "auto", 
     if arch == "mlp":
         return MLPGenerator(z_dim, out_shape, **kw)
     if arch == "conv":
-        return ConvGenerator(z_dim, out_shape, **kw)  # type: ignore[arg-type]
+        return ConvGenerator(z_dim, out_shape, **kw)
     raise ValueError(f"unknown generator arch {arch!r}")

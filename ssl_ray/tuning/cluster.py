@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from ..errors import SSLRayError
+from .ray_internals import GCS_PORT_ENV, LOOPBACK_NODE, PRINT_PATCH_ENV, loopback_only  # private: no public option
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -38,11 +40,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # A forced experiment snapshot per kept checkpoint is expected with one checkpoint per epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Train V2 turns every print in a worker into a log record (shown twice on the driver): keep print.
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    env = {k: os.environ[k] for k in ("RAY_TRAIN_ENABLE_PRINT_PATCH", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
+    os.environ.setdefault(PRINT_PATCH_ENV, "0")
+    env = {k: os.environ[k] for k in (PRINT_PATCH_ENV, "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
                                       "SSL_RAY_CACHE", "SSL_RAY_DATA", "SSL_RAY_PLUGINS", "PYTHONPATH")
            if k in os.environ}
-    kwargs = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
+    kwargs: dict[str, Any] = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
               "runtime_env": {"env_vars": env},
               "logging_config": ray.LoggingConfig(log_level="WARNING" if quiet else "INFO")}
     if address is None and os.environ.get("RAY_ADDRESS"):
@@ -70,21 +72,19 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # Loopback only. Ray turns a node address of 127.0.0.1 into the machine's outward IP
     # (services.resolve_ip_for_localhost), and its gRPC servers then listen on all interfaces, its
     # Prometheus endpoints on 0.0.0.0. Ray keeps a node on loopback where it does not support clusters
-    # (a private constant set from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: ray_internals.loopback_only): with it off, every server
-    # of this instance (GCS, raylet, workers, agents, metrics, dashboard) listens on 127.0.0.1 only
+    # (a private constant set from an environment variable: ray_internals.loopback_only): with it off, every
+    # server of this instance (GCS, raylet, workers, agents, metrics, dashboard) listens on 127.0.0.1 only
     # (measured: docs/RELIABILITY.md). The variable reaches Ray's own processes through the environment;
     # the driver reads the constant, so it is set for this call and put back after.
-    from .ray_internals import loopback_only  # private: Ray has no public option for it
-
-    saved_port = os.environ.get("RAY_GCS_SERVER_PORT")
-    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    saved_port = os.environ.get(GCS_PORT_ENV)
+    os.environ[GCS_PORT_ENV] = str(port)
     _private_token()
     try:
         with loopback_only():
             for attempt in (1, 2):
                 try:
                     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
-                             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", **kwargs)
+                             dashboard_host="127.0.0.1", **LOOPBACK_NODE, **kwargs)
                     break
                 except Exception as e:  # Ray raises a bare Exception when its raylet dies during start-up
                     if "timed out during startup" not in str(e):
@@ -95,12 +95,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
                                           f"overloaded, try again") from None
                     port = _free_port()
                     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # the same dict as kwargs' runtime_env
-                    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+                    os.environ[GCS_PORT_ENV] = str(port)
     finally:
         if saved_port is None:
-            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+            os.environ.pop(GCS_PORT_ENV, None)
         else:
-            os.environ["RAY_GCS_SERVER_PORT"] = saved_port
+            os.environ[GCS_PORT_ENV] = saved_port
         _private_token()
 
 
@@ -125,9 +125,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cluster_resources() -> dict[str, float]:
-    import ray
-
-    return dict(ray.cluster_resources())

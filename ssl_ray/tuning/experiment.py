@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SSLRayError
+from .options import TuneOptions, check_name, storage_root
 
 SPACE_FILE, TRIALS_FILE = "ssl_ray_space.json", "ssl_ray_trials.json"
 FINISHED = ("TERMINATED", "ERROR")
@@ -181,14 +182,11 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
     (RUNTIME_OPTIONS) and a larger --num-samples (an extension: more trials appended to the plan; the
     finished ones are kept as they were). Anything else is refused with one line, before any file is touched."""
     from .spaces import parse_space
-    from .tune import TuneOptions, check_name
 
     if not name:
         raise SSLRayError("--resume needs --name: the experiment to continue (a folder inside --storage)")
     check_name(name)
-    root = storage or os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune"
-    if "://" not in root:
-        root = str(Path(root).resolve())
+    root = storage_root(storage)
     exp = root.rstrip("/") + "/" + name
     doc, _ = load(exp)
     where = f"the experiment at {exp}"

@@ -11,9 +11,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 from .experiment import INTERRUPT, TRIALS_FILE, fs_of, write_json
+from .options import SPEC_KEY
 from .ray_internals import push_result_file
-
-SPEC_KEY = "_ssl_ray"
 
 
 def plan_key(index: int) -> str:
@@ -58,19 +57,19 @@ class PlanSearcher(Searcher):
         return {**hp, SPEC_KEY: {**self.meta, "index": index}}
 
     def on_trial_result(self, trial_id, result) -> None:
-        if trial_id in self.proposed:
+        if trial_id in self.proposed and self.inner is not None:
             self.inner.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id, result=None, error=False) -> None:
-        if trial_id in self.proposed:
+        if trial_id in self.proposed and self.inner is not None:
             self.inner.on_trial_complete(trial_id, result=result, error=error)
 
     def on_pause(self, trial_id) -> None:  # BOHB's HyperBand pauses and unpauses trials through the searcher
-        if trial_id in self.proposed and hasattr(self.inner, "on_pause"):
+        if trial_id in self.proposed and self.inner is not None and hasattr(self.inner, "on_pause"):
             self.inner.on_pause(trial_id)
 
     def on_unpause(self, trial_id) -> None:
-        if trial_id in self.proposed and hasattr(self.inner, "on_unpause"):
+        if trial_id in self.proposed and self.inner is not None and hasattr(self.inner, "on_unpause"):
             self.inner.on_unpause(trial_id)
 
     def save(self, checkpoint_path: str) -> None:  # nothing to save: the plan is in ssl_ray_space.json

@@ -1,27 +1,30 @@
 """Every use of Ray's private internals, in one place (written for Ray 2.60; setup.py pins ray 2.60.x).
 
-Ray offers no public way to do these four things; each is reached here and nowhere else, and
+Ray offers no public way to do these things; each is reached here and nowhere else, and
 `tests/test_ray_internals.py` fails loudly, naming the internal, when a Ray upgrade moves one:
 
 1. ASHA's rung state (`ASHAScheduler._brackets[0]`, its `on_result` and `_rungs`): Ray does not save it, so a
-   resumed search replays the saved results into it (tune.replay_rungs).
+   resumed search replays the saved results into it (tune.replay_rungs -> asha_replay).
 2. A local instance on loopback only (`ray._private.ray_constants.ENABLE_RAY_CLUSTER`): with it off, Ray keeps
-   every server of the node on 127.0.0.1 (cluster.init_ray; measured in docs/RELIABILITY.md).
+   every server of the node on 127.0.0.1 (cluster.init_ray; measured in docs/RELIABILITY.md); and
+   `ray.init(_node_ip_address=...)`, a private argument, names the node 127.0.0.1 (LOOPBACK_NODE).
 3. Train V2's per-report INFO logger (`ray.train.v2._internal.execution.context.logger`), which RunConfig's
    LoggingConfig does not reach.
 5. A retried trial's result.json (`Trial.local_path`, `Trial.storage`): when Tune restarts a failed trial
    (--max-failures) its JSON logger copies result.json back from the storage over the driver's local copy
    (ray/tune/logger/logger.py, `_restore_from_remote`), and the storage copy lags by the rows reported since
    the last sync; `push_result_file` sends the local copy first, so those epochs are not lost.
-4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`:
+4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`,
+   `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`:
    environment switches Ray reads but does not document as API.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 WRITTEN_FOR = "2.60"
 """The Ray minor version these internals were read in."""
@@ -29,6 +32,10 @@ WRITTEN_FOR = "2.60"
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 SIGINT_HANDLER_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
+PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}
+"""ray.init's private argument that names the local node 127.0.0.1 (with loopback_only: nothing listens beyond it)."""
 
 
 def asha_bracket(scheduler: Any) -> Any:
@@ -42,6 +49,21 @@ def asha_bracket(scheduler: Any) -> Any:
 def asha_rungs(scheduler: Any) -> dict[float, dict[str, float]]:
     """{milestone: {trial id: recorded (sign-flipped) value}} of the scheduler's bracket (for tests and checks)."""
     return {milestone: dict(rec) for milestone, rec in asha_bracket(scheduler)._rungs}
+
+
+class _TrialKey:
+    """What ASHA's bracket reads of a trial: its id (here a plan entry's key, hooks.plan_key)."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+def asha_replay(scheduler: Any, results: Iterable[tuple[float, str, float]], mode: str) -> None:
+    """Record (time, trial key, metric value) results in the scheduler's rungs, in the order given, as if the
+    trials had reported them (the bracket's own rules decide; ASHA keeps values sign-flipped in min mode)."""
+    bracket = asha_bracket(scheduler)
+    for time, trial_id, value in results:
+        bracket.on_result(_TrialKey(trial_id), time, -value if mode == "min" else value)
 
 
 @contextlib.contextmanager
@@ -100,13 +122,30 @@ def check() -> list[str]:
     b = getattr(s, "_brackets", None)
     if not b or not hasattr(b[0], "on_result") or not hasattr(b[0], "_rungs"):
         missing.append("ASHAScheduler._brackets[0].on_result/_rungs")
+    elif list(inspect.signature(b[0].on_result).parameters) != ["trial", "cur_iter", "cur_rew"]:
+        missing.append("ASHAScheduler._brackets[0].on_result(trial, cur_iter, cur_rew)")
+    if f'"{next(iter(LOOPBACK_NODE))}"' not in inspect.getsource(ray.init):
+        missing.append(f"ray.init({next(iter(LOOPBACK_NODE))}=...)")
     try:
         import ray._private.ray_constants as ray_constants
 
         if not isinstance(getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), bool):
             missing.append("ray._private.ray_constants.ENABLE_RAY_CLUSTER")
+        for attr, env in (("ENABLE_RAY_CLUSTERS_ENV_VAR", CLUSTER_ENV),
+                          ("GCS_PORT_ENVIRONMENT_VARIABLE", GCS_PORT_ENV)):
+            if getattr(ray_constants, attr, None) != env:
+                missing.append(f"ray._private.ray_constants.{attr} == {env!r}")
     except ImportError:
         missing.append("ray._private.ray_constants")
+    try:
+        from ray.train.v2._internal import constants as train_constants
+
+        for attr, env in (("ENABLE_PRINT_PATCH_ENV_VAR", PRINT_PATCH_ENV),
+                          ("ENABLE_PREEMPTION_WATCHER_ENV_VAR", PREEMPTION_WATCHER_ENV)):
+            if getattr(train_constants, attr, None) != env:
+                missing.append(f"ray.train.v2._internal.constants.{attr} == {env!r}")
+    except ImportError:
+        missing.append("ray.train.v2._internal.constants")
     try:
         from ray.train.v2._internal.execution import context as train_context
 

@@ -176,3 +176,43 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append("| " + " | ".join("" if r[k] is None else _fmt(r[k]) for k in keys) + " |")
     return "\n".join(lines)
+
+
+def trial_rows(paths: list[str]) -> list[dict[str, Any]]:
+    """One row per trial of the finished experiments at `paths`, each led by its experiment's folder name."""
+    rows = []
+    for path in paths:
+        _, rs = load_experiment(path)
+        rows += [{"experiment": os.path.basename(os.path.normpath(path)), **r} for r in rs]
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV with a column for every key of any row (empty where a row lacks it)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    table = _uniform(rows)
+    w = csv.DictWriter(buf, fieldnames=list(table[0]) if table else [])
+    w.writeheader()
+    w.writerows(table)
+    return buf.getvalue()
+
+
+def write_parquet(rows: list[dict[str, Any]], path: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(_uniform(rows)), path)
+
+
+def report_text(rows: list[dict[str, Any]], fmt: str) -> str:
+    """The rows of `ssl-ray report` as text: md, csv or json (parquet is a file: write_parquet)."""
+    if fmt == "json":
+        return json.dumps(rows, default=str, indent=1)
+    if fmt == "csv":
+        return to_csv(rows)
+    if fmt == "md":
+        return to_markdown(rows)
+    raise SSLRayError(f"unknown report format {fmt!r}; text formats: md, csv, json")

@@ -29,7 +29,7 @@ import yaml
 from .. import config as C
 from ..data import DataSpec
 from ..errors import ConfigError
-from ..methods import get_method
+from ..methods import Method, get_method
 
 # A wheel (or any non-editable install) carries the spaces inside the package, at ssl_ray/search_spaces/
 # (setup.py maps the top-level search_spaces/ folder there); a source checkout or an editable install reads
@@ -367,7 +367,7 @@ def check_scheduler(s: Scheduler, err=None) -> None:
         fail(("scheduler", "grace_epochs"), f"{s.grace_epochs} exceeds max_epochs {s.max_epochs}")
 
 
-def _check_defaults(cls: type, space: SearchSpace, ctx: _Ctx) -> None:
+def _check_defaults(cls: type[Method], space: SearchSpace, ctx: _Ctx) -> None:
     """The fixed values with one sample of every searched value must build a valid config."""
     probe = dict(space.fixed)
     for k, p in space.search.items():

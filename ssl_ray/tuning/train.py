@@ -99,6 +99,29 @@ def worker_loop(config: dict[str, Any]) -> None:
                              checkpoint=Checkpoint.from_directory(d) if trainer.rank == 0 else None)
 
 
+def torch_trainer(spec: RunSpec, *, log_dir: str, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+                  progress: bool, name: str, storage_path: str, max_failures: int, resume_from: str | None = None,
+                  callbacks: list[Any] | None = None) -> Any:
+    """A Ray Train TorchTrainer of `workers` worker_loop's (`ssl-ray train`'s and an N-worker tune trial's):
+    its run `name` under `storage_path`, restarted up to `max_failures` times from its last checkpoint."""
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        worker_loop,
+        train_loop_config={"spec": spec.to_dict(), "log_dir": log_dir, "cpus_per_worker": cpus_per_worker,
+                           "gpus_per_worker": gpus_per_worker, "progress": progress, "resume_from": resume_from},
+        # [4] data parallelism: N workers; gradients are averaged by Method.step over the process group
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": cpus_per_worker,
+                                                           **({"GPU": gpus_per_worker} if gpus_per_worker > 0
+                                                              else {})}),
+        run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks,
+                             failure_config=FailureConfig(max_failures),
+                             logging_config=LoggingConfig(log_level="WARNING")),
+    )
+
+
 # ---- the driver --------------------------------------------------------------------------------------------
 def uses_ray_train(workers: int = 1, address: str | None = None, max_failures: int = 0,
                    ray_train: bool | None = None) -> bool:
@@ -216,8 +239,6 @@ def _run_ray(spec: RunSpec, out: Path, workers: int, cpus_per_worker: float, gpu
              address: str | None, max_failures: int, progress: bool, start: Path | None) -> dict[str, Any]:
     """N workers through Ray Train's TorchTrainer."""
     import ray
-    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from .cluster import init_ray
 
@@ -237,18 +258,9 @@ def _run_ray(spec: RunSpec, out: Path, workers: int, cpus_per_worker: float, gpu
         gpus_per_worker = 1.0 if res.get("GPU", 0) >= workers else 0.0
     _check_fits(workers, cpus_per_worker, gpus_per_worker, res)
     t0 = time.time()
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config={"spec": spec.to_dict(), "log_dir": str(out / "tensorboard"),
-                           "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker,
-                           "progress": progress, "resume_from": str(start) if start else None},
-        # [4] data parallelism: N workers; gradients are averaged by Method.step over the process group
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
-                                     resources_per_worker={"CPU": cpus_per_worker,
-                                                           **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
-        run_config=RunConfig(name=RAY_RUN, storage_path=str(out), failure_config=FailureConfig(max_failures),
-                             logging_config=LoggingConfig(log_level="WARNING")),
-    )
+    trainer = torch_trainer(spec, log_dir=str(out / "tensorboard"), workers=workers, cpus_per_worker=cpus_per_worker,
+                            gpus_per_worker=gpus_per_worker, progress=progress, name=RAY_RUN, storage_path=str(out),
+                            max_failures=max_failures, resume_from=str(start) if start else None)
     # [5] fit() in a helper thread: Ray Train installs its own SIGINT handler when called from the main
     # thread (it aborts the run and exits 1 without a word); here Ctrl-C reaches this thread as
     # KeyboardInterrupt, and the run is recorded as interrupted below.

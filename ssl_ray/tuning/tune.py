@@ -13,49 +13,20 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..engine.loop import RunSpec, Trainer
 from ..errors import DivergenceError, SSLRayError
-from ..methods import get_method
 from . import experiment
 from .experiment import INTERRUPT
+from .options import SPEC_KEY, TuneOptions, check_name, storage_root  # TuneOptions: also imported from here
 from .spaces import SearchSpace, check_scheduler
-from .train import require_gpu, resume
+from .train import require_gpu, resume, torch_trainer
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
-SPEC_KEY = "_ssl_ray"
-DRIVER_ONLY = {"cpu": 0, "memory": 1 << 20}
-DIVERGED = "DIVERGED.txt"  # the non-hyperparameter part of a trial's config (method, data, budget, resources)
-
-
-@dataclass
-class TuneOptions:
-    num_samples: int | None = None
-    max_epochs: int | None = None
-    grace_epochs: int | None = None
-    reduction_factor: int | None = None
-    scheduler: str | None = None
-    max_concurrent: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers: int = 1
-    address: str | None = None
-    storage: str | None = None
-    name: str | None = None
-    resume: bool = False
-    confirm_seeds: int = 0
-    max_failures: int = 0
-    seed: int = 0
-    progress: bool = True
-    amp: bool = False
-    compile: bool = False
-    data_resident: bool = True
-    search: str | None = None  # searcher (searchers.py); None = the space's `searcher`, else Ray's random sampling
-    mlflow: str | None = None  # MLflow tracking URI (trackers.py)
-    wandb: str | None = None  # W&B project (trackers.py)
+DRIVER_ONLY: dict[str, float] = {"cpu": 0, "memory": 1 << 20}
+DIVERGED = "DIVERGED.txt"  # in a trial's folder: the message of its divergence (a retry fails at once)
 
 
 # ---- the trial --------------------------------------------------------------------------------------------
@@ -102,25 +73,14 @@ def trial_fn(config: dict[str, Any]) -> None:
 def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
     """[4] An N-worker trial: a TorchTrainer launched inside the Tune trial (Train V2 + Tune interop)."""
     import ray.tune
-    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .train import worker_loop
-
     trial_dir = ray.tune.get_context().get_trial_dir()
-    use_gpu = meta["gpus"] > 0
-    res = {"CPU": meta["cpus"], **({"GPU": meta["gpus"]} if use_gpu else {})}
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config={"spec": spec.to_dict(), "log_dir": os.path.join(trial_dir, "tensorboard"),
-                           "cpus_per_worker": meta["cpus"], "gpus_per_worker": meta["gpus"], "progress": False},
-        scaling_config=ScalingConfig(num_workers=meta["workers"], use_gpu=use_gpu, resources_per_worker=res),
-        # one Train run per plan entry: a resumed attempt finds its predecessor's run there and continues it
-        run_config=RunConfig(name=f"train-{meta['index']:05d}", storage_path=meta["storage"],
-                             callbacks=[TuneReportCallback()], failure_config=FailureConfig(meta["max_failures"]),
-                             logging_config=LoggingConfig(log_level="WARNING")),
-    )
+    # one Train run per plan entry: a resumed attempt finds its predecessor's run there and continues it
+    trainer = torch_trainer(spec, log_dir=os.path.join(trial_dir, "tensorboard"), workers=meta["workers"],
+                            cpus_per_worker=meta["cpus"], gpus_per_worker=meta["gpus"], progress=False,
+                            name=f"train-{meta['index']:05d}", storage_path=meta["storage"],
+                            max_failures=meta["max_failures"], callbacks=[TuneReportCallback()])
     trainer.fit()
 
 
@@ -183,27 +143,30 @@ def _concurrency(o: TuneOptions) -> int:
 
 
 def experiment_path(o: TuneOptions, space: SearchSpace) -> tuple[str, str]:
-    storage = o.storage or os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune"
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
+    storage = storage_root(o.storage)
     name = o.name or f"{space.method}-{space.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_name(name)
     return storage, name
 
 
-def check_name(name: str) -> None:
-    """An experiment name is one folder inside --storage: `../x`, `a/b`, `/abs` would write elsewhere."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
-        raise SSLRayError(f"--name {name!r} must be a plain folder name inside --storage (no '/', '..' or "
-                          f"leading '.')")
-
-
-def _meta(space: SearchSpace, o: TuneOptions, exp: str) -> dict[str, Any]:
-    return {"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=o.seed,
-                            config=dict(space.fixed), amp=o.amp, compile=o.compile,
-                            data_resident=o.data_resident, searched=list(space.search)).to_dict(),
+def trial_meta(space: SearchSpace, o: TuneOptions, storage: str, *, seed: int, config: dict[str, Any],
+               searched: list[str] | None = None) -> dict[str, Any]:
+    """A trial's config entry SPEC_KEY: the run it trains (its searched values are the rest of the config) and
+    the resources it runs on."""
+    return {"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=seed,
+                            config=config, amp=o.amp, compile=o.compile, data_resident=o.data_resident,
+                            searched=list(searched or [])).to_dict(),
             "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
-            "storage": exp, "max_failures": o.max_failures}
+            "storage": storage, "max_failures": o.max_failures}
+
+
+def trial_resources(o: TuneOptions) -> dict[str, float]:
+    """What Tune reserves for one trial."""
+    if o.workers > 1:
+        # The trial only drives its TorchTrainer, which reserves the workers' resources; a CPU-free bundle
+        # (1 MiB of memory) keeps the trial from holding a CPU its own workers then wait for.
+        return DRIVER_ONLY
+    return {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
 
 
 def preflight_plan(space: SearchSpace, plan: list[dict[str, Any]], seed: int) -> None:
@@ -258,7 +221,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed)
     init_ray(o.address)
     concurrent = _concurrency(o)
-    meta = _meta(space, o, exp)
+    meta = trial_meta(space, o, exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
     if not o.resume:
         doc = _save_space(exp, space, o, plan)
     elif extended:
@@ -272,13 +235,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         if t["checkpoint"]:
             m["resume"] = {"checkpoint": t["checkpoint"], "from_epoch": t["checkpoint_epoch"]}
         configs.append({**t["config"], SPEC_KEY: m})
-    if o.workers > 1:
-        # The trial only drives its TorchTrainer, which reserves the workers' resources; a CPU-free bundle
-        # (1 MiB of memory) keeps the trial from holding a CPU its own workers then wait for.
-        trial_res = DRIVER_ONLY
-    else:
-        trial_res = {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
-    trainable = tune.with_resources(trial_fn, trial_res)
+    trainable = tune.with_resources(trial_fn, trial_resources(o))
     scheduler = _scheduler(space)
     if o.resume:  # [6] ASHA's rungs are not saved anywhere: rebuild them from the saved results
         replay_rungs(scheduler, {plan_key(t["index"]): t["history"] for t in trials})
@@ -375,16 +332,9 @@ def replay_rungs(scheduler, histories: dict[str, list[dict[str, Any]]]) -> int:
     rows = sorted((r["epoch"], tid, r["val_error"]) for tid, rs in histories.items() for r in rs
                   if isinstance(r.get("val_error"), (int, float)) and math.isfinite(r["val_error"])
                   and isinstance(r.get("epoch"), (int, float)))
+    from .ray_internals import asha_replay
 
-    class _T:
-        def __init__(self, tid: str):
-            self.trial_id = tid
-
-    from .ray_internals import asha_bracket
-
-    bracket = asha_bracket(scheduler)  # Ray internal: ssl-ray uses ASHA with one bracket (Ray's default)
-    for epoch, tid, val in rows:
-        bracket.on_result(_T(tid), epoch, -val if MODE == "min" else val)  # ASHA stores sign-flipped for min
+    asha_replay(scheduler, rows, MODE)  # Ray internal: ssl-ray uses ASHA with one bracket (Ray's default)
     return len(rows)
 
 
@@ -395,30 +345,19 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
     best = summary["best"]["config"]
     seeds = list(range(o.seed + 1, o.seed + 1 + o.confirm_seeds))
     fixed = {**space.fixed, **best}
-    metas = []
-    for s in seeds:
-        metas.append({"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=s,
-                                      config=fixed, amp=o.amp, compile=o.compile,
-                                      data_resident=o.data_resident).to_dict(),
-                      "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
-                      "storage": storage + "/" + name + "-confirm", "max_failures": o.max_failures,
-                      "index": len(metas)})
-    trial_res = DRIVER_ONLY if o.workers > 1 else {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
-    tuner = tune.Tuner(tune.with_resources(trial_fn, trial_res),
+    metas = [{**trial_meta(space, o, storage + "/" + name + "-confirm", seed=s, config=fixed), "index": i}
+             for i, s in enumerate(seeds)]
+    tuner = tune.Tuner(tune.with_resources(trial_fn, trial_resources(o)),
                        param_space={SPEC_KEY: tune.grid_search(metas)},
                        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, max_concurrent_trials=_concurrency(o)),
                        run_config=tune.RunConfig(name=name + "-confirm", storage_path=storage, verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=o.max_failures)))
     grid = tuner.fit()
-    errs = [r.metrics.get("test_error_at_best_val") for r in grid if r.metrics]
-    errs = [e for e in errs if e is not None and math.isfinite(e)]
+    found = [r.metrics.get("test_error_at_best_val") for r in (grid[i] for i in range(len(grid))) if r.metrics]
+    errs: list[float] = [e for e in found if e is not None and math.isfinite(e)]
     import statistics
 
     return {"seeds": seeds, "test_errors": errs,
             "test_error_mean": statistics.fmean(errs) if errs else None,
             "test_error_std": statistics.stdev(errs) if len(errs) > 1 else 0.0 if errs else None,
             "experiment": storage + "/" + name + "-confirm"}
-
-
-def validate_method(method: str) -> None:
-    get_method(method)

@@ -1,4 +1,5 @@
-"""Error rates on a whole split: plain classification error, or clustering error after Hungarian matching."""
+"""Evaluation metrics: error rates on a whole split (plain, or clustering error after Hungarian matching), NMI,
+the entropy of a categorical distribution, and the generation metrics on the Gaussian clusters."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 
 from ..data import to_float
+from ..data.synthetic import GAUSSIAN_CENTRES, GAUSSIAN_PROBS, GAUSSIAN_SIGMA
 
 
 @torch.no_grad()
@@ -49,3 +51,27 @@ def nmi(pred: torch.Tensor, y: torch.Tensor) -> float:
     from sklearn.metrics import normalized_mutual_info_score
 
     return float(normalized_mutual_info_score(y.cpu().numpy(), pred.cpu().numpy()))
+
+
+def categorical_entropy(p: torch.Tensor) -> float:
+    """Entropy in nats of a probability vector (0 log 0 = 0)."""
+    p = p.double()
+    return float(-(p[p > 0] * p[p > 0].log()).sum())
+
+
+def gaussian_generation_metrics(points: torch.Tensor, centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA,
+                                probs=GAUSSIAN_PROBS) -> dict[str, float]:
+    """Share of generated points farther than 3 sigma from every true centre ("lines between clusters"),
+    the share of the on-cluster points at each true cluster (truth: `probs`), and the total variation
+    distance between those shares and `probs`."""
+    cen = torch.as_tensor(centres, dtype=points.dtype, device=points.device)
+    d = torch.cdist(points.reshape(len(points), -1), cen)  # (N, 4)
+    dmin, near = d.min(dim=1)
+    on = dmin <= 3 * sigma
+    out = {"gen_off_cluster": float((~on).float().mean())}
+    counts = torch.bincount(near[on], minlength=len(centres)).double()
+    share = counts / counts.sum().clamp_min(1)
+    for k, s in enumerate(share.tolist()):
+        out[f"gen_share_{k}"] = s
+    out["gen_share_tv"] = float(0.5 * (share - torch.as_tensor(probs, dtype=torch.double)).abs().sum())
+    return out

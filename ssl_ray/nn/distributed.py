@@ -45,6 +45,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over data-parallel workers (a batch statistic every worker must agree on); t itself
+    when not distributed."""
+    if not is_distributed():
+        return t
+    return all_reduce_sum(t.clone()) / dist.get_world_size()
+
+
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
     """Make every rank start from rank `src`'s weights and buffers."""
     if not is_distributed():

@@ -1,0 +1,53 @@
+"""What a search runs with, shared by the driver (tune.py), its Ray hooks (hooks.py) and `--resume`
+(experiment.py): the options of `ssl-ray tune`, the key of a trial's meta in its config, and where the
+experiment lives. Plain Python: importing it starts nothing."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SSLRayError
+
+SPEC_KEY = "_ssl_ray"
+"""The key, in a trial's config, of the non-hyperparameter part (method, data, budget, resources: tune.trial_meta)."""
+
+
+@dataclass
+class TuneOptions:
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    grace_epochs: int | None = None
+    reduction_factor: int | None = None
+    scheduler: str | None = None
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    workers: int = 1
+    address: str | None = None
+    storage: str | None = None
+    name: str | None = None
+    resume: bool = False
+    confirm_seeds: int = 0
+    max_failures: int = 0
+    seed: int = 0
+    progress: bool = True
+    amp: bool = False
+    compile: bool = False
+    data_resident: bool = True
+    search: str | None = None  # searcher (searchers.py); None = the space's `searcher`, else Ray's random sampling
+    mlflow: str | None = None  # MLflow tracking URI (trackers.py)
+    wandb: str | None = None  # W&B project (trackers.py)
+
+
+def storage_root(storage: str | None) -> str:
+    """--storage, or $SSL_RAY_RUNS/tune (default ./ssl_ray_runs/tune); a local folder as an absolute path."""
+    root = storage or os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune"
+    return root if "://" in root else str(Path(root).resolve())
+
+
+def check_name(name: str) -> None:
+    """An experiment name is one folder inside --storage: `../x`, `a/b`, `/abs` would write elsewhere."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        raise SSLRayError(f"--name {name!r} must be a plain folder name inside --storage (no '/', '..' or "
+                          f"leading '.')")
