@@ -304,3 +304,51 @@ def test_two_workers_equal_one_worker_with_double_batch(method, tmp_path):
     for part in ("net", "ema"):
         for k, v in a[part].items():
             torch.testing.assert_close(b[part][k], v, rtol=1e-4, atol=1e-5, msg=f"{part}.{k}")
+
+
+# ---- the loop's augmentation, for methods that do not draw their own views -------------------------------
+@pytest.mark.parametrize("method", ["supervised", "vat", "i2gan"])
+def test_the_loop_serves_augmented_batches_to_a_method_that_asks(method):
+    """`--set augment=weak`: the method's train step sees the loop's weak view of each batch (seeded by the run's
+    seed and the global step); at the default `none` it sees the raw batch."""
+    from ssl_ray.data import DataSpec
+    from ssl_ray.engine.loop import RunSpec, Trainer
+
+    for kind in ("none", "weak"):
+        tr = Trainer(RunSpec(method, DataSpec("digits", labels=20, val_size=100), epochs=1, seed=3,
+                             config={"augment": kind, "steps_per_epoch": 2}), progress=False)
+        raw, got = [], []
+        draw, step = tr.stream.next, tr.method.train_step
+
+        def next_batch(draw=draw, raw=raw):
+            b = draw()
+            raw.append((b.x_l.clone(), b.x_u.clone()))
+            return b
+
+        def train_step(batch, step=step, got=got):
+            got.append((batch.x_l.clone(), batch.x_u.clone()))
+            return step(batch)
+
+        tr.stream.next, tr.method.train_step = next_batch, train_step  # type: ignore[method-assign]
+        tr.run_epoch()
+        assert len(got) == 2
+        for s, (r, g) in enumerate(zip(raw, got)):
+            for salt, (rp, gp) in enumerate(zip(r, g)):  # labelled (salt 0), unlabelled (salt 1)
+                if kind == "none" or len(rp) == 0:
+                    torch.testing.assert_close(gp, rp, rtol=0, atol=0)
+                else:
+                    assert not torch.equal(gp, rp)  # a view, not the raw images
+                    want = augment(rp, "weak", seed=3, step=s, flip=False, salt=salt)
+                    torch.testing.assert_close(gp, want, rtol=0, atol=0)
+
+
+def test_a_search_space_can_search_weak_augmentation_for_i2gan(tmp_path):
+    from ssl_ray.tuning.spaces import load_space
+
+    p = tmp_path / "s.yaml"
+    p.write_text("method: i2gan\ndataset: {name: digits, labels: 50}\nsearch:\n  augment: {choice: [none, weak]}\n"
+                 "scheduler: {name: asha, max_epochs: 4, grace_epochs: 1, reduction_factor: 2}\nnum_samples: 2\n")
+    assert "augment" in load_space(p).search
+    p.write_text(p.read_text().replace("method: i2gan", "method: fixmatch"))  # draws its own views: no such knob
+    with pytest.raises(ConfigError, match="augment"):
+        load_space(p)

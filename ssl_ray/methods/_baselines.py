@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from ..config import hp
 from ..data.augment import augment, flip_allowed
+from ..nn.modes import eval_mode
 from .common import EMA, ClassifierConfig, ClassifierMethod
 
 
@@ -75,8 +76,11 @@ class SGDConfig(ClassifierConfig):
                           "training; set it to a run's total steps to decay over that run)", low=1)
 
 
+BC = TypeVar("BC", bound=ClassifierConfig)
+
+
 # ---- the method base -------------------------------------------------------------------------------------
-class BaselineMethod(ClassifierMethod):
+class BaselineMethod(ClassifierMethod[BC]):
     """A classifier method that counts its optimiser steps (checkpointed: ramps and schedules resume exactly),
     draws augmented views, and evaluates `eval_net`: the EMA of its weights when `self.ema` is set."""
 
@@ -89,8 +93,8 @@ class BaselineMethod(ClassifierMethod):
         super().build()
         self.num_steps = 0
 
-    def build_sgd(self) -> None:
-        cfg: SGDConfig = self.cfg  # type: ignore[assignment]
+    def build_sgd(self, cfg: SGDConfig) -> None:
+        """Replace the classifier's Adam by FixMatch's SGD (`cfg`: this method's config, an SGDConfig)."""
         self.optimizers["opt"] = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                                  nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
@@ -113,14 +117,13 @@ class BaselineMethod(ClassifierMethod):
     def eval_net(self) -> nn.Module:
         return self.ema.shadow if self.ema is not None else self.net
 
+    def all_modules(self) -> list[nn.Module]:
+        return super().all_modules() + ([self.ema.shadow] if self.ema is not None else [])
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.eval_net
-        was = net.training
-        net.eval()
-        out = net(x)
-        net.train(was)
-        return out
+        with eval_mode(self.eval_net):
+            return self.eval_net(x)
 
     def extra_state(self) -> dict[str, Any]:
         return {"num_steps": self.num_steps, **({"ema": self.ema.state_dict()} if self.ema is not None else {})}

@@ -47,19 +47,19 @@ class FixMatchConfig(SGDConfig, FlipConfig):
 
 
 @register
-class FixMatch(BaselineMethod):
+class FixMatch(BaselineMethod[FixMatchConfig]):
     name = "fixmatch"
     Config = FixMatchConfig
     paper = "Sohn et al., FixMatch, NeurIPS 2020 (google-research/fixmatch, USB)"
 
     def build(self) -> None:
-        cfg: FixMatchConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         super().build()
-        self.build_sgd()
+        self.build_sgd(self.cfg)
         self.ema = EMA(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: FixMatchConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         seed = self.step_seed()
         views = [self.view(batch.x_l, "weak", seed, 0), self.view(batch.x_u, "weak", seed, 1),
                  self.view(batch.x_u, "strong", seed, 2)]

@@ -30,6 +30,7 @@ import torch
 from ..config import hp
 from ..data import Batch
 from ..data.augment import AugmentConfig
+from ..nn.modes import train_mode
 from ._baselines import BaselineMethod, sigmoid_rampup, softmax_mse
 from .common import EMA, ClassifierConfig, cross_entropy_or_zero
 from .registry import register
@@ -60,20 +61,20 @@ class MeanTeacherConfig(ClassifierConfig, AugmentConfig):
 
 
 @register
-class MeanTeacher(BaselineMethod):
+class MeanTeacher(BaselineMethod[MeanTeacherConfig]):
     name = "meanteacher"
     Config = MeanTeacherConfig
     paper = "Tarvainen & Valpola, Mean teachers are better role models, NeurIPS 2017 (CuriousAI/mean-teacher)"
 
     def build(self) -> None:
-        cfg: MeanTeacherConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         super().build()
         self.optimizers["opt"] = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
                                                   weight_decay=cfg.weight_decay)
         self.ema = EMA(self.net, cfg.ema_decay)
 
     def noisy_view(self, x: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
-        cfg: MeanTeacherConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         x = self.view(x, cfg.augment, seed, salt)
         if cfg.input_noise <= 0:
             return x
@@ -88,15 +89,13 @@ class MeanTeacher(BaselineMethod):
         return torch.cat([self.noisy_view(batch.x_l, seed, 2 * salt), self.noisy_view(batch.x_u, seed, 2 * salt + 1)])
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: MeanTeacherConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         assert self.ema is not None
         seed = self.step_seed()
         logits = self.net(self.noisy_batch(batch, seed, 0))
         teacher = self.ema.shadow
-        with torch.no_grad():
-            teacher.train()
+        with torch.no_grad(), train_mode(teacher):  # the reference's teacher pass: training-mode BN and dropout
             target = teacher(self.noisy_batch(batch, seed, 1))
-            teacher.eval()
         loss_l = cross_entropy_or_zero(logits[:len(batch.x_l)], batch.y_l)
         loss_c = softmax_mse(logits, target)
         ramp = sigmoid_rampup(self.num_steps, cfg.rampup_steps)

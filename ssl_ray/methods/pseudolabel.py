@@ -51,17 +51,17 @@ class PseudoLabelConfig(SGDConfig, AugmentConfig):
 
 
 @register
-class PseudoLabel(BaselineMethod):
+class PseudoLabel(BaselineMethod[PseudoLabelConfig]):
     name = "pseudolabel"
     Config = PseudoLabelConfig
     paper = "Lee, Pseudo-Label, ICML-W 2013 (confidence threshold as in USB)"
 
     def build(self) -> None:
         super().build()
-        self.build_sgd()
+        self.build_sgd(self.cfg)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg: PseudoLabelConfig = self.cfg  # type: ignore[assignment]
+        cfg = self.cfg
         seed = self.step_seed()
         x_l, x_u = self.view(batch.x_l, cfg.augment, seed, 0), self.view(batch.x_u, cfg.augment, seed, 1)
         logits = self.net(torch.cat([x_l, x_u]))

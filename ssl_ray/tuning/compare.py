@@ -55,15 +55,16 @@ def compare(methods: list[str], data: DataSpec, opts: TuneOptions, *, seeds: int
         summary = run_tune(space, o)
         summaries[space.method] = summary
         rows.append(row(space.method, summary))
-    result = {"dataset": data.name, "labels": data.labels, "num_samples": opts.num_samples,
+    result: dict[str, Any] = {"dataset": data.name, "labels": data.labels, "num_samples": opts.num_samples,
               "max_epochs": opts.max_epochs, "seeds": seeds, "storage": storage, "rows": rows,
               "experiments": {m: s["experiment"] for m, s in summaries.items()}}
-    result["markdown"], result["csv"] = to_markdown(result), to_csv(rows)
+    markdown, csv_text = to_markdown(result), to_csv(rows)
+    result["markdown"], result["csv"] = markdown, csv_text
     if "://" not in storage:
         folder = Path(storage) / base
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "compare.md").write_text(result["markdown"] + "\n", encoding="utf-8")
-        (folder / "compare.csv").write_text(result["csv"], encoding="utf-8")
+        (folder / "compare.md").write_text(markdown + "\n", encoding="utf-8")
+        (folder / "compare.csv").write_text(csv_text, encoding="utf-8")
         (folder / "compare.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
         result["table"] = str(folder / "compare.md")
     return result
