@@ -595,5 +595,61 @@ def datasets(as_json):
         click.echo(f"{r['name']:<14} {r['doc']}\n{'':<14} val_size {r['val_size']}; options: {opts}; {where}")
 
 
+# ---- compare ---------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("methods_", metavar="METHODS...", nargs=-1, required=True)
+@data_options
+@click.option("--num-samples", type=int, default=8, show_default=True, help="trials per method (the same budget)")
+@click.option("--max-epochs", type=int, default=20, show_default=True, help="epochs of a trial that is never stopped")
+@click.option("--grace-epochs", type=int, default=2, show_default=True, help="ASHA: epochs before a trial can stop")
+@click.option("--reduction-factor", type=int, default=3, show_default=True, help="ASHA: keep 1/factor at each rung")
+@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default="asha", show_default=True)
+@click.option("--seeds", type=int, default=3, show_default=True, help="seeds the best configuration of each method is "
+              "retrained with (the same seeds, hence the same labelled splits, for every method)")
+@click.option("--space", "spaces", multiple=True, metavar="METHOD=FILE", help="a search space for one method "
+              "(default search_spaces/METHOD.yaml; repeatable)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the searched trials")
+@click.option("--cpus-per-trial", type=float, default=1, show_default=True)
+@click.option("--gpus-per-trial", type=float, default=0, show_default=True)
+@click.option("--address", default=None, help="an existing Ray cluster (host:port or auto); default: local")
+@click.option("--storage", default=None, help="results root (default ./ssl_ray_runs/tune)")
+@click.option("--name", default=None, help="comparison name; each method's experiment is NAME-METHOD")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+@click.option("--output", default=None, help="also write the table to this file")
+@click.option("--quiet", is_flag=True, help="no trial table while it runs")
+def compare(methods_, dataset, data_root, download, labels, val_size, val_per_label, data_opts, num_samples,
+            max_epochs, grace_epochs, reduction_factor, scheduler, seeds, spaces, seed, cpus_per_trial,
+            gpus_per_trial, address, storage, name, fmt, output, quiet):
+    """Tune every METHOD with the same budget on the same data, retrain each best configuration with the same
+    seeds, and print test error mean +- std per method (e.g. `ssl-ray compare supervised vat fixmatch`)."""
+    from .data import load_splits
+    from .tuning.compare import compare as run_compare
+    from .tuning.tune import TuneOptions
+
+    _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
+                    reduction_factor=reduction_factor, seeds=seeds, cpus_per_trial=cpus_per_trial)
+    _check_non_negative(gpus_per_trial=gpus_per_trial)
+    _check_seed(seed, seeds)
+    space_files = {}
+    for item in spaces:
+        m, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SSLRayError(f"--space expects METHOD=FILE, got {item!r}")
+        space_files[m] = path
+    data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, val_per_label=val_per_label)
+    load_splits(data, seed)  # missing dataset, bad label count: error before any compute
+    opts = TuneOptions(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
+                       reduction_factor=reduction_factor, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
+                       gpus_per_trial=gpus_per_trial, address=address, storage=storage, seed=seed,
+                       progress=not quiet)
+    result = run_compare(list(methods_), data, opts, seeds=seeds, spaces=space_files, name=name)
+    text = {"md": result["markdown"], "csv": result["csv"].rstrip("\n"),
+            "json": json.dumps(result["rows"], default=str)}[fmt]
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    click.echo(text)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -18,7 +18,8 @@ from typing import Any, Callable
 import torch
 
 from .. import config as C
-from ..data import BatchStream, DataSpec, eval_tensors, load_splits
+from ..data import Batch, BatchStream, DataSpec, eval_tensors, load_splits
+from ..data.augment import AugmentConfig, augment_batch, flip_allowed
 from ..data.registry import get_entry
 from ..errors import DivergenceError
 from ..methods import get_method
@@ -182,14 +183,24 @@ class Trainer:
                 dist.broadcast(b.data, 0)
 
     # ---- the loop ----------------------------------------------------------------------------------
+    def _augmented(self, batch: Batch, step: int) -> Batch:
+        """The batch in the view its config's `augment` asks for (data/augment.py; seeded by the run's seed and
+        the global step, each rank viewing its slice of the global batch), unless the method draws its own."""
+        cfg = self.cfg
+        if not isinstance(cfg, AugmentConfig) or cfg.augment == "none" or self.method_cls.augments_itself:
+            return batch
+        return augment_batch(batch, cfg.augment, seed=self.spec.seed, step=step, rank=self.rank, world=self.world,
+                             flip=flip_allowed(self.spec.data.name, cfg.flip))
+
     def run_epoch(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         self.method.train()
         rows: list[torch.Tensor] = []
         keys: list[str] = []
-        for _ in _steps(self.steps, self.progress, f"[{self.spec.method}/{self.spec.data.name}] epoch {self.epoch + 1}"):
+        for i in _steps(self.steps, self.progress, f"[{self.spec.method}/{self.spec.data.name}] epoch {self.epoch + 1}"):
+            batch = self._augmented(self.stream.next(), self.global_step + i)
             with self._autocast():
-                out = self.method.train_step(self.stream.next())
+                out = self.method.train_step(batch)
             if not keys:
                 keys = list(out)
             rows.append(torch.stack([out[k].detach().float().reshape(()) for k in keys]))

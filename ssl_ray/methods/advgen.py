@@ -28,6 +28,7 @@ import torch
 
 from ..config import hp
 from ..data import Batch
+from ..data.augment import AugmentConfig
 from ..errors import ConfigError
 from ..models.encoder_decoder import G_ARCHS, Z_MODES, EncoderDecoder
 from ..nn.functional import kl
@@ -55,7 +56,7 @@ def generator_objective(loss_adv: torch.Tensor, loss_rec: torch.Tensor, alpha: f
 
 # ---- the method ----------------------------------------------------------------------------------
 @dataclass
-class AdvGenConfig(ClassifierConfig):
+class AdvGenConfig(ClassifierConfig, AugmentConfig):
     batch_size: int = hp(160, "T: samples per batch (as VAT's reference: 32 labelled + 128 unlabelled)", low=1)
     labeled_ratio: float = hp(0.2, "R/T: labelled share of each batch", low=0, high=1, low_open=True)
     alpha: float = hp(1.0, "weight of L_adv (slides give no value; 1)", low=0)

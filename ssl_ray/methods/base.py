@@ -47,6 +47,9 @@ class Method(Generic[C]):
     """True when train_step needs a second, independent unlabelled batch (`batch.x_u2`)."""
     clustering: ClassVar[bool] = False
     """True when predictions are cluster ids: errors are then measured after Hungarian matching."""
+    augments_itself: ClassVar[bool] = False
+    """True when train_step draws its own augmented views (fixmatch, meanteacher, pseudolabel). Otherwise a
+    config with an `augment` field (data.augment.AugmentConfig) is served batches the training loop augmented."""
 
     def __init__(self, cfg: C, info: DataInfo, device: torch.device | str = "cpu"):
         self.cfg: C = cfg

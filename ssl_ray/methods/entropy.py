@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..config import hp
 from ..data import Batch, to_float
+from ..data.augment import AugmentConfig
 from ..errors import ConfigError
 from ..nn import plots
 from ..nn.functional import entropy
@@ -51,7 +52,7 @@ LOC_MODES = ("top", "weighted")
 
 
 @dataclass
-class EntropyConfig(ClassifierConfig):
+class EntropyConfig(ClassifierConfig, AugmentConfig):
     labeled_ratio: float = hp(0.8, "R/T: the labelled share of each batch (paper: best at 0.8 with alpha = 0.8, "
                               "overfitting at 0.9; its starting default was 0.25)", low=0, high=1, low_open=True)
     alpha: float = hp(0.8, "weight of the mean entropy loss J_M over all T samples (MEL; paper: 0.8)", low=0)

@@ -46,6 +46,7 @@ from torch import nn
 
 from ..config import hp
 from ..data import Batch
+from ..data.augment import AugmentConfig
 from ..data.splits import batch_composition
 from ..errors import ConfigError
 from ..models import MLP, Classifier, ConvGenerator, ConvNet, MLPGenerator, build_classifier, build_generator
@@ -94,7 +95,7 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
 
 # ---- config ------------------------------------------------------------------------------------------------
 @dataclass
-class ImprovedGANConfig(ClassifierConfig):
+class ImprovedGANConfig(ClassifierConfig, AugmentConfig):
     batch_size: int = hp(200, "T: samples per batch; the reference uses 100 labelled + 100 unlabelled", low=2)
     labeled_ratio: float = hp(0.5, "R/T: the labelled share of each batch (reference: 100 of 200)",
                               low=0, high=1, low_open=True, high_open=True)

@@ -11,12 +11,13 @@ import torch
 
 from ..config import hp
 from ..data import Batch
+from ..data.augment import AugmentConfig
 from .common import ClassifierConfig, ClassifierMethod, cross_entropy_or_zero
 from .registry import register
 
 
 @dataclass
-class SupervisedConfig(ClassifierConfig):
+class SupervisedConfig(ClassifierConfig, AugmentConfig):
     batch_size: int = hp(64, "T: samples per batch (all labelled: the unlabelled part is ignored)", low=1)
     labeled_ratio: float = hp(1.0, "R/T: the labelled share of each batch; the baseline uses labelled data only",
                               low=0, high=1, low_open=True)

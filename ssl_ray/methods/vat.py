@@ -29,6 +29,7 @@ import torch
 
 from ..config import hp
 from ..data import Batch
+from ..data.augment import AugmentConfig
 from ..errors import ConfigError
 from ..nn.functional import entropy, kl
 from .common import ClassifierConfig, PerturbationMethod, cross_entropy_or_zero
@@ -63,7 +64,7 @@ def vat_loss(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, l
 
 # ---- the method ----------------------------------------------------------------------------------
 @dataclass
-class VATConfig(ClassifierConfig):
+class VATConfig(ClassifierConfig, AugmentConfig):
     batch_size: int = hp(160, "T: samples per batch (reference: 32 labelled + 128 unlabelled)", low=1)
     labeled_ratio: float = hp(0.2, "R/T: labelled share of each batch (reference: 32/160)", low=0, high=1,
                               low_open=True)
