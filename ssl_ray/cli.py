@@ -119,6 +119,8 @@ def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=N
 
 def _run_tune(space, opts, as_json: bool) -> dict:
     """run_tune; with --json, Tune's live trial table goes to stderr so that stdout holds only the JSON."""
+    from .tuning.tune import run_tune
+
     if not as_json:
         return run_tune(space, opts)
     with contextlib.redirect_stdout(sys.stderr):
@@ -334,7 +336,7 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
     from .data import load_splits
     from .tuning.options import check_name
     from .tuning.spaces import load_space
-    from .tuning.tune import apply_options, run_tune
+    from .tuning.tune import apply_options
 
     data = {k: params.pop(k) for k in DATA_PARAMS}
     opts = tune_options(params)
