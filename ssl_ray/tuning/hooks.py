@@ -196,6 +196,10 @@ class TrialRecorder(Callback):
         write_json(fs, f"{base}/{TRIALS_FILE}", self.records)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        # A trial restarted after a pause (PBT pauses trials, and restarts the ones it clones into) gets its
+        # result.json copied back from the storage by Tune's JSON logger, a copy that may miss the latest epochs:
+        # send the complete local copy there first (this callback runs before the loggers: tune.run_tune).
+        push_result_file(trial)
         self._put(trial, "RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

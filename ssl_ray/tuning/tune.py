@@ -273,8 +273,8 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
 
     run_config = tune.RunConfig(
         name=name, storage_path=storage, progress_reporter=reporter if o.progress else None,
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # our own TensorBoard files replace Tune's
-                   TrialRecorder(exp, records)] + _trackers(o, name),
+        # our own TensorBoard files replace Tune's; TrialRecorder first: it saves result.json before a restart
+        callbacks=[TrialRecorder(exp, records), JsonLoggerCallback(), CSVLoggerCallback()] + _trackers(o, name),
         stop=InterruptStopper(),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
         # PBT may clone any trial's checkpoint of its last decision: keep them all (max_epochs / interval + 1)
