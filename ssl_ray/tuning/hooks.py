@@ -138,7 +138,8 @@ class PlanPBT(PopulationBasedTraining):
         from .pbt import hyperparam_mutations
 
         super().__init__(hyperparam_mutations=hyperparam_mutations(space), **kw)
-        self.space, self.exp, self.exploits = space, exp, []
+        self.space, self.exp = space, exp
+        self.exploits: list[dict[str, Any]] = []
 
     def on_trial_result(self, tc, trial, result):
         # No decision at a trial's last epoch: Ray's PBT would still clone another trial into it (the config it

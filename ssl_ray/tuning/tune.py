@@ -309,9 +309,10 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     summary = results.summarize(exp, space, trials, max_epochs=space.scheduler.max_epochs,
                                 seconds=time.time() - t0, interrupted=interrupted)
     if interrupted:
+        then = ("\na PBT search cannot be resumed (its population state is not saved)" if space.scheduler.name == "pbt"
+                else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
         print(f"interrupted: {summary['num_interrupted']} of {summary['num_trials']} trials unfinished, their "
-              f"checkpoints kept in {exp}\ncontinue with: ssl-ray tune {space.method} --storage {storage} "
-              f"--name {name} --resume", file=sys.stderr, flush=True)
+              f"checkpoints kept in {exp}{then}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
     if o.confirm_seeds:
         summary["confirm"] = confirm(summary, space, o, storage, name)
