@@ -231,3 +231,21 @@ def test_pbt_search_clones_a_trial_which_trains_on_with_the_mutated_lr(tmp_path)
     r = _cli("tune", "supervised", "--storage", storage, "--name", "pbt", "--resume", env=env)
     assert r.returncode != 0
     assert "is a PBT search, which cannot be resumed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_scheduler_pbt_and_perturbation_interval(tmp_path):
+    """`--scheduler pbt --perturbation-interval K` on top of an ASHA space: the dry run's plan says PBT."""
+    space = tmp_path / "space.yaml"
+    space.write_text(REAL.replace("scheduler: {name: pbt, max_epochs: 4, perturbation_interval: 2, quantile_fraction: "
+                                  "0.5, resample_probability: 0.0,\n            synch: true}",
+                                  "scheduler: {name: asha, max_epochs: 6, grace_epochs: 1}"))
+    env = {**os.environ, "SSL_RAY_CACHE": str(tmp_path / "cache")}
+    r = _cli("tune", "supervised", "--space", str(space), "--scheduler", "pbt", "--perturbation-interval", "3",
+             "--dry-run", "--json", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (p["scheduler"], p["perturbation_interval"], p["mutated"], p["max_epochs"]) == ("pbt", 3, ["lr"], 6)
+    r = _cli("tune", "supervised", "--space", str(space), "--perturbation-interval", "3", "--dry-run", env=env)
+    assert r.returncode != 0 and "scheduler.perturbation_interval: a PBT setting, but the scheduler is asha" in r.stderr
+    r = _cli("tune", "supervised", "--space", str(space), "--scheduler", "pbt", "--workers", "2", "--dry-run", env=env)
+    assert r.returncode != 0 and "--scheduler pbt runs single-worker trials" in r.stderr
