@@ -405,6 +405,11 @@ def _tune_text(s: dict) -> str:
                         for k in s.get("searched", []))
         lines.append(f"best: val error {b['val_error']:.2f}% (epoch {b['epochs']}), test error {b['test_error']:.2f}%"
                      f"  [{cfg}]")
+    pbt = s.get("pbt")
+    if pbt:
+        n = pbt["exploits"]
+        lines.append(f"PBT: {n} exploit{'' if n == 1 else 's'} (a trial continuing from a better one's checkpoint with "
+                     f"mutated hyperparameters): {pbt['log']}; Ray's policy log: {pbt['policy_log']}")
     c = s.get("confirm")
     if c and c.get("test_error_mean") is not None:
         lines.append(f"confirmed with {len(c['seeds'])} seeds: test error {c['test_error_mean']:.2f} +- "

@@ -202,7 +202,8 @@ def test_pbt_search_clones_a_trial_which_trains_on_with_the_mutated_lr(tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["num_trials"] == 2 and s["num_errored"] == 0 and s["num_completed"] == 2
-    assert s["scheduler"]["name"] == "pbt"
+    assert s["scheduler"]["name"] == "pbt" and s["pbt"]["exploits"] == 1
+    assert "PBT: 1 exploit (" in r.stderr and "pbt_global.txt" in r.stderr  # the human summary says where
     exp = tmp_path / "runs" / "pbt"
     plan = json.loads((exp / "ssl_ray_space.json").read_text())["plan"]
     exploits = json.loads((exp / "ssl_ray_pbt.json").read_text())

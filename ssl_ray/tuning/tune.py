@@ -308,6 +308,12 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     trials = experiment.collect(exp, doc, records)
     summary = results.summarize(exp, space, trials, max_epochs=space.scheduler.max_epochs,
                                 seconds=time.time() - t0, interrupted=interrupted)
+    if space.scheduler.name == "pbt":  # what PBT did, and where it is written down
+        from .pbt import PBT_FILE
+
+        summary["pbt"] = {"exploits": len(scheduler.exploits), "log": f"{exp}/{PBT_FILE}",
+                          "policy_log": f"{exp}/pbt_global.txt"}
+        results.write_summary(exp, summary)
     if interrupted:
         then = ("\na PBT search cannot be resumed (its population state is not saved)" if space.scheduler.name == "pbt"
                 else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
