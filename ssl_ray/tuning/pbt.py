@@ -4,7 +4,12 @@ PopulationBasedTraining over our plan, its mutations built from the search space
 Every `perturbation_interval` epochs a trial is ranked against the running population by val_error: one in
 the bottom `quantile_fraction` continues from the checkpoint of one in the top fraction (its weights and
 optimiser moments: "exploit") with that trial's hyperparameters mutated ("explore"); the Trainer then
-re-applies the new hyperparameters to the restored optimisers (Method.apply_hparams). Time is our own `epoch`.
+re-applies the new hyperparameters to the restored optimisers (Method.apply_hparams). Time is our own `epoch`;
+no decision is taken at a trial's last epoch (hooks.PlanPBT). Trials checkpoint every `perturbation_interval`
+epochs (and at the last), and all their checkpoints are kept, since PBT may clone any trial's last decision
+checkpoint. With `synch: true` (Ray's synchronous PBT) trials wait for each other at every decision epoch; Ray
+then ranks the trials that have started (with more trials than run at once, the ones still pending join the
+ranking at a later decision).
 
 Mutations (`hyperparam_mutations`), for the searched hyperparameters listed in `mutate` (default: every
 searched one but `grid` ones; fixed ones are never touched):
