@@ -8,8 +8,8 @@ re-applies the new hyperparameters to the restored optimisers (Method.apply_hpar
 no decision is taken at a trial's last epoch (hooks.PlanPBT). Trials checkpoint every `perturbation_interval`
 epochs (and at the last), and all their checkpoints are kept, since PBT may clone any trial's last decision
 checkpoint. With `synch: true` (Ray's synchronous PBT) trials wait for each other at every decision epoch; Ray
-then ranks the trials that have started (with more trials than run at once, the ones still pending join the
-ranking at a later decision).
+ranks the trials Tune has created so far (measured: with 3 trials and room for 2, the first decision ranked
+the first two; Tune creates a trial only when it can run, under --max-concurrent).
 
 Mutations (`hyperparam_mutations`), for the searched hyperparameters listed in `mutate` (default: every
 searched one but `grid` ones; fixed ones are never touched):
