@@ -277,8 +277,10 @@ TUNE_OPTIONS = [  # `ssl-ray tune`'s options after the data options, in --help o
         "grace_epochs"),
     Opt(("--reduction-factor",), dict(type=int, default=None, help="ASHA: keep 1/factor of trials at each rung"),
         "reduction_factor"),
-    Opt(("--scheduler",), dict(type=click.Choice(["asha", "fifo"]), default=None,
-                               help="default: the space's (asha)"), "scheduler"),
+    Opt(("--scheduler",), dict(type=click.Choice(["asha", "fifo", "pbt"]), default=None,
+                               help="default: the space's (asha); pbt = Population Based Training"), "scheduler"),
+    Opt(("--perturbation-interval",), dict(type=int, default=None, help="PBT: epochs between exploit/explore "
+                                           "decisions (default: the space's, else 4)"), "perturbation_interval"),
     Opt(("--search",), dict(type=click.Choice(["random", "optuna", "hyperopt", "bohb"]), default=None,
                             help="search algorithm (default: the space's `searcher`, else random); "
                                  "optuna/hyperopt/bohb are extras"), "search"),
@@ -364,7 +366,8 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
     space.data = _data_spec(data["dataset"], data["data_root"], data["download"], data["labels"], data["val_size"],
                             data["data_opts"], base=space.data, val_per_label=data["val_per_label"])
     _check_positive(num_samples=opts.num_samples, max_epochs=opts.max_epochs, grace_epochs=opts.grace_epochs,
-                    reduction_factor=opts.reduction_factor, cpus_per_trial=opts.cpus_per_trial, workers=opts.workers,
+                    reduction_factor=opts.reduction_factor, perturbation_interval=opts.perturbation_interval,
+                    cpus_per_trial=opts.cpus_per_trial, workers=opts.workers,
                     max_concurrent=opts.max_concurrent)
     if (not math.isfinite(opts.gpus_per_trial) or opts.gpus_per_trial < 0 or opts.confirm_seeds < 0
             or opts.max_failures < 0):
@@ -402,6 +405,11 @@ def _tune_text(s: dict) -> str:
                         for k in s.get("searched", []))
         lines.append(f"best: val error {b['val_error']:.2f}% (epoch {b['epochs']}), test error {b['test_error']:.2f}%"
                      f"  [{cfg}]")
+    pbt = s.get("pbt")
+    if pbt:
+        n = pbt["exploits"]
+        lines.append(f"PBT: {n} exploit{'' if n == 1 else 's'} (a trial continuing from a better one's checkpoint with "
+                     f"mutated hyperparameters): {pbt['log']}; Ray's policy log: {pbt['policy_log']}")
     c = s.get("confirm")
     if c and c.get("test_error_mean") is not None:
         lines.append(f"confirmed with {len(c['seeds'])} seeds: test error {c['test_error_mean']:.2f} +- "

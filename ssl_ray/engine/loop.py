@@ -142,7 +142,11 @@ class Trainer:
                 "test_at_best": self.test_at_best, "spec": _plain(self.spec.to_dict()), "world": self.world}
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: its weights, optimiser moments, data position, RNG and epoch, under this
+        trainer's own config (Method.apply_hparams: a PBT trial restored from another trial's checkpoint with
+        a mutated config trains with the new learning rate, not the checkpoint's)."""
         self.method.load_state_dict(state["method"])
+        self.method.apply_hparams()
         self.stream.load_state_dict(state["stream"])
         checkpoint.set_rng_state(state["rng"])
         self.method.noise_gen.set_state(state["noise"])

@@ -63,6 +63,7 @@ class Method(Generic[C]):
         self.build()
         for m in self.modules.values():
             m.to(self.device)
+        self._built_groups = self._group_settings()  # what build() made of self.cfg: apply_hparams puts it back
 
     # ---- to implement -------------------------------------------------------------------------
     def build(self) -> None:
@@ -163,3 +164,42 @@ class Method(Generic[C]):
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         self.load_extra_state(state.get("extra", {}))
+
+    def _group_settings(self) -> dict[str, list[dict[str, Any]]]:
+        """Every optimiser param group's settings (lr, betas, weight_decay, a scheduler's initial_lr...)."""
+        return {k: [{s: v for s, v in g.items() if s != "params"} for g in o.param_groups]
+                for k, o in self.optimizers.items()}
+
+    def apply_hparams(self) -> None:
+        """Make the optimisers follow this method's own config again after :meth:`load_state_dict`.
+
+        A checkpoint's optimiser state carries the hyperparameters it was trained with (each param group's lr,
+        betas, weight decay; each LR scheduler's base_lrs): when PBT restarts a trial from another trial's
+        checkpoint with a mutated config, loading it would silently bring back the donor's old values. This puts
+        back the settings :meth:`build` made from ``self.cfg`` (recorded at construction), keeping what is
+        learned or counted: the weights, the optimisers' moments and step counts, each scheduler's epoch.
+
+        - every param-group setting but ``lr`` is the built one (betas, weight_decay, eps, initial_lr...);
+        - a group no scheduler drives gets its built ``lr``;
+        - a scheduled group (one with ``initial_lr``) gets its new base lr and the lr its schedule gives at the
+          restored epoch: LambdaLR computes ``base_lr * lambda(epoch)`` with the lambda built from the new
+          config (as its own step does); any other scheduler's restored lr is scaled by new base / old base.
+
+        With an unchanged config every value it writes is the one already there, so a plain resume stays
+        bitwise exact. Hyperparameters read from ``self.cfg`` at each step (loss weights, EMA decay) need
+        nothing: the config is the new one. Called by Trainer.restore."""
+        for name, opt in self.optimizers.items():
+            for group, built in zip(opt.param_groups, self._built_groups[name]):
+                old_base, lr = group.get("initial_lr"), group["lr"]
+                group.update({k: v for k, v in built.items() if k != "lr"})
+                if "initial_lr" in built and old_base:
+                    group["lr"] = lr * (built["initial_lr"] / old_base)
+                else:
+                    group["lr"] = built["lr"]
+        for sched in self.schedulers.values():
+            groups = sched.optimizer.param_groups
+            sched.base_lrs = [g["initial_lr"] for g in groups]
+            if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                for g, base, f in zip(groups, sched.base_lrs, sched.lr_lambdas):
+                    g["lr"] = base * f(sched.last_epoch)
+            sched._last_lr = [g["lr"] for g in groups]

@@ -4,16 +4,18 @@ What ssl-ray writes in <storage>/<name>/ (JSON, read back with json.loads only):
 - ssl_ray_space.json: the validated search space, the options of the run, and the *plan*: every trial's
   hyperparameters, drawn once at the start from the space with --seed. A resume reads the method, dataset,
   space, scheduler and plan from here, never from the command line.
+- ssl_ray_pbt.json (scheduler pbt only): every PBT exploit, which plan entry cloned which at which epochs, and
+  the config before and after (tuning/pbt.py).
 - ssl_ray_trials.json: one record per Tune trial, written by the driver as trials start and end: the plan
-  index it runs, its folder, its status (RUNNING, TERMINATED, ERROR), and, for a resumed trial, the checkpoint
-  and epoch it continued from.
+  index it runs, its folder, its status (RUNNING, TERMINATED, ERROR), its hyperparameters (the last ones: PBT
+  changes them as it runs), and, for a resumed trial, the checkpoint and epoch it continued from.
 Ray Tune writes per trial folder: params.json, result.json (one JSON line per epoch), error.txt and
 checkpoint_NNNNNN/state.pt (loaded with torch.load(weights_only=True)). Ray's own tuner.pkl, params.pkl,
 error.pkl and experiment_state-*.json (which embeds cloudpickled objects) are never read by ssl-ray.
 
 A resume starts a fresh Tune run of the plan's unfinished entries: each continues in a new Tune trial from
 the last checkpoint of its previous attempt; finished entries (ran to the end, stopped by ASHA, errored) are
-kept as they were and not run again.
+kept as they were and not run again. A PBT search cannot be resumed (resume_setup says why).
 """
 from __future__ import annotations
 
@@ -107,8 +109,9 @@ def _result_rows(fs, path: str) -> list[dict[str, Any]]:
 
 
 def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per plan index: its config, merged per-epoch history over its attempts, status, error,
-    last checkpoint and folders. Status: TERMINATED/STOPPED/ERROR when finished, else INTERRUPTED."""
+    """One entry per plan index: its config (the planned one, or the last one its trial recorded: PBT mutates
+    it), merged per-epoch history over its attempts, status, error, last checkpoint and folders. Status:
+    TERMINATED/STOPPED/ERROR when finished, else INTERRUPTED."""
     fs, base = fs_of(exp)
     max_epochs = int(doc["scheduler"]["max_epochs"])
     by_index: dict[int, list[tuple[str, dict]]] = {}
@@ -133,6 +136,8 @@ def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -
             if rows and isinstance(rows[-1].get("time_total_s"), (int, float)):
                 seconds += rows[-1]["time_total_s"]
             status, path = rec.get("status"), d
+            if isinstance(rec.get("config"), dict):
+                hp = rec["config"]
             error = (read_text(fs, f"{d}/error.txt") or "").strip() or "error" if status == "ERROR" else None
         epochs = max(hist, default=0)
         if status == "TERMINATED":
@@ -168,7 +173,7 @@ RUNTIME_OPTIONS = {"address", "max_concurrent", "max_failures", "confirm_seeds",
 OPTION_FIELDS = {"cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial", "workers": "workers",
                  "seed": "seed", "amp": "amp", "compile_": "compile"}
 SCHEDULER_FIELDS = {"scheduler": "name", "max_epochs": "max_epochs", "grace_epochs": "grace_epochs",
-                    "reduction_factor": "reduction_factor"}
+                    "reduction_factor": "reduction_factor", "perturbation_interval": "perturbation_interval"}
 DATA_FIELDS = {"dataset": "name", "labels": "labels", "val_size": "val_size", "val_per_label": "val_per_label"}
 
 
@@ -193,6 +198,10 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
     if method != doc["method"]:
         raise SSLRayError(f"{where} is a {doc['method']} search, not {method}: resume it with "
                           f"`ssl-ray tune {doc['method']} --name {name} --resume`")
+    if (doc.get("scheduler") or {}).get("name") == "pbt":
+        raise SSLRayError(f"{where} is a PBT search, which cannot be resumed: Ray does not save PBT's population "
+                          f"state (scores, decision epochs, which checkpoint each trial cloned), so its trials could "
+                          f"not go on as PBT would; its results so far stay there; start a new experiment")
 
     def refuse(flag: str, typed: Any, saved: Any) -> SSLRayError:
         return SSLRayError(f"{flag} {typed} contradicts {where} (it has {saved}); a resume takes the experiment's "

@@ -1,5 +1,6 @@
 """Ray Tune hooks of `ssl-ray tune`, defined at module level so Tune can save them by reference: the search
-over a fixed plan, ASHA keyed by plan entry, the Ctrl-C stopper, and the recorder of ssl_ray_trials.json.
+over a fixed plan, ASHA keyed by plan entry, PBT that keeps plan entries, the Ctrl-C stopper, and the recorder
+of ssl_ray_trials.json.
 (Tune writes its own tuner.pkl; ssl-ray never reads it back.)"""
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import os
 from typing import Any
 
 from ray.tune import Callback, Stopper
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search import Searcher
 
 from .experiment import INTERRUPT, TRIALS_FILE, fs_of, write_json
 from .options import SPEC_KEY
 from .ray_internals import push_result_file
+
+
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != SPEC_KEY}
 
 
 def plan_key(index: int) -> str:
@@ -111,6 +116,61 @@ class PlanASHA(ASHAScheduler):
         super().on_trial_remove(tc, _Alias(trial))
 
 
+class _WithoutSearch:
+    """A TuneController seen without its search algorithm (PlanPBT.on_trial_add)."""
+
+    search_alg = None
+
+    def __init__(self, tc):
+        self._tc = tc
+
+    def __getattr__(self, k):
+        return getattr(self._tc, k)
+
+
+class PlanPBT(PopulationBasedTraining):
+    """Ray's PBT (tuning/pbt.py) over plan entries. Ray's exploit copies the whole config of the trial it clones,
+    our SPEC_KEY meta with its plan index included: the exploiting trial keeps its own meta (so its own plan
+    entry, folder and records), takes the clone's hyperparameters mutated and clipped into their distributions
+    (pbt.clip), and every exploit is appended to <experiment>/ssl_ray_pbt.json."""
+
+    def __init__(self, *, space, exp: str, **kw):
+        from .pbt import hyperparam_mutations
+
+        super().__init__(hyperparam_mutations=hyperparam_mutations(space), **kw)
+        self.space, self.exp = space, exp
+        self.exploits: list[dict[str, Any]] = []
+
+    def on_trial_result(self, tc, trial, result):
+        # No decision at a trial's last epoch: Ray's PBT would still clone another trial into it (the config it
+        # "ended with" then never trained) and, synchronous, wait there for the others.
+        if result.get(self._time_attr, 0) >= self.space.scheduler.max_epochs:
+            return self.CONTINUE
+        return super().on_trial_result(tc, trial, result)
+
+    def on_trial_add(self, tc, trial):
+        # Ray's PBT refuses every search algorithm, since a model-based one would learn from configs PBT changes
+        # under it. PlanSearcher only hands out the fixed random plan (tune.apply_options refuses the others with
+        # pbt), so PBT is shown the controller without it.
+        super().on_trial_add(_WithoutSearch(tc), trial)
+
+    def _get_new_config(self, trial, trial_to_clone):
+        from .pbt import PBT_FILE, clip
+
+        new, ops = super()._get_new_config(trial, trial_to_clone)
+        new = {**clip(self.space, new), SPEC_KEY: trial.config[SPEC_KEY]}
+        # the results at this decision (Ray updates trial.last_result only after the scheduler has decided)
+        mine, donor = (self._trial_state[t].last_result or {} for t in (trial, trial_to_clone))
+        self.exploits.append({
+            "index": trial.config[SPEC_KEY]["index"], "epoch": mine.get("epoch"),
+            "clone_of": trial_to_clone.config[SPEC_KEY]["index"], "clone_epoch": donor.get("epoch"),
+            "config_before": _hparams(trial.config), "clone_config": _hparams(trial_to_clone.config),
+            "config": _hparams(new), "operations": {k: str(v) for k, v in ops.items()}})
+        fs, base = fs_of(self.exp)
+        write_json(fs, f"{base}/{PBT_FILE}", self.exploits)
+        return new, ops
+
+
 class InterruptStopper(Stopper):
     """Stops the whole run once Ctrl-C (SIGINT) set experiment.INTERRUPT; the trials keep their checkpoints."""
 
@@ -132,11 +192,21 @@ class TrialRecorder(Callback):
         rec = self.records.setdefault(trial.trial_id, {"index": meta.get("index"), "resume": meta.get("resume")})
         rec["dir"] = os.path.basename(str(trial.path).rstrip("/"))
         rec["status"] = status
+        rec["config"] = _hparams(trial.config)  # PBT changes it as the trial runs: the last one is kept
         fs, base = fs_of(self.exp)
         write_json(fs, f"{base}/{TRIALS_FILE}", self.records)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        # A trial restarted after a pause (PBT pauses trials, and restarts the ones it clones into) gets its
+        # result.json copied back from the storage by Tune's JSON logger, a copy that may miss the latest epochs:
+        # send the complete local copy there first (this callback runs before the loggers: tune.run_tune).
+        push_result_file(trial)
         self._put(trial, "RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self.records.get(trial.trial_id)
+        if rec is not None and rec.get("config") != _hparams(trial.config):  # a PBT exploit changed it
+            self._put(trial, rec.get("status", "RUNNING"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if not INTERRUPT.is_set():  # trials stopped because of Ctrl-C have not finished

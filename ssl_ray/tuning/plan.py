@@ -30,12 +30,20 @@ def plan(space: Any, o: Any) -> dict[str, Any]:
         "trials": trials, "scheduler": s.name, "max_epochs": s.max_epochs,
         "grace_epochs": s.grace_epochs if s.name == "asha" else None,
         "reduction_factor": s.reduction_factor if s.name == "asha" else None, "rungs": rungs,
+        "perturbation_interval": s.perturbation_interval if s.name == "pbt" else None,
+        "mutated": _mutated(space) if s.name == "pbt" else None,
         "epochs_worst_case": worst, "epochs_nominal": round(nominal if s.name == "asha" else worst, 1),
         "per_trial": {"workers": o.workers, "cpus": o.cpus_per_trial * o.workers,
                       "gpus": o.gpus_per_trial * o.workers},
         "max_concurrent": o.max_concurrent, "seed": o.seed, "confirm_seeds": o.confirm_seeds,
         "address": o.address or "a local Ray instance",
     }
+
+
+def _mutated(space: Any) -> list[str]:
+    from .pbt import mutable_keys
+
+    return mutable_keys(space)
 
 
 def plan_text(p: dict[str, Any]) -> str:
@@ -53,6 +61,9 @@ def plan_text(p: dict[str, Any]) -> str:
         at = ", ".join(map(str, p["rungs"])) or "(none: grace reaches max)"
         lines.append(f"ASHA: up to {p['max_epochs']} epochs per trial, decisions at epochs {at}, "
                      f"keeping 1/{p['reduction_factor']}")
+    elif p["scheduler"] == "pbt":
+        lines.append(f"PBT: {p['max_epochs']} epochs per trial; every {p['perturbation_interval']} epochs the worst "
+                     f"trials continue from the best ones' checkpoints, mutating {', '.join(p['mutated'])}")
     elif p["scheduler"] == "bohb":
         lines.append(f"BOHB's HyperBand: up to {p['max_epochs']} epochs per trial, brackets chosen by TuneBOHB")
     else:

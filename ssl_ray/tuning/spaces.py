@@ -12,6 +12,22 @@ Format (docs/ADDING_A_METHOD.md)::
     scheduler: {name: asha, max_epochs: 20, grace_epochs: 2, reduction_factor: 3}
     num_samples: 12
 
+`scheduler` (every key optional):
+
+- ``name``: ``asha`` (default: stops poor trials early), ``fifo`` (every trial runs max_epochs) or ``pbt``
+  (Population Based Training: poor trials continue from a good trial's checkpoint with mutated
+  hyperparameters; tuning/pbt.py);
+- ``max_epochs`` (20): the epochs of a trial that is never stopped;
+- ASHA only: ``grace_epochs`` (2), epochs before a trial can be stopped; ``reduction_factor`` (3), keep 1/factor
+  of the trials at each rung;
+- PBT only: ``perturbation_interval`` (4), epochs between two exploit/explore decisions of a trial (trials
+  checkpoint at each; below max_epochs); ``quantile_fraction`` (0.25), the bottom fraction of trials that
+  clones the top fraction, in (0, 0.5]; ``resample_probability`` (0.25), the chance that a mutated value is
+  drawn afresh from its distribution instead of perturbed; ``mutate`` (all), the searched hyperparameters PBT
+  mutates: by default every searched one but ``grid`` ones (tuning/pbt.py says how each distribution mutates);
+  ``synch`` (false): Ray's synchronous PBT, every trial waits at each decision epoch and the whole population
+  is ranked at once (false: each trial decides on its own against the others' latest scores).
+
 Every error names the file, the line and the key, and says what is allowed; nothing starts before the
 whole document is valid.
 """
@@ -45,7 +61,11 @@ DISTRIBUTIONS: dict[str, tuple[int | None, tuple[type, ...]]] = {
     "choice": (None, (int, float, str, bool)), "grid": (None, (int, float, str, bool)),
 }
 TOP_KEYS = ("method", "description", "dataset", "fixed", "search", "scheduler", "num_samples", "searcher")
-SCHEDULER_KEYS = {"name": str, "max_epochs": int, "grace_epochs": int, "reduction_factor": int}
+SCHEDULER_KEYS = {"name": str, "max_epochs": int, "grace_epochs": int, "reduction_factor": int,
+                  "perturbation_interval": int, "quantile_fraction": float, "resample_probability": float,
+                  "mutate": list, "synch": bool}
+SCHEDULERS = ("asha", "fifo", "pbt")
+PBT_KEYS = ("perturbation_interval", "quantile_fraction", "resample_probability", "mutate", "synch")
 DATASET_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
 
 
@@ -70,10 +90,17 @@ class Param:
 
 @dataclass
 class Scheduler:
+    """The `scheduler:` of a space (its keys are documented at the top of this file)."""
+
     name: str = "asha"
     max_epochs: int = 20
     grace_epochs: int = 2
     reduction_factor: int = 3
+    perturbation_interval: int = 4
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    mutate: list[str] | None = None
+    synch: bool = False
 
 
 @dataclass
@@ -213,6 +240,7 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
             raise ctx.err(("search", k), "is both fixed and searched; keep one")
         space.search[k] = _parse_param(cls.Config, k, v, ctx)
     space.scheduler = _parse_scheduler(doc.get("scheduler") or {}, ctx)
+    check_pbt(space, ctx.err)
     ns = doc.get("num_samples", 8)
     if isinstance(ns, bool) or not isinstance(ns, int) or ns < 1:
         raise ctx.err(("num_samples",), f"must be a positive integer, got {ns!r}")
@@ -348,11 +376,19 @@ def _parse_scheduler(d: Any, ctx: _Ctx) -> Scheduler:
         if k not in SCHEDULER_KEYS:
             raise ctx.err(("scheduler", str(k)), f"unknown key; allowed: {', '.join(SCHEDULER_KEYS)}")
         want = SCHEDULER_KEYS[k]
+        if k == "mutate" and v is None:  # the default (every searched hyperparameter), as saved by a search
+            continue
         if want is int and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ctx.err(("scheduler", k), f"must be a positive integer, got {v!r}")
-        if want is str and v not in ("asha", "fifo"):
-            raise ctx.err(("scheduler", k), f"must be asha or fifo, got {v!r}")
-        setattr(s, k, v)
+        if want is float and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise ctx.err(("scheduler", k), f"must be a number, got {v!r}")
+        if want is list and (not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v)):
+            raise ctx.err(("scheduler", k), f"must be a non-empty list of searched hyperparameters, got {v!r}")
+        if want is bool and not isinstance(v, bool):
+            raise ctx.err(("scheduler", k), f"must be true or false, got {v!r}")
+        if want is str and v not in SCHEDULERS:
+            raise ctx.err(("scheduler", k), f"must be {', '.join(SCHEDULERS[:-1])} or {SCHEDULERS[-1]}, got {v!r}")
+        setattr(s, k, float(v) if want is float else v)
     check_scheduler(s, ctx.err)
     return s
 
@@ -363,8 +399,34 @@ def check_scheduler(s: Scheduler, err=None) -> None:
 
     if s.name == "asha" and s.reduction_factor < 2:
         fail(("scheduler", "reduction_factor"), f"must be at least 2, got {s.reduction_factor}")
-    if s.grace_epochs > s.max_epochs:
+    if s.name != "pbt" and s.grace_epochs > s.max_epochs:
         fail(("scheduler", "grace_epochs"), f"{s.grace_epochs} exceeds max_epochs {s.max_epochs}")
+    if s.name != "pbt":
+        default = Scheduler()
+        for k in PBT_KEYS:
+            if getattr(s, k) != getattr(default, k):
+                fail(("scheduler", k), f"a PBT setting, but the scheduler is {s.name}: add name: pbt, or remove it")
+        return
+    if s.perturbation_interval >= s.max_epochs:
+        fail(("scheduler", "perturbation_interval"), f"{s.perturbation_interval} must be below max_epochs "
+             f"{s.max_epochs}: PBT decides every perturbation_interval epochs")
+    if not 0 < s.quantile_fraction <= 0.5:
+        fail(("scheduler", "quantile_fraction"), f"must be in (0, 0.5], got {s.quantile_fraction}")
+    if not 0 <= s.resample_probability <= 1:
+        fail(("scheduler", "resample_probability"), f"must be in [0, 1], got {s.resample_probability}")
+
+
+def check_pbt(space: SearchSpace, err=None) -> None:
+    """A PBT space needs searched hyperparameters to mutate; `mutate` names only searched, non-grid ones."""
+    if space.scheduler.name != "pbt":
+        return
+    from .pbt import mutable_keys
+
+    try:
+        mutable_keys(space)
+    except ConfigError as e:
+        path = ("scheduler", "mutate") if space.scheduler.mutate else ("scheduler", "name")
+        raise (err(path, str(e)) if err else ConfigError(f"{'.'.join(path)}: {e}")) from None
 
 
 def _check_defaults(cls: type[Method], space: SearchSpace, ctx: _Ctx) -> None:

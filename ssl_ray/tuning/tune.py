@@ -21,7 +21,7 @@ from ..errors import DivergenceError, SSLRayError
 from . import experiment
 from .experiment import INTERRUPT
 from .options import SPEC_KEY, TuneOptions, check_name, storage_root  # TuneOptions: also imported from here
-from .spaces import SearchSpace, check_scheduler
+from .spaces import SearchSpace, check_pbt, check_scheduler
 from .train import require_gpu, resume, torch_trainer
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
@@ -85,12 +85,18 @@ def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
 
 
 # ---- the search -------------------------------------------------------------------------------------------
-def _scheduler(space: SearchSpace):
+def _scheduler(space: SearchSpace, exp: str):
     from ray.tune.schedulers import FIFOScheduler
 
     s = space.scheduler
     if s.name == "fifo":
         return FIFOScheduler()
+    if s.name == "pbt":  # [5] PBT on our own epoch counter (tuning/pbt.py)
+        from .hooks import PlanPBT
+
+        return PlanPBT(space=space, exp=exp, time_attr=TIME_ATTR, perturbation_interval=s.perturbation_interval,
+                       quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability,
+                       perturbation_factors=(1.2, 0.8), synch=s.synch)
     from .hooks import PlanASHA
 
     return PlanASHA(time_attr=TIME_ATTR, max_t=s.max_epochs, grace_period=s.grace_epochs,
@@ -115,13 +121,22 @@ def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
         s.grace_epochs = o.grace_epochs
     if o.reduction_factor:
         s.reduction_factor = o.reduction_factor
+    if o.perturbation_interval:
+        s.perturbation_interval = o.perturbation_interval
     if o.num_samples:
         space.num_samples = o.num_samples
     check_scheduler(s)
+    check_pbt(space)
+    if s.name == "pbt" and o.workers > 1:
+        raise SSLRayError("--scheduler pbt runs single-worker trials: a data-parallel trial's TorchTrainer would "
+                          "not load the checkpoint PBT clones into it; drop --workers")
     if o.search or space.searcher:
         from .searchers import check_searcher
 
         space.searcher = check_searcher(o.search or space.searcher, space)
+        if s.name == "pbt" and space.searcher != "random":
+            raise SSLRayError(f"--scheduler pbt explores by mutating its population; it takes the random plan, not "
+                              f"searcher {space.searcher}")
         if space.searcher == "bohb":
             s.name = "bohb"  # TuneBOHB's own HyperBand replaces ASHA (run_tune); summaries say so
     return space
@@ -153,9 +168,12 @@ def trial_meta(space: SearchSpace, o: TuneOptions, storage: str, *, seed: int, c
                searched: list[str] | None = None) -> dict[str, Any]:
     """A trial's config entry SPEC_KEY: the run it trains (its searched values are the rest of the config) and
     the resources it runs on."""
-    return {"spec": RunSpec(space.method, space.data, epochs=space.scheduler.max_epochs, seed=seed,
+    s = space.scheduler
+    return {"spec": RunSpec(space.method, space.data, epochs=s.max_epochs, seed=seed,
                             config=config, amp=o.amp, compile=o.compile, data_resident=o.data_resident,
-                            searched=list(searched or [])).to_dict(),
+                            searched=list(searched or []),
+                            # PBT clones a trial's checkpoint at its decision epochs, every perturbation_interval
+                            checkpoint_every=s.perturbation_interval if s.name == "pbt" else 1).to_dict(),
             "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
             "storage": storage, "max_failures": o.max_failures}
 
@@ -236,7 +254,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
             m["resume"] = {"checkpoint": t["checkpoint"], "from_epoch": t["checkpoint_epoch"]}
         configs.append({**t["config"], SPEC_KEY: m})
     trainable = tune.with_resources(trial_fn, trial_resources(o))
-    scheduler = _scheduler(space)
+    scheduler = _scheduler(space, exp)
     if o.resume:  # [6] ASHA's rungs are not saved anywhere: rebuild them from the saved results
         replay_rungs(scheduler, {plan_key(t["index"]): t["history"] for t in trials})
     search_alg = PlanSearcher(configs, METRIC, MODE)
@@ -255,11 +273,12 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
 
     run_config = tune.RunConfig(
         name=name, storage_path=storage, progress_reporter=reporter if o.progress else None,
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # our own TensorBoard files replace Tune's
-                   TrialRecorder(exp, records)] + _trackers(o, name),
+        # our own TensorBoard files replace Tune's; TrialRecorder first: it saves result.json before a restart
+        callbacks=[TrialRecorder(exp, records), JsonLoggerCallback(), CSVLoggerCallback()] + _trackers(o, name),
         stop=InterruptStopper(),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT may clone any trial's checkpoint of its last decision: keep them all (max_epochs / interval + 1)
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if space.scheduler.name == "pbt" else 2),
         # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
         sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=1 if o.progress else 0)
@@ -289,10 +308,17 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     trials = experiment.collect(exp, doc, records)
     summary = results.summarize(exp, space, trials, max_epochs=space.scheduler.max_epochs,
                                 seconds=time.time() - t0, interrupted=interrupted)
+    if space.scheduler.name == "pbt":  # what PBT did, and where it is written down
+        from .pbt import PBT_FILE
+
+        summary["pbt"] = {"exploits": len(scheduler.exploits), "log": f"{exp}/{PBT_FILE}",
+                          "policy_log": f"{exp}/pbt_global.txt"}
+        results.write_summary(exp, summary)
     if interrupted:
+        then = ("\na PBT search cannot be resumed (its population state is not saved)" if space.scheduler.name == "pbt"
+                else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
         print(f"interrupted: {summary['num_interrupted']} of {summary['num_trials']} trials unfinished, their "
-              f"checkpoints kept in {exp}\ncontinue with: ssl-ray tune {space.method} --storage {storage} "
-              f"--name {name} --resume", file=sys.stderr, flush=True)
+              f"checkpoints kept in {exp}{then}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
     if o.confirm_seeds:
         summary["confirm"] = confirm(summary, space, o, storage, name)
