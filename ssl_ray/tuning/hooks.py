@@ -204,15 +204,22 @@ class TrialRecorder(Callback):
         self._put(trial, "RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        # Tune syncs the driver's result.json to the storage only now and then: a driver killed in between (a
+        # SIGKILL, a lost head node) leaves the storage's copy behind, and `--resume` reads that copy. Send it
+        # at every result (this callback runs before the JSON logger writes this result: the copy lags by one
+        # row here and is complete at on_trial_complete/on_trial_error).
+        push_result_file(trial)
         rec = self.records.get(trial.trial_id)
         if rec is not None and rec.get("config") != _hparams(trial.config):  # a PBT exploit changed it
             self._put(trial, rec.get("status", "RUNNING"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        push_result_file(trial)  # every epoch in the storage before the record says the trial is finished
         if not INTERRUPT.is_set():  # trials stopped because of Ctrl-C have not finished
             self._put(trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        push_result_file(trial)
         self._put(trial, "ERROR")
 
     def on_trial_recover(self, iteration, trials, trial, **info):

@@ -13,7 +13,9 @@ Ray offers no public way to do these things; each is reached here and nowhere el
 5. A retried trial's result.json (`Trial.local_path`, `Trial.storage`): when Tune restarts a failed trial
    (--max-failures) its JSON logger copies result.json back from the storage over the driver's local copy
    (ray/tune/logger/logger.py, `_restore_from_remote`), and the storage copy lags by the rows reported since
-   the last sync; `push_result_file` sends the local copy first, so those epochs are not lost.
+   the last sync; `push_result_file` sends the local copy first, so those epochs are not lost. hooks.TrialRecorder
+   also pushes it at each result and before recording a trial finished, so a killed driver leaves the
+   storage's copy (which `--resume` reads) complete.
 4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`,
    `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`:
    environment switches Ray reads but does not document as API.
