@@ -16,8 +16,7 @@ from torch.nn import functional as F
 
 from ..config import hp
 from ..data.augment import augment, flip_allowed
-from ..nn.modes import eval_mode
-from .common import EMA, ClassifierConfig, ClassifierMethod
+from .common import ClassifierConfig, ClassifierMethod, EMAEvaluated
 
 
 # ---- pure functions ------------------------------------------------------------------------------------
@@ -80,11 +79,10 @@ BC = TypeVar("BC", bound=ClassifierConfig)
 
 
 # ---- the method base -------------------------------------------------------------------------------------
-class BaselineMethod(ClassifierMethod[BC]):
+class BaselineMethod(EMAEvaluated[BC], ClassifierMethod[BC]):
     """A classifier method that counts its optimiser steps (checkpointed: ramps and schedules resume exactly),
     draws augmented views, and evaluates `eval_net`: the EMA of its weights when `self.ema` is set."""
 
-    ema: EMA | None = None
     augments_itself: ClassVar[bool] = True
     """Its train step draws its own views: a training loop that augments batches (augment.augment_batch for a
     config's `augment` field) must leave its batches alone."""
@@ -113,17 +111,8 @@ class BaselineMethod(ClassifierMethod[BC]):
                        flip=flip_allowed(self.info.name, getattr(cfg, "flip", "auto")),
                        n_ops=getattr(cfg, "n_ops", 2), salt=salt)
 
-    @property
-    def eval_net(self) -> nn.Module:
-        return self.ema.shadow if self.ema is not None else self.net
-
-    def all_modules(self) -> list[nn.Module]:
-        return super().all_modules() + ([self.ema.shadow] if self.ema is not None else [])
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.eval_net):
-            return self.eval_net(x)
+    def trained_net(self) -> nn.Module:
+        return self.net
 
     def extra_state(self) -> dict[str, Any]:
         return {"num_steps": self.num_steps, **({"ema": self.ema.state_dict()} if self.ema is not None else {})}

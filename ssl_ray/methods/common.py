@@ -9,7 +9,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ..config import LabelledConfig, hp
+from ..config import BaseConfig, LabelledConfig, hp
 from ..data import Batch, to_float
 from ..models import ARCHS, build_classifier
 from ..nn import plots
@@ -82,6 +82,34 @@ def cross_entropy_or_zero(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     if len(y) == 0:
         return logits.sum() * 0.0
     return nn.functional.cross_entropy(logits, y)
+
+
+MC = TypeVar("MC", bound=BaseConfig)
+
+
+class EMAEvaluated(Method[MC]):
+    """A method evaluated through the exponential moving average of its trained network when it keeps one
+    (`self.ema`, an :class:`EMA`; None = evaluate the network itself). Subclasses say which network that is
+    (`trained_net`). List it before other bases (`class X(EMAEvaluated[C], ClassifierMethod[C])`) so that its
+    `predict` is the one used."""
+
+    ema: EMA | None = None
+
+    def trained_net(self) -> nn.Module:
+        """The network the EMA follows."""
+        raise NotImplementedError
+
+    @property
+    def eval_net(self) -> nn.Module:
+        return self.ema.shadow if self.ema is not None else self.trained_net()
+
+    def all_modules(self) -> list[nn.Module]:
+        return super().all_modules() + ([self.ema.shadow] if self.ema is not None else [])
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.eval_net):
+            return self.eval_net(x)
 
 
 CC = TypeVar("CC", bound=ClassifierConfig)

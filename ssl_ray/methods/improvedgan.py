@@ -53,8 +53,7 @@ from ..models import MLP, Classifier, ConvGenerator, ConvNet, MLPGenerator, buil
 from ..nn import distributed
 from ..nn.modes import eval_mode, frozen, train_mode
 from ..nn.plots import image_grid
-from .base import Method
-from .common import EMA, ClassifierConfig, adam, cross_entropy_or_zero
+from .common import EMA, ClassifierConfig, EMAEvaluated, adam, cross_entropy_or_zero
 from .registry import register
 
 MNIST_D_HIDDEN = (1000, 500, 250, 250, 250)
@@ -168,7 +167,7 @@ IGC = TypeVar("IGC", bound=ImprovedGANConfig)
 
 
 @register
-class ImprovedGAN(Method[IGC]):
+class ImprovedGAN(EMAEvaluated[IGC]):
     name = "improvedgan"
     Config = ImprovedGANConfig
     paper = "Salimans et al., Improved Techniques for Training GANs, NeurIPS 2016 (openai/improved-gan)"
@@ -282,17 +281,8 @@ class ImprovedGAN(Method[IGC]):
         return {"loss_lab": d["lab"].detach(), "loss_unl": d["unl"].detach(), "loss_g": g.detach()}
 
     # -- evaluation ----------------------------------------------------------------------------------------
-    @property
-    def eval_net(self) -> nn.Module:
-        return self.ema.shadow if self.ema is not None else self.D
-
-    def all_modules(self) -> list[nn.Module]:
-        return super().all_modules() + ([self.ema.shadow] if self.ema is not None else [])
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.eval_net):
-            return self.eval_net(x)
+    def trained_net(self) -> nn.Module:
+        return self.D
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> torch.Tensor:
