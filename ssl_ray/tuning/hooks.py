@@ -12,12 +12,8 @@ from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search import Searcher
 
 from .experiment import INTERRUPT, TRIALS_FILE, fs_of, write_json
-from .options import SPEC_KEY
+from .options import SPEC_KEY, hparams
 from .ray_internals import push_result_file
-
-
-def _hparams(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != SPEC_KEY}
 
 
 def plan_key(index: int) -> str:
@@ -164,8 +160,8 @@ class PlanPBT(PopulationBasedTraining):
         self.exploits.append({
             "index": trial.config[SPEC_KEY]["index"], "epoch": mine.get("epoch"),
             "clone_of": trial_to_clone.config[SPEC_KEY]["index"], "clone_epoch": donor.get("epoch"),
-            "config_before": _hparams(trial.config), "clone_config": _hparams(trial_to_clone.config),
-            "config": _hparams(new), "operations": {k: str(v) for k, v in ops.items()}})
+            "config_before": hparams(trial.config), "clone_config": hparams(trial_to_clone.config),
+            "config": hparams(new), "operations": {k: str(v) for k, v in ops.items()}})
         fs, base = fs_of(self.exp)
         write_json(fs, f"{base}/{PBT_FILE}", self.exploits)
         return new, ops
@@ -192,7 +188,7 @@ class TrialRecorder(Callback):
         rec = self.records.setdefault(trial.trial_id, {"index": meta.get("index"), "resume": meta.get("resume")})
         rec["dir"] = os.path.basename(str(trial.path).rstrip("/"))
         rec["status"] = status
-        rec["config"] = _hparams(trial.config)  # PBT changes it as the trial runs: the last one is kept
+        rec["config"] = hparams(trial.config)  # PBT changes it as the trial runs: the last one is kept
         fs, base = fs_of(self.exp)
         write_json(fs, f"{base}/{TRIALS_FILE}", self.records)
 
@@ -210,7 +206,7 @@ class TrialRecorder(Callback):
         # row here and is complete at on_trial_complete/on_trial_error).
         push_result_file(trial)
         rec = self.records.get(trial.trial_id)
-        if rec is not None and rec.get("config") != _hparams(trial.config):  # a PBT exploit changed it
+        if rec is not None and rec.get("config") != hparams(trial.config):  # a PBT exploit changed it
             self._put(trial, rec.get("status", "RUNNING"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -6,11 +6,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import SSLRayError
 
 SPEC_KEY = "_ssl_ray"
 """The key, in a trial's config, of the non-hyperparameter part (method, data, budget, resources: tune.trial_meta)."""
+
+
+def hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial config's hyperparameters: everything but the SPEC_KEY part."""
+    return {k: v for k, v in config.items() if k != SPEC_KEY}
 
 
 @dataclass

@@ -20,7 +20,7 @@ from ..engine.loop import RunSpec, Trainer
 from ..errors import DivergenceError, SSLRayError
 from . import experiment
 from .experiment import INTERRUPT
-from .options import SPEC_KEY, TuneOptions, check_name, storage_root  # TuneOptions: also imported from here
+from .options import SPEC_KEY, TuneOptions, hparams, check_name, storage_root  # TuneOptions: also imported from here
 from .spaces import SearchSpace, check_pbt, check_scheduler
 from .train import require_gpu, resume, torch_trainer
 
@@ -30,16 +30,12 @@ DIVERGED = "DIVERGED.txt"  # in a trial's folder: the message of its divergence 
 
 
 # ---- the trial --------------------------------------------------------------------------------------------
-def _hparams(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != SPEC_KEY}
-
-
 def trial_fn(config: dict[str, Any]) -> None:
     """Tune's function trainable: one Trainer run, reporting once per epoch."""
     import ray.tune
 
     meta = config[SPEC_KEY]
-    spec = RunSpec.from_dict({**meta["spec"], "config": {**meta["spec"]["config"], **_hparams(config)}})
+    spec = RunSpec.from_dict({**meta["spec"], "config": {**meta["spec"]["config"], **hparams(config)}})
     if meta["workers"] > 1:
         return _trial_data_parallel(spec, meta)
     import torch
