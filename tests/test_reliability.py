@@ -159,3 +159,32 @@ def test_asha_rungs_are_rebuilt_from_saved_results():
     from ray.tune.schedulers import TrialScheduler
 
     assert asha_bracket(fresh).on_result(T(), 1, -70.0) == TrialScheduler.STOP
+
+
+def _trial_dir(root: Path, name: str, epochs: int, ckpt_epochs: list[int]) -> None:
+    d = root / name
+    d.mkdir()
+    rows = [{"epoch": e, "val_error": 0.5, "time_total_s": float(e),
+             **({"checkpoint_dir_name": f"checkpoint_{e:06d}"} if e in ckpt_epochs else {})}
+            for e in range(1, epochs + 1)]
+    (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("epochs, ckpts, status", [
+    (3, [1, 2, 3], "TERMINATED"),   # its last checkpoint is the final epoch: Ctrl-C hit before Tune recorded the end
+    (3, [1, 2], "INTERRUPTED"),     # the last epoch's row is there, its checkpoint is not: run epoch 3 again
+    (2, [1, 2], "INTERRUPTED"),
+    (0, [], "INTERRUPTED"),
+])
+def test_a_trial_cut_off_after_its_final_checkpoint_counts_as_finished(tmp_path, epochs, ckpts, status):
+    """What `--resume` runs again (the CI failure of 2026-12-01: a resumed trial with no epoch left to run
+    reported nothing, and Tune failed the whole resume for the missing metric)."""
+    from ssl_ray.tuning import experiment
+
+    _trial_dir(tmp_path, "t0", epochs, ckpts)
+    doc = {"scheduler": {"max_epochs": 3}, "plan": [{"lr": 0.1}]}
+    records = {"a": {"index": 0, "dir": "t0", "status": "RUNNING", "config": {"lr": 0.1}}}
+    (t,) = experiment.collect(str(tmp_path), doc, records)
+    assert t["status"] == status
+    assert [r["epoch"] for r in t["history"]] == list(range(1, epochs + 1))
+    assert t["checkpoint_epoch"] == max(ckpts, default=0)

@@ -111,7 +111,8 @@ def _result_rows(fs, path: str) -> list[dict[str, Any]]:
 def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per plan index: its config (the planned one, or the last one its trial recorded: PBT mutates
     it), merged per-epoch history over its attempts, status, error, last checkpoint and folders. Status:
-    TERMINATED/STOPPED/ERROR when finished, else INTERRUPTED."""
+    TERMINATED/STOPPED/ERROR when finished (TERMINATED also when its last checkpoint is at max_epochs, whatever
+    the record says), else INTERRUPTED."""
     fs, base = fs_of(exp)
     max_epochs = int(doc["scheduler"]["max_epochs"])
     by_index: dict[int, list[tuple[str, dict]]] = {}
@@ -143,7 +144,10 @@ def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -
         if status == "TERMINATED":
             status = "TERMINATED" if epochs >= max_epochs else "STOPPED"
         elif status != "ERROR":
-            status = "INTERRUPTED"
+            # a trial that saved its last epoch's checkpoint and was cut off before Tune recorded its end (a
+            # Ctrl-C in between) has finished: there is nothing left to run, and a resumed trial with no epoch to
+            # run would report nothing (Tune then fails it for the missing metric)
+            status = "TERMINATED" if ckpt is not None and ckpt_epoch >= max_epochs else "INTERRUPTED"
         out.append({"index": i, "trial_id": attempts[0][0] if attempts else f"plan{i:05d}", "config": hp,
                     "history": [hist[e] for e in sorted(hist)], "status": status, "error": error,
                     "checkpoint": ckpt, "checkpoint_epoch": ckpt_epoch, "seconds": seconds, "path": path})
