@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=2, help="concurrent trials (1 CPU each)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--steps-per-epoch", type=int, default=60)
+    ap.add_argument("--dashboard", action="store_true", help="start the local instance with the dashboard "
+                    "(ssl-ray tune does only for --workers > 1)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if a.quick:
@@ -56,7 +58,7 @@ def main() -> None:
     space = parse_space(SPACE.format(method=a.method, steps=a.steps_per_epoch, lrs=lrs, epochs=a.epochs))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        init_ray(None, num_cpus=a.slots)
+        init_ray(None, num_cpus=a.slots, dashboard=a.dashboard)
         t1 = time.perf_counter()
         run_tune(space, TuneOptions(cpus_per_trial=1, storage=tmp, name="eff", progress=False))
         t2 = time.perf_counter()

@@ -154,3 +154,15 @@ def test_every_tune_option_sets_one_field():
     assert (o.progress, o.data_resident, o.compile, o.amp, o.cpus_per_trial, o.search) == \
         (False, False, True, False, 0.5, "optuna")
     assert tune_options(main.commands["tune"].make_context("tune", ["m"]).params) == TuneOptions()  # same defaults
+
+
+def test_read_histories_groups_each_trials_epochs_in_order(tmp_path):
+    """What benchmarks/tune_efficiency.py and asha_vs_fifo.py read back (both broke when it went missing)."""
+    from ssl_ray.tuning import results
+
+    hist = [{"trial_id": "b", "epoch": 2, "val_error": 5.0}, {"trial_id": "a", "epoch": 1, "val_error": 9.0},
+            {"trial_id": "b", "epoch": 1, "val_error": 7.0}]
+    results.write_tables(str(tmp_path), [{"trial_id": "a"}, {"trial_id": "b"}], hist)
+    got = results.read_histories(str(tmp_path))
+    assert {t: [(r["epoch"], r["val_error"]) for r in rs] for t, rs in got.items()} == \
+        {"a": [(1, 9.0)], "b": [(1, 7.0), (2, 5.0)]}

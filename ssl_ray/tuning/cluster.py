@@ -26,8 +26,13 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-             quiet: bool = True) -> None:
-    """Join `address` (host:port, 'auto', ray://...) or start a private local instance bound to 127.0.0.1."""
+             quiet: bool = True, dashboard: bool = True) -> None:
+    """Join `address` (host:port, 'auto', ray://...) or start a private local instance bound to 127.0.0.1.
+
+    `dashboard=False` starts a local instance without the dashboard's head process (and its module
+    subprocesses), whose polling takes CPU from the trials all the time (BENCHMARKS.md, section 2). Only Ray
+    Train needs it (its placement-group cleaner asks the State API, RAY.md), so `ssl-ray tune` leaves it out when
+    no trial drives Ray Train (--workers 1)."""
     import ray
 
     if ray.is_initialized():
@@ -83,7 +88,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         with loopback_only():
             for attempt in (1, 2):
                 try:
-                    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
+                    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
                              dashboard_host="127.0.0.1", **LOOPBACK_NODE, **kwargs)
                     break
                 except Exception as e:  # Ray raises a bare Exception when its raylet dies during start-up

@@ -144,6 +144,16 @@ def load_experiment(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return summary, rows
 
 
+def read_histories(exp: str) -> dict[str, list[dict[str, Any]]]:
+    """Every trial's per-epoch rows (history.parquet), by trial id, in epoch order (the benchmarks read these)."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in pq.read_table(Path(exp) / HISTORY).to_pylist():
+        out.setdefault(r["trial_id"], []).append(r)
+    return {t: sorted(rs, key=lambda r: r["epoch"]) for t, rs in out.items()}
+
+
 def comparison(paths: list[str]) -> list[dict[str, Any]]:
     out = []
     for path in paths:

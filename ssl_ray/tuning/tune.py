@@ -233,7 +233,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     if data.root and "://" not in data.root:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
     preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed)
-    init_ray(o.address)
+    init_ray(o.address, dashboard=o.workers > 1)  # the dashboard serves Ray Train only (cluster.py)
     concurrent = _concurrency(o)
     meta = trial_meta(space, o, exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
     if not o.resume:
