@@ -6,7 +6,8 @@ import socket
 from typing import Any
 
 from ..errors import SSLRayError
-from .ray_internals import GCS_PORT_ENV, LOOPBACK_NODE, PRINT_PATCH_ENV, loopback_only  # private: no public option
+from .ray_internals import (GCS_PORT_ENV, LOOPBACK_NODE, PRINT_PATCH_ENV, TRAIN_POLL_ENV, TRAIN_POLL_S,  # private
+                            loopback_only)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -46,7 +47,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Train V2 turns every print in a worker into a log record (shown twice on the driver): keep print.
     os.environ.setdefault(PRINT_PATCH_ENV, "0")
-    env = {k: os.environ[k] for k in (PRINT_PATCH_ENV, "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
+    # Train V2's controller polls its workers every 2 s, and each report waits for a poll: 0.2 s (ray_internals)
+    os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_S)
+    env = {k: os.environ[k] for k in (PRINT_PATCH_ENV, TRAIN_POLL_ENV, "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
                                       "SSL_RAY_CACHE", "SSL_RAY_DATA", "SSL_RAY_PLUGINS", "PYTHONPATH")
            if k in os.environ}
     kwargs: dict[str, Any] = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,

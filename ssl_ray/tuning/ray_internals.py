@@ -17,8 +17,9 @@ Ray offers no public way to do these things; each is reached here and nowhere el
    also pushes it at each result and before recording a trial finished, so a killed driver leaves the
    storage's copy (which `--resume` reads) complete.
 4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`,
-   `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`:
-   environment switches Ray reads but does not document as API.
+   `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`,
+   `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` (Train V2's worker polling, TRAIN_POLL_S): environment switches Ray
+   reads but does not document as API.
 """
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ SIGINT_HANDLER_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+TRAIN_POLL_S = "0.2"
+"""How often Train V2's controller polls its workers (Ray's default 2 s). A worker's `ray.train.report` waits
+until the controller has taken its previous result, so every report costs up to one interval: with Ray's 2 s,
+a 20-epoch `ssl-ray train --ray-train` of digits spent 34 of its 64 s waiting (BENCHMARKS.md, section 1)."""
 LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}
 """ray.init's private argument that names the local node 127.0.0.1 (with loopback_only: nothing listens beyond it)."""
 
@@ -143,7 +149,8 @@ def check() -> list[str]:
         from ray.train.v2._internal import constants as train_constants
 
         for attr, env in (("ENABLE_PRINT_PATCH_ENV_VAR", PRINT_PATCH_ENV),
-                          ("ENABLE_PREEMPTION_WATCHER_ENV_VAR", PREEMPTION_WATCHER_ENV)):
+                          ("ENABLE_PREEMPTION_WATCHER_ENV_VAR", PREEMPTION_WATCHER_ENV),
+                          ("HEALTH_CHECK_INTERVAL_S_ENV_VAR", TRAIN_POLL_ENV)):
             if getattr(train_constants, attr, None) != env:
                 missing.append(f"ray.train.v2._internal.constants.{attr} == {env!r}")
     except ImportError:
