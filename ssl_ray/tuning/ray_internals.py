@@ -41,7 +41,7 @@ TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 TRAIN_POLL_S = "0.2"
 """How often Train V2's controller polls its workers (Ray's default 2 s). A worker's `ray.train.report` waits
 until the controller has taken its previous result, so every report costs up to one interval: with Ray's 2 s,
-a 20-epoch `ssl-ray train --ray-train` of digits spent 34 of its 64 s waiting (BENCHMARKS.md, section 1)."""
+a 20-epoch `ssl-ray train --ray-train` of digits spent 34 of its 64 s waiting (BENCHMARKS.md, section 0, run C)."""
 LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}
 """ray.init's private argument that names the local node 127.0.0.1 (with loopback_only: nothing listens beyond it)."""
 
