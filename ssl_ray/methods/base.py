@@ -114,7 +114,7 @@ class Method(Generic[C]):
     # ---- shared machinery ------------------------------------------------------------------------
     def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
              params: Iterable[torch.nn.Parameter] | None = None) -> None:
-        """zero_grad -> backward -> average gradients across workers -> optimizer.step().
+        """zero_grad -> backward (gradients averaged across workers as they are produced) -> optimizer.step().
 
         Only the optimizer's parameters are synchronised and stepped; gradients that the backward pass
         leaves on other modules' parameters are cleared by those modules' own step.
@@ -123,9 +123,9 @@ class Method(Generic[C]):
             params = [p for g in optimizer.param_groups for p in g["params"]]
         params = list(params)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, enabled=False):  # backward outside mixed precision
+        # backward outside mixed precision; with N workers the gradient all-reduce overlaps it (bucketed)
+        with torch.autocast(device_type=self.device.type, enabled=False), distributed.averaged_backward(params):
             loss.float().backward()
-        distributed.average_gradients(params)
         optimizer.step()
 
     def global_rand(self, n: int, *shape: int, normal: bool = False) -> torch.Tensor:

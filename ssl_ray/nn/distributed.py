@@ -1,7 +1,8 @@
 """Data-parallel helpers over torch.distributed (the process group Ray Train sets up), no-ops alone."""
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -37,6 +38,87 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
         else:
             p.grad.copy_(new)
         offset += n
+
+
+BUCKET_BYTES = 4 * 2 ** 20
+"""Gradient bytes per all-reduce bucket of `averaged_backward` (DDP uses 25 MB on GPUs; smaller buckets start
+communicating earlier in the backward pass)."""
+
+
+class _Buckets:
+    """The state of one overlapped backward: the parameters cut into buckets in the reverse of their order
+    (the order backward tends to produce their gradients), each bucket all-reduced asynchronously once all its
+    gradients are accumulated, always in bucket order (every worker issues the same collectives in the same
+    order, even when a gradient is missing on one worker: such a bucket is sent at the end, with zeros)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], bucket_bytes: int):
+        self.buckets: list[list[torch.nn.Parameter]] = []
+        size = bucket_bytes + 1
+        for p in reversed(params):
+            nbytes = p.numel() * p.element_size()
+            if size + nbytes > bucket_bytes and (not self.buckets or self.buckets[-1]):
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(p)
+            size += nbytes
+        self.where = {id(p): i for i, b in enumerate(self.buckets) for p in b}
+        self.pending = [len(b) for b in self.buckets]
+        self.seen: set[int] = set()
+        self.sent: list[tuple[object, torch.Tensor]] = []
+        self.handles = [p.register_post_accumulate_grad_hook(self._ready) for p in params]
+
+    def _ready(self, p: torch.Tensor) -> None:
+        if id(p) in self.seen:  # once per parameter and backward pass
+            return
+        self.seen.add(id(p))
+        self.pending[self.where[id(p)]] -= 1
+        while len(self.sent) < len(self.buckets) and self.pending[len(self.sent)] == 0:
+            self._send(len(self.sent))
+
+    def _send(self, i: int) -> None:
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in self.buckets[i]])
+        self.sent.append((dist.all_reduce(flat, async_op=True), flat))
+
+    def remove_hooks(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def finish(self) -> None:
+        self.remove_hooks()
+        while len(self.sent) < len(self.buckets):
+            self._send(len(self.sent))
+        world = dist.get_world_size()
+        for (work, flat), bucket in zip(self.sent, self.buckets):
+            work.wait()  # type: ignore[attr-defined]
+            flat.div_(world)
+            offset = 0
+            for p in bucket:
+                n = p.numel()
+                new = flat[offset:offset + n].view_as(p)
+                if p.grad is None:
+                    p.grad = new.clone()
+                else:
+                    p.grad.copy_(new)
+                offset += n
+
+
+@contextlib.contextmanager
+def averaged_backward(params: Iterable[torch.nn.Parameter], bucket_bytes: int = BUCKET_BYTES) -> Iterator[None]:
+    """Run the backward pass inside this block: on leaving it, `params`' gradients are averaged over the workers
+    as `average_gradients` does (the same sums), but each bucket's all-reduce starts during the backward pass,
+    as soon as its gradients are ready (as DDP overlaps communication with computation). Alone: a no-op."""
+    params = list({id(p): p for p in params if p.requires_grad}.values())
+    if not is_distributed() or not params:
+        yield
+        return
+    state = _Buckets(params, bucket_bytes)
+    try:
+        yield
+    except BaseException:
+        state.remove_hooks()  # no further collectives: the other workers may not reach this point
+        raise
+    state.finish()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
