@@ -201,7 +201,7 @@ def test_tensorboard_sigterm_ends_child_and_removes_folder(tmp_path):
 SPACE = """\
 method: supervised
 dataset: {name: digits, labels: 30}
-fixed: {batch_size: 16, steps_per_epoch: 40}
+fixed: {batch_size: 16, steps_per_epoch: 600}
 search:
   lr: {grid: [0.001, 0.002, 0.003]}
 scheduler: {name: fifo, max_epochs: 3}
@@ -225,7 +225,8 @@ class _Planted:
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
     """A 3-trial search stopped by SIGINT (a real Ctrl-C: the signal to the driver's process group) after
-    trial 0 finished and while trial 1 runs."""
+    trial 0 finished and while trial 1 runs. Epochs of ~0.5 s (600 steps; 0.05 s with 40 steps let a fast
+    machine finish the whole search between the check below and the signal: CI of 2026-12-01)."""
     root = tmp_path_factory.mktemp("sigint")
     (root / "space.yaml").write_text(SPACE)
     env = {**os.environ, "SSL_RAY_CACHE": str(root / "cache")}
