@@ -25,13 +25,21 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     params = [p for p in params if p.requires_grad]
     if not params:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = _flat_grads(params)
     dist.all_reduce(flat)
-    flat.div_(dist.get_world_size())
+    _set_grads(params, flat.div_(dist.get_world_size()))
+
+
+def _flat_grads(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The gradients of `params` in one flat tensor (a missing grad counts as zero)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+
+
+def _set_grads(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
+    """Write a flat tensor back into the gradients of `params` (the inverse of _flat_grads)."""
     offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
+    for p in params:
+        n = p.numel()
         new = flat[offset:offset + n].view_as(p)
         if p.grad is None:
             p.grad = new.clone()
@@ -76,8 +84,7 @@ class _Buckets:
             self._send(len(self.sent))
 
     def _send(self, i: int) -> None:
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in self.buckets[i]])
+        flat = _flat_grads(self.buckets[i])
         self.sent.append((dist.all_reduce(flat, async_op=True), flat))
 
     def remove_hooks(self) -> None:
@@ -91,16 +98,7 @@ class _Buckets:
         world = dist.get_world_size()
         for (work, flat), bucket in zip(self.sent, self.buckets):
             work.wait()  # type: ignore[attr-defined]
-            flat.div_(world)
-            offset = 0
-            for p in bucket:
-                n = p.numel()
-                new = flat[offset:offset + n].view_as(p)
-                if p.grad is None:
-                    p.grad = new.clone()
-                else:
-                    p.grad.copy_(new)
-                offset += n
+            _set_grads(bucket, flat.div_(world))
 
 
 @contextlib.contextmanager
