@@ -61,10 +61,10 @@ class _Buckets:
 
     def __init__(self, params: list[torch.nn.Parameter], bucket_bytes: int):
         self.buckets: list[list[torch.nn.Parameter]] = []
-        size = bucket_bytes + 1
+        size = 0
         for p in reversed(params):
             nbytes = p.numel() * p.element_size()
-            if size + nbytes > bucket_bytes and (not self.buckets or self.buckets[-1]):
+            if not self.buckets or size + nbytes > bucket_bytes:
                 self.buckets.append([])
                 size = 0
             self.buckets[-1].append(p)
@@ -106,8 +106,11 @@ def averaged_backward(params: Iterable[torch.nn.Parameter], bucket_bytes: int = 
     """Run the backward pass inside this block: on leaving it, `params`' gradients are averaged over the workers
     as `average_gradients` does (the same sums), but each bucket's all-reduce starts during the backward pass,
     as soon as its gradients are ready (as DDP overlaps communication with computation). Alone: a no-op."""
+    if not is_distributed():  # alone: nothing to do, not even a look at the parameters (once per step)
+        yield
+        return
     params = list({id(p): p for p in params if p.requires_grad}.values())
-    if not is_distributed() or not params:
+    if not params:
         yield
         return
     state = _Buckets(params, bucket_bytes)
