@@ -105,19 +105,23 @@ def test_crashed_trial_is_retried_from_its_last_checkpoint(tmp_path):
 def test_killed_data_parallel_worker_recovers_from_checkpoint(tmp_path):
     marker = tmp_path / "epochs.log"
     args = [sys.executable, "-m", "ssl_ray.cli", "train", "faulty", "--workers", "2", "--max-failures", "1",
-            "--epochs", "6", "--set", "steps_per_epoch=150", "--set", f"marker={marker}",
+            "--epochs", "6", "--set", "steps_per_epoch=150", "--set", f"marker={marker}", "--set", "hold_after_epoch=3",
             "--output", str(tmp_path / "run"), "--json"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     deadline = time.time() + 400
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        if marker.exists() and len(marker.read_text().split()) >= 2 * 3:  # both workers finished epoch 3
+        # both workers finished epoch 3 and wait (hold_after_epoch) before epoch 4 until marker.go exists: the kill
+        # lands between epochs 3 and 4 however fast the machine (a fast CI machine once ran epochs 4-6 during the
+        # wait below, and the kill then re-ran epoch 6)
+        if marker.exists() and len(marker.read_text().split()) >= 2 * 3:
             time.sleep(2)  # let Ray Train's controller register the reported checkpoints
             # the victim: a worker of this run, by the PID it wrote itself (never a name lookup, which could
             # hit another user's Ray worker)
             pids = Path(str(marker) + ".pids").read_text().split()
             if pids:
                 os.kill(int(pids[-1]), signal.SIGKILL)
+                Path(str(marker) + ".go").touch()  # the restarted group runs on
                 killed = True
                 break
         time.sleep(0.2)
@@ -130,7 +134,8 @@ def test_killed_data_parallel_worker_recovers_from_checkpoint(tmp_path):
     # each of the 2 workers logs every epoch; after the kill the group restarted from a checkpoint, not from
     # scratch: epoch 1 ran once per worker, and the epochs after the restart continue the count
     assert epochs.count(1) == 2, epochs
-    assert epochs.count(6) == 2
+    assert epochs.count(6) == 2, epochs
+    assert epochs[:6] == [1, 1, 2, 2, 3, 3], epochs  # nothing ran past epoch 3 before the kill
     assert len(epochs) >= 12, epochs
 
 

@@ -15,6 +15,9 @@ class FaultyConfig(SupervisedConfig):
     nan_epoch: int = hp(0, "epoch (1-based) whose steps produce a NaN loss; 0 = never", low=0)
     crash_epoch: int = hp(0, "epoch whose first step raises, once per marker file; 0 = never", low=0)
     marker: str = hp("", "file that records the crash happened (so the retry passes) and the epochs run")
+    hold_after_epoch: int = hp(0, "at the first step after this epoch, wait (<= 300 s) until the file marker.go "
+                                  "exists, so a test can act between two epochs however fast they run; 0 = never",
+                               low=0)
 
 
 @register
@@ -36,6 +39,13 @@ class Faulty(Supervised):
             if not os.path.exists(crashed):
                 open(crashed, "w").close()
                 raise RuntimeError("simulated CUDA out of memory")
+        if cfg.hold_after_epoch and self.epoch_now == cfg.hold_after_epoch + 1 and cfg.marker:
+            import os
+            import time
+
+            deadline = time.time() + 300
+            while not os.path.exists(cfg.marker + ".go") and time.time() < deadline:
+                time.sleep(0.05)
         out = super().train_step(batch)
         if cfg.nan_epoch and self.epoch_now >= cfg.nan_epoch:
             out["loss_lab"] = out["loss_lab"] * torch.tensor(float("nan"))
