@@ -277,8 +277,9 @@ TUNE_OPTIONS = [  # `ssl-ray tune`'s options after the data options, in --help o
         "grace_epochs"),
     Opt(("--reduction-factor",), dict(type=int, default=None, help="ASHA: keep 1/factor of trials at each rung"),
         "reduction_factor"),
-    Opt(("--scheduler",), dict(type=click.Choice(["asha", "fifo", "pbt"]), default=None,
-                               help="default: the space's (asha); pbt = Population Based Training"), "scheduler"),
+    Opt(("--scheduler",), dict(type=click.Choice(["asha", "sha", "fifo", "pbt"]), default=None,
+                               help="default: the space's (asha); sha = synchronous successive halving; pbt = "
+                                    "Population Based Training"), "scheduler"),
     Opt(("--perturbation-interval",), dict(type=int, default=None, help="PBT: epochs between exploit/explore "
                                            "decisions (default: the space's, else 4)"), "perturbation_interval"),
     Opt(("--search",), dict(type=click.Choice(["random", "optuna", "hyperopt", "bohb"]), default=None,

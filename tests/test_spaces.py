@@ -80,7 +80,7 @@ def _err(text: str) -> str:
     (GOOD.replace("method: supervised", "method: nosuch"), ["bad.yaml:1", "unknown method", "supervised"]),
     (GOOD + "extra: 1\n", ["bad.yaml:10", "extra", "allowed"]),
     (GOOD.replace("grace_epochs: 1", "grace_epochs: 9"), ["scheduler.grace_epochs", "exceeds"]),
-    (GOOD.replace("name: asha", "name: hyperband"), ["scheduler.name", "asha, fifo or pbt"]),
+    (GOOD.replace("name: asha", "name: hyperband"), ["scheduler.name", "asha, sha, fifo or pbt"]),
     (GOOD.replace("num_samples: 3", "num_samples: 0"), ["num_samples", "positive"]),
     (GOOD.replace("{name: digits, labels: 50}", "{name: nosuch}"), ["dataset", "unknown dataset"]),
     (GOOD.replace("{name: digits, labels: 50}", "{name: circles, options: {noyse: 1}}"), ["dataset", "noyse"]),

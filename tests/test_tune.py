@@ -111,6 +111,44 @@ def test_report_and_tensorboard_commands(finished):
     assert bad.returncode == 2 and "not a finished ssl-ray experiment" in bad.stderr
 
 
+SHA_SPACE = """\
+method: supervised
+dataset: {name: digits, labels: 30}
+fixed: {batch_size: 16, steps_per_epoch: 20}
+search:
+  lr: {grid: [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03]}
+scheduler: {name: sha, max_epochs: 3, grace_epochs: 1, reduction_factor: 3}
+num_samples: 1
+"""
+
+
+def test_synchronous_halving_keeps_the_best_third_of_all_trials(tmp_path):
+    """sha: 6 trials on 2 CPUs, one rung at epoch 1. Every trial reaches it before anyone goes on, so the two
+    that continue to epoch 3 are the two best of all six at epoch 1 (asynchronous ASHA would promote whichever
+    arrived first with no competition), and the paused-and-restarted ones report each epoch exactly once."""
+    space = tmp_path / "space.yaml"
+    space.write_text(SHA_SPACE)
+    env = {**os.environ, "SSL_RAY_CACHE": str(tmp_path / "cache")}
+    dry = _cli("tune", "supervised", "--space", str(space), "--dry-run", env=env)
+    assert dry.returncode == 0 and "10 with SHA" in dry.stdout, dry.stdout + dry.stderr  # 6 x 1 + 2 x 2
+    r = _cli("tune", "supervised", "--space", str(space), "--storage", str(tmp_path / "runs"), "--name", "sha",
+             "--json", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (s["num_trials"], s["num_errored"], s["num_completed"], s["num_stopped_early"]) == (6, 0, 2, 4)
+    hist = pq.read_table(Path(s["experiment"]) / "history.parquet").to_pylist()
+    epochs = {t: sorted(h["epoch"] for h in hist if h["trial_id"] == t) for t in {h["trial_id"] for h in hist}}
+    kept = {t for t, e in epochs.items() if e == [1, 2, 3]}
+    assert len(kept) == 2 and all(e == [1] for t, e in epochs.items() if t not in kept), epochs
+    at1 = {h["trial_id"]: h["val_error"] for h in hist if h["epoch"] == 1}
+    assert max(at1[t] for t in kept) <= min(v for t, v in at1.items() if t not in kept), at1
+    again = _cli("tune", "supervised", "--storage", str(tmp_path / "runs"), "--name", "sha", "--resume", env=env)
+    assert again.returncode == 2 and "cannot be resumed" in again.stderr, again.stderr[-2000:]
+    limited = _cli("tune", "supervised", "--space", str(space), "--scheduler", "sha", "--max-concurrent", "1",
+                   "--dry-run", env=env)
+    assert limited.returncode == 2 and "--max-concurrent does not combine" in limited.stderr, limited.stderr
+
+
 SLOW_SPACE = """\
 method: supervised
 dataset: {name: digits, labels: 30}

@@ -206,6 +206,10 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
         raise SSLRayError(f"{where} is a PBT search, which cannot be resumed: Ray does not save PBT's population "
                           f"state (scores, decision epochs, which checkpoint each trial cloned), so its trials could "
                           f"not go on as PBT would; its results so far stay there; start a new experiment")
+    if (doc.get("scheduler") or {}).get("name") == "sha":
+        raise SSLRayError(f"{where} is a synchronous successive-halving search (sha), which cannot be resumed: "
+                          f"its rung decisions wait for every trial of the plan and are not saved; its results so "
+                          f"far stay there; start a new experiment (or use asha, which resumes)")
 
     def refuse(flag: str, typed: Any, saved: Any) -> SSLRayError:
         return SSLRayError(f"{flag} {typed} contradicts {where} (it has {saved}); a resume takes the experiment's "

@@ -1,5 +1,5 @@
 """Ray Tune hooks of `ssl-ray tune`, defined at module level so Tune can save them by reference: the search
-over a fixed plan, ASHA keyed by plan entry, PBT that keeps plan entries, the Ctrl-C stopper, and the recorder
+over a fixed plan, ASHA keyed by plan entry, synchronous successive halving, PBT that keeps plan entries, the Ctrl-C stopper, and the recorder
 of ssl_ray_trials.json.
 (Tune writes its own tuner.pkl; ssl-ray never reads it back.)"""
 from __future__ import annotations
@@ -8,12 +8,12 @@ import os
 from typing import Any
 
 from ray.tune import Callback, Stopper
-from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBasedTraining
 from ray.tune.search import Searcher
 
 from .experiment import INTERRUPT, TRIALS_FILE, fs_of, write_json
 from .options import SPEC_KEY, hparams
-from .ray_internals import push_result_file
+from .ray_internals import push_result_file, sha_arrived, sha_bracket, sha_join
 
 
 def plan_key(index: int) -> str:
@@ -110,6 +110,49 @@ class PlanASHA(ASHAScheduler):
 
     def on_trial_remove(self, tc, trial):
         super().on_trial_remove(tc, _Alias(trial))
+
+
+class PlanSHA(HyperBandScheduler):
+    """Synchronous successive halving (`scheduler: {name: sha}`): all n trials of the plan in one bracket, deciding
+    at ASHA's rungs (plan.asha_rungs) and then at max_epochs. A trial that reaches a rung pauses (its slot goes to
+    another trial; Tune restarts it later from that epoch's checkpoint) until every live trial has reached the
+    rung; then the best ceil(alive / reduction_factor) go on and the others stop. Unlike asynchronous ASHA, no trial
+    is promoted for lack of competition (the first to reach a rung), at the price of the wait at each rung.
+    Ray's HyperBandScheduler does the bookkeeping; this class only holds it to one bracket (Ray's would open
+    several, sized for HyperBand) and makes it wait for the whole plan."""
+
+    def __init__(self, *, n_trials: int, time_attr: str, max_t: int, grace_period: int, reduction_factor: int):
+        from .plan import asha_rungs
+
+        super().__init__(time_attr=time_attr, max_t=max_t, reduction_factor=reduction_factor)
+        self._n_trials, self._max_t, self._deciding = n_trials, max_t, False
+        self._bracket = sha_bracket(time_attr, n_trials, grace_period, max_t, reduction_factor,
+                                    len(asha_rungs(max_t, grace_period, reduction_factor)))
+
+    def on_trial_add(self, tc, trial):
+        sha_join(self, self._bracket, trial)
+
+    def on_trial_result(self, tc, trial, result):
+        if result.get(self._time_attr, 0) >= self._max_t:  # its last epoch: the trial ends by itself, no pause
+            self._bracket.update_trial_stats(trial, result)
+            return self.CONTINUE
+        return super().on_trial_result(tc, trial, result)
+
+    def on_trial_remove(self, tc, trial):
+        # Ray decides on a removal only before the bracket's first decision; a trial that ends (or errors) while
+        # the others wait at a later rung must let them go on too
+        self._bracket.cleanup_trial(trial)
+        if not self._deciding and not self._bracket.finished():
+            self._process_bracket(tc, self._bracket)
+
+    def _process_bracket(self, tc, bracket):
+        if sha_arrived(bracket) < self._n_trials:  # trials of the plan not started yet: the rung waits for them
+            return self.PAUSE
+        self._deciding = True  # stopping the losers calls on_trial_remove: no decision inside a decision
+        try:
+            return super()._process_bracket(tc, bracket)
+        finally:
+            self._deciding = False
 
 
 class _WithoutSearch:

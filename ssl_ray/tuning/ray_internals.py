@@ -16,6 +16,10 @@ Ray offers no public way to do these things; each is reached here and nowhere el
    the last sync; `push_result_file` sends the local copy first, so those epochs are not lost. hooks.TrialRecorder
    also pushes it at each result and before recording a trial finished, so a killed driver leaves the
    storage's copy (which `--resume` reads) complete.
+6. Synchronous successive halving (hooks.PlanSHA) is Ray's `HyperBandScheduler` held to one bracket: the bracket
+   class (`ray.tune.schedulers.hyperband._Bracket`), the scheduler's bracket records (`_hyperbands`, `_state`,
+   `_trial_info`), its decision step (`_process_bracket`, overridden) and the bracket's list of the trials it
+   was given (`_all_trials`): sha_bracket, sha_join and sha_arrived.
 4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`,
    `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`,
    `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` (Train V2's worker polling, TRAIN_POLL_S): environment switches Ray
@@ -117,6 +121,29 @@ def push_result_file(trial: Any) -> None:
                               destination_filesystem=trial.storage.storage_filesystem)
 
 
+def sha_bracket(time_attr: str, n_trials: int, first_rung: int, max_t: int, rf: int, decisions: int) -> Any:
+    """One HyperBand bracket: n_trials trials, the first decision at first_rung, then every rf times later (capped
+    at max_t), `decisions` halvings in all, each keeping ceil(alive / rf)."""
+    from ray.tune.schedulers.hyperband import _Bracket
+
+    return _Bracket(time_attr=time_attr, max_trials=n_trials, init_t_attr=first_rung, max_t_attr=max_t, eta=rf,
+                    s=decisions, stop_last_trials=True)
+
+
+def sha_join(scheduler: Any, bracket: Any, trial: Any) -> None:
+    """Put a new trial into the scheduler's one bracket (HyperBandScheduler.on_trial_add would open more)."""
+    if not scheduler._hyperbands[0]:
+        scheduler._hyperbands[0].append(bracket)
+        scheduler._state["bracket"] = bracket
+    bracket.add_trial(trial)
+    scheduler._trial_info[trial] = bracket, 0
+
+
+def sha_arrived(bracket: Any) -> int:
+    """How many trials the bracket has been given so far (finished ones included)."""
+    return len(bracket._all_trials)
+
+
 def check() -> list[str]:
     """The internals this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray
@@ -132,6 +159,18 @@ def check() -> list[str]:
         missing.append("ASHAScheduler._brackets[0].on_result/_rungs")
     elif list(inspect.signature(b[0].on_result).parameters) != ["trial", "cur_iter", "cur_rew"]:
         missing.append("ASHAScheduler._brackets[0].on_result(trial, cur_iter, cur_rew)")
+    from ray.tune.schedulers import HyperBandScheduler
+
+    try:
+        hb = HyperBandScheduler(time_attr="epoch", max_t=9, metric="m", mode="min")
+        b = sha_bracket("epoch", 4, 1, 9, 3, 2)
+        if not (isinstance(hb._hyperbands, list) and isinstance(hb._state, dict) and isinstance(hb._trial_info, dict)
+                and callable(getattr(hb, "_process_bracket", None)) and sha_arrived(b) == 0):
+            raise TypeError
+    except (ImportError, AttributeError, TypeError):
+        missing.append("ray.tune.schedulers.hyperband: _Bracket(time_attr, max_trials, init_t_attr, max_t_attr, eta, "
+                       "s, stop_last_trials), HyperBandScheduler._hyperbands/_state/_trial_info/_process_bracket, "
+                       "_Bracket._all_trials")
     if f'"{next(iter(LOOPBACK_NODE))}"' not in inspect.getsource(ray.init):
         missing.append(f"ray.init({next(iter(LOOPBACK_NODE))}=...)")
     try:

@@ -14,12 +14,14 @@ Format (docs/ADDING_A_METHOD.md)::
 
 `scheduler` (every key optional):
 
-- ``name``: ``asha`` (default: stops poor trials early), ``fifo`` (every trial runs max_epochs) or ``pbt``
+- ``name``: ``asha`` (default: stops poor trials early, each decision against the results so far), ``sha``
+  (synchronous successive halving: the same rungs, but each waits until every trial has reached it, so no trial
+  is promoted for lack of competition; hooks.PlanSHA), ``fifo`` (every trial runs max_epochs) or ``pbt``
   (Population Based Training: poor trials continue from a good trial's checkpoint with mutated
   hyperparameters; tuning/pbt.py);
 - ``max_epochs`` (20): the epochs of a trial that is never stopped;
-- ASHA only: ``grace_epochs`` (2), epochs before a trial can be stopped; ``reduction_factor`` (3), keep 1/factor
-  of the trials at each rung;
+- ASHA and SHA only: ``grace_epochs`` (2), epochs before a trial can be stopped; ``reduction_factor`` (3), keep
+  1/factor of the trials at each rung;
 - PBT only: ``perturbation_interval`` (4), epochs between two exploit/explore decisions of a trial (trials
   checkpoint at each; below max_epochs); ``quantile_fraction`` (0.25), the bottom fraction of trials that
   clones the top fraction, in (0, 0.5]; ``resample_probability`` (0.25), the chance that a mutated value is
@@ -64,7 +66,7 @@ TOP_KEYS = ("method", "description", "dataset", "fixed", "search", "scheduler", 
 SCHEDULER_KEYS = {"name": str, "max_epochs": int, "grace_epochs": int, "reduction_factor": int,
                   "perturbation_interval": int, "quantile_fraction": float, "resample_probability": float,
                   "mutate": list, "synch": bool}
-SCHEDULERS = ("asha", "fifo", "pbt")
+SCHEDULERS = ("asha", "sha", "fifo", "pbt")
 PBT_KEYS = ("perturbation_interval", "quantile_fraction", "resample_probability", "mutate", "synch")
 DATASET_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
 
@@ -397,7 +399,7 @@ def check_scheduler(s: Scheduler, err=None) -> None:
     def fail(path, msg):
         raise (err(path, msg) if err else ConfigError(f"{'.'.join(path)}: {msg}"))
 
-    if s.name == "asha" and s.reduction_factor < 2:
+    if s.name in ("asha", "sha") and s.reduction_factor < 2:
         fail(("scheduler", "reduction_factor"), f"must be at least 2, got {s.reduction_factor}")
     if s.name != "pbt" and s.grace_epochs > s.max_epochs:
         fail(("scheduler", "grace_epochs"), f"{s.grace_epochs} exceeds max_epochs {s.max_epochs}")

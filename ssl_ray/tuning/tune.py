@@ -81,7 +81,7 @@ def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
 
 
 # ---- the search -------------------------------------------------------------------------------------------
-def _scheduler(space: SearchSpace, exp: str):
+def _scheduler(space: SearchSpace, exp: str, n_trials: int):
     from ray.tune.schedulers import FIFOScheduler
 
     s = space.scheduler
@@ -93,6 +93,11 @@ def _scheduler(space: SearchSpace, exp: str):
         return PlanPBT(space=space, exp=exp, time_attr=TIME_ATTR, perturbation_interval=s.perturbation_interval,
                        quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability,
                        perturbation_factors=(1.2, 0.8), synch=s.synch)
+    if s.name == "sha":  # [5] synchronous successive halving over the whole plan, at ASHA's rungs
+        from .hooks import PlanSHA
+
+        return PlanSHA(n_trials=n_trials, time_attr=TIME_ATTR, max_t=s.max_epochs, grace_period=s.grace_epochs,
+                       reduction_factor=s.reduction_factor)
     from .hooks import PlanASHA
 
     return PlanASHA(time_attr=TIME_ATTR, max_t=s.max_epochs, grace_period=s.grace_epochs,
@@ -123,6 +128,14 @@ def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
         space.num_samples = o.num_samples
     check_scheduler(s)
     check_pbt(space)
+    if s.name == "sha" and o.workers > 1:
+        raise SSLRayError("--scheduler sha runs single-worker trials: it pauses trials at each rung and restarts "
+                          "them from their checkpoints, which is tested for single-worker trials only; drop "
+                          "--workers, or use asha")
+    if s.name == "sha" and o.max_concurrent:
+        raise SSLRayError("--max-concurrent does not combine with --scheduler sha: Tune counts a trial paused at a "
+                          "rung as running, so the search would stop at the first rung; sha runs as many trials at "
+                          "once as the resources allow (--cpus-per-trial sets how many)")
     if s.name == "pbt" and o.workers > 1:
         raise SSLRayError("--scheduler pbt runs single-worker trials: a data-parallel trial's TorchTrainer would "
                           "not load the checkpoint PBT clones into it; drop --workers")
@@ -250,19 +263,21 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
             m["resume"] = {"checkpoint": t["checkpoint"], "from_epoch": t["checkpoint_epoch"]}
         configs.append({**t["config"], SPEC_KEY: m})
     trainable = tune.with_resources(trial_fn, trial_resources(o))
-    scheduler = _scheduler(space, exp)
-    if o.resume:  # [6] ASHA's rungs are not saved anywhere: rebuild them from the saved results
-        replay_rungs(scheduler, {plan_key(t["index"]): t["history"] for t in trials})
     search_alg = PlanSearcher(configs, METRIC, MODE)
     if adaptive:  # unfinished trials first (from their checkpoints), then the searcher's new proposals
-        from .searchers import bohb_scheduler, build_searcher
+        from .searchers import build_searcher
 
         inner = build_searcher(space.searcher, metric=METRIC, mode=MODE, seed=o.seed, max_concurrent=concurrent)
         search_alg = PlanSearcher(configs, METRIC, MODE, inner=inner, space=space.param_space(), meta=meta,
                                   doc=doc, new=max(0, space.num_samples - len(doc["plan"])),
                                   write_plan=lambda d: experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", d))
-        if space.searcher == "bohb":  # BOHB brings its own HyperBand
-            scheduler = bohb_scheduler(TIME_ATTR, space.scheduler.max_epochs, space.scheduler.reduction_factor)
+    scheduler = _scheduler(space, exp, n_trials=len(configs) + search_alg.new)
+    if o.resume:  # [6] ASHA's rungs are not saved anywhere: rebuild them from the saved results
+        replay_rungs(scheduler, {plan_key(t["index"]): t["history"] for t in trials})
+    if space.searcher == "bohb":  # BOHB brings its own HyperBand
+        from .searchers import bohb_scheduler
+
+        scheduler = bohb_scheduler(TIME_ATTR, space.scheduler.max_epochs, space.scheduler.reduction_factor)
     reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
                            parameter_columns=list(space.search), max_report_frequency=15, sort_by_metric=True)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -281,7 +296,9 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
-                                    num_samples=max(1, len(configs) + search_alg.new), max_concurrent_trials=concurrent,
+                                    num_samples=max(1, len(configs) + search_alg.new),
+                                    # sha: Tune's limit would count the trials paused at a rung and stop there
+                                    max_concurrent_trials=None if space.scheduler.name == "sha" else concurrent,
                                     trial_dirname_creator=trial_dirname,
                                     # reuse saves a process start per trial; Train-driving trials cannot
                                     reuse_actors=o.workers == 1),
@@ -312,7 +329,8 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         results.write_summary(exp, summary)
     if interrupted:
         then = ("\na PBT search cannot be resumed (its population state is not saved)" if space.scheduler.name == "pbt"
-                else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
+                else "\na synchronous successive-halving (sha) search cannot be resumed (its rungs are not saved)"
+                if space.scheduler.name == "sha" else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
         print(f"interrupted: {summary['num_interrupted']} of {summary['num_trials']} trials unfinished, their "
               f"checkpoints kept in {exp}{then}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
