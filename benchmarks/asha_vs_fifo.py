@@ -1,4 +1,5 @@
-"""ASHA against FIFO on the same search space and the same samples (one Ray instance, one machine).
+"""ASHA (and synchronous successive halving, SHA) against FIFO on the same search space and the same samples
+(one Ray instance, one machine).
 
 The space is a grid of learning rates spread over four decades (the same configurations, in the same
 shuffled order, for both schedulers, so the comparison is not luck of sampling). Tune starts grid points
@@ -9,9 +10,10 @@ new trial beats the earlier ones at every rung, so most are promoted). For each 
   best        lowest validation error seen (any trial, any epoch);
   to-target   epochs spent and wall time until some trial first reported a validation error within one
               point of FIFO's best (events ordered by the time Tune recorded them).
-Goal: ASHA reaches the target with <= 1/3 of FIFO's epochs.
+Goal: ASHA reaches the target with <= 1/3 of FIFO's epochs. SHA (`scheduler: {name: sha}`) decides at the
+same rungs but only once every trial has reached the rung; its epoch count does not depend on the order.
 
-    python benchmarks/asha_vs_fifo.py [--quick] [--samples 12] [--max-epochs 9]
+    python benchmarks/asha_vs_fifo.py [--quick] [--samples 12] [--max-epochs 9] [--schedulers asha sha]
 """
 from __future__ import annotations
 
@@ -85,6 +87,8 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=100)
     ap.add_argument("--sorted", action="store_true", help="run the grid in increasing lr (default: shuffled)")
     ap.add_argument("--order-seed", type=int, default=0, help="seed of the shuffled trial order")
+    ap.add_argument("--schedulers", nargs="+", choices=["asha", "sha"], default=["asha", "sha"],
+                    help="compared with FIFO (default both)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if a.quick:
@@ -92,7 +96,7 @@ def main() -> None:
     init_ray(None, num_cpus=2)
     with tempfile.TemporaryDirectory() as tmp:
         fifo = run("fifo", a, tmp)
-        asha = run("asha", a, tmp)
+        runs = {name: run(name, a, tmp) for name in a.schedulers}
     import ray
 
     ray.shutdown()
@@ -100,25 +104,26 @@ def main() -> None:
     out = {"samples": a.samples, "max_epochs": a.max_epochs, "steps_per_epoch": a.steps_per_epoch,
            "labels": a.labels, "target_val_error": target}
     print(f"\nsupervised/digits ({a.labels} labels), lr grid of {a.samples} over 1e-5..1e-1, max {a.max_epochs} "
-          f"epochs x {a.steps_per_epoch} steps, {'sorted' if a.sorted else 'shuffled'} order, ASHA grace 1, "
+          f"epochs x {a.steps_per_epoch} steps, {'sorted' if a.sorted else 'shuffled'} order, ASHA/SHA grace 1, "
           f"reduction 3; target = FIFO best + 1 = {target:.2f}%")
     print(f"{'':6s}{'trials':>7s}{'epochs':>8s}{'wall s':>8s}{'best %':>8s}{'epochs to target':>18s}"
           f"{'s to target':>13s}")
-    for name, r in (("fifo", fifo), ("asha", asha)):
+    for name, r in {"fifo": fifo, **runs}.items():
         e, s = to_target(r, target)
         out[name] = {k: v for k, v in r.items() if k not in ("events", "t0")} | {"epochs_to_target": e,
                                                                                    "seconds_to_target": s}
         print(f"{name:6s}{r['trials']:7d}{r['epochs']:8d}{r['wall_s']:8.1f}{r['best']:8.2f}"
               f"{str(e):>18s}{(f'{s:.1f}' if s is not None else '-'):>13s}")
-    out["asha_over_fifo_epochs"] = asha["epochs"] / fifo["epochs"]
-    out["asha_over_fifo_wall"] = asha["wall_s"] / fifo["wall_s"]
-    e_asha = out["asha"]["epochs_to_target"]
-    out["asha_to_target_over_fifo_epochs"] = e_asha / fifo["epochs"] if e_asha else None
-    ratio = out["asha_to_target_over_fifo_epochs"]
-    print(f"ASHA/FIFO: total epochs {out['asha_over_fifo_epochs']:.3f}, wall {out['asha_over_fifo_wall']:.3f}; "
-          f"ASHA's epochs to target / FIFO's total epochs {'-' if ratio is None else f'{ratio:.3f}'}; "
-          f"ASHA best within one point of FIFO's: {asha['best'] <= target}")
-    print(f"epochs per trial: fifo {fifo['epochs_per_trial']}, asha {asha['epochs_per_trial']}")
+    for name, r in runs.items():
+        up = name.upper()
+        out[f"{name}_over_fifo_epochs"] = r["epochs"] / fifo["epochs"]
+        out[f"{name}_over_fifo_wall"] = r["wall_s"] / fifo["wall_s"]
+        e = out[name]["epochs_to_target"]
+        ratio = out[f"{name}_to_target_over_fifo_epochs"] = e / fifo["epochs"] if e else None
+        print(f"{up}/FIFO: total epochs {out[f'{name}_over_fifo_epochs']:.3f}, wall {out[f'{name}_over_fifo_wall']:.3f}; "
+              f"{up}'s epochs to target / FIFO's total epochs {'-' if ratio is None else f'{ratio:.3f}'}; "
+              f"{up} best within one point of FIFO's: {r['best'] <= target}")
+    print("epochs per trial: " + ", ".join(f"{n} {r['epochs_per_trial']}" for n, r in {"fifo": fifo, **runs}.items()))
     print(f"load average at the end (1/5/15 min): {os.getloadavg()} on {os.cpu_count()} CPUs")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
