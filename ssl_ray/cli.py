@@ -612,7 +612,7 @@ def datasets(as_json):
 @click.option("--max-epochs", type=int, default=20, show_default=True, help="epochs of a trial that is never stopped")
 @click.option("--grace-epochs", type=int, default=2, show_default=True, help="ASHA: epochs before a trial can stop")
 @click.option("--reduction-factor", type=int, default=3, show_default=True, help="ASHA: keep 1/factor at each rung")
-@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default="asha", show_default=True)
+@click.option("--scheduler", type=click.Choice(["asha", "sha", "fifo"]), default="asha", show_default=True)
 @click.option("--seeds", type=int, default=3, show_default=True, help="seeds the best configuration of each method is "
               "retrained with (the same seeds, hence the same labelled splits, for every method)")
 @click.option("--space", "spaces", multiple=True, metavar="METHOD=FILE", help="a search space for one method "
