@@ -1,6 +1,6 @@
 """Ray Tune hooks of `ssl-ray tune`, defined at module level so Tune can save them by reference: the search
-over a fixed plan, ASHA keyed by plan entry, synchronous successive halving, PBT that keeps plan entries, the Ctrl-C stopper, and the recorder
-of ssl_ray_trials.json.
+over a fixed plan, ASHA keyed by plan entry, synchronous successive halving, PBT that keeps plan entries, the
+Ctrl-C stopper, and the recorder of ssl_ray_trials.json.
 (Tune writes its own tuner.pkl; ssl-ray never reads it back.)"""
 from __future__ import annotations
 
