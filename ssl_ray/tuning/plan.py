@@ -59,12 +59,11 @@ def plan_text(p: dict[str, Any]) -> str:
     lines += [f"  searched {k}: {dist(d)}" for k, d in p["searched"].items()]
     if p["fixed"]:
         lines.append("  fixed: " + ", ".join(f"{k}={v}" for k, v in p["fixed"].items()))
+    at = ", ".join(map(str, p["rungs"])) or "(none: grace reaches max)"  # ASHA's and SHA's decision epochs
     if p["scheduler"] == "asha":
-        at = ", ".join(map(str, p["rungs"])) or "(none: grace reaches max)"
         lines.append(f"ASHA: up to {p['max_epochs']} epochs per trial, decisions at epochs {at}, "
                      f"keeping 1/{p['reduction_factor']}")
     elif p["scheduler"] == "sha":
-        at = ", ".join(map(str, p["rungs"])) or "(none: grace reaches max)"
         lines.append(f"SHA (synchronous): up to {p['max_epochs']} epochs per trial; at epochs {at} every trial waits "
                      f"for all the others, then the best 1/{p['reduction_factor']} (rounded up) go on")
     elif p["scheduler"] == "pbt":

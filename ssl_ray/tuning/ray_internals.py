@@ -16,14 +16,14 @@ Ray offers no public way to do these things; each is reached here and nowhere el
    the last sync; `push_result_file` sends the local copy first, so those epochs are not lost. hooks.TrialRecorder
    also pushes it at each result and before recording a trial finished, so a killed driver leaves the
    storage's copy (which `--resume` reads) complete.
-6. Synchronous successive halving (hooks.PlanSHA) is Ray's `HyperBandScheduler` held to one bracket: the bracket
-   class (`ray.tune.schedulers.hyperband._Bracket`), the scheduler's bracket records (`_hyperbands`, `_state`,
-   `_trial_info`), its decision step (`_process_bracket`, overridden) and the bracket's list of the trials it
-   was given (`_all_trials`): sha_bracket, sha_join and sha_arrived.
 4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`,
    `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`,
    `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` (Train V2's worker polling, TRAIN_POLL_S): environment switches Ray
    reads but does not document as API.
+6. Synchronous successive halving (hooks.PlanSHA) is Ray's `HyperBandScheduler` held to one bracket: the bracket
+   class (`ray.tune.schedulers.hyperband._Bracket`), the scheduler's bracket records (`_hyperbands`, `_state`,
+   `_trial_info`), its decision step (`_process_bracket`, overridden) and the bracket's list of the trials it
+   was given (`_all_trials`): sha_bracket, sha_join and sha_arrived.
 """
 from __future__ import annotations
 
