@@ -2,14 +2,17 @@
 
 efficiency = total trial compute time / (wall time x slots), where a trial's compute time is the sum of its
 epochs' `epoch_seconds` (training steps + evaluation, as the loop measures them). Reported twice:
-including `ray.init` (a fresh local Ray instance) and excluding it. Where the rest of the time goes:
+including `ray.init` (a fresh local Ray instance) and excluding it. By default the search runs as `ssl-ray tune`
+runs it: `run_tune` starts the local instance itself, with the pre-flight build running meanwhile, and the wall
+is the whole `run_tune` call (excluding: minus its `seconds_ray_init`); `--init-first` starts Ray before
+`run_tune`, as this script did before, so the pre-flight build runs after `ray.init`. Where the rest goes:
   in-trial start-up   first report's time_this_iter_s minus its epoch_seconds (process/actor set-up seen by
                       the trial, imports, dataset load, Trainer construction, first checkpoint + report);
   per-epoch reporting later reports' time_this_iter_s minus epoch_seconds (checkpoint + report);
   idle slots          wall x slots minus all trial time (Tune scheduling, trial actor start, shutdown).
 All trials are the same work: FIFO, a grid over the learning rate only, fixed steps per epoch.
 
-    python benchmarks/tune_efficiency.py [--quick] [--slots 2] [--epochs 4] [--steps-per-epoch 60]
+    python benchmarks/tune_efficiency.py [--quick] [--slots 2] [--epochs 4] [--steps-per-epoch 60] [--init-first]
 """
 from __future__ import annotations
 
@@ -49,6 +52,8 @@ def main() -> None:
     ap.add_argument("--steps-per-epoch", type=int, default=60)
     ap.add_argument("--dashboard", action="store_true", help="start the local instance with the dashboard "
                     "(ssl-ray tune does only for --workers > 1)")
+    ap.add_argument("--init-first", action="store_true", help="start Ray (with --slots CPUs) before run_tune, "
+                    "instead of letting run_tune start it with all CPUs as ssl-ray tune does")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     if a.quick:
@@ -58,10 +63,14 @@ def main() -> None:
     space = parse_space(SPACE.format(method=a.method, steps=a.steps_per_epoch, lrs=lrs, epochs=a.epochs))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        init_ray(None, num_cpus=a.slots, dashboard=a.dashboard)
+        if a.init_first or a.dashboard:
+            init_ray(None, num_cpus=a.slots, dashboard=a.dashboard)
         t1 = time.perf_counter()
-        run_tune(space, TuneOptions(cpus_per_trial=1, storage=tmp, name="eff", progress=False))
+        summary = run_tune(space, TuneOptions(cpus_per_trial=1, storage=tmp, name="eff", progress=False,
+                                              max_concurrent=a.slots))
         t2 = time.perf_counter()
+        if not (a.init_first or a.dashboard):  # run_tune started Ray: its own measure of ray.init
+            t1 = t0 + summary["seconds_ray_init"]
         import ray
 
         ray.shutdown()
@@ -86,7 +95,9 @@ def main() -> None:
            "trial_processes": len({rows[0].get("pid") for rows in hist.values()})}
     print(f"\n{n} trials of {a.method}/digits ({a.epochs} epochs x {a.steps_per_epoch} steps), {a.slots} slots, "
           f"{len(hist)} finished in {res['trial_processes']} trial processes (reuse_actors)")
-    print(f"ray.init {t1 - t0:.1f} s, run_tune wall {wall_excl:.1f} s, slot capacity {capacity:.1f} slot-s")
+    how = "before run_tune" if a.init_first or a.dashboard else "inside run_tune, pre-flight meanwhile"
+    print(f"ray.init {t1 - t0:.1f} s ({how}), wall excluding it {wall_excl:.1f} s, slot capacity {capacity:.1f} "
+          f"slot-s")
     print(f"trial compute {compute:.1f} s = efficiency {res['efficiency_excl_ray_init']:.3f} excluding ray.init, "
           f"{res['efficiency_incl_ray_init']:.3f} including it")
     print(f"where the rest goes: in-trial start-up {startup:.1f} s ({startup / n:.2f} s/trial), per-epoch "

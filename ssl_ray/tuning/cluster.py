@@ -6,8 +6,8 @@ import socket
 from typing import Any
 
 from ..errors import SSLRayError
-from .ray_internals import (GCS_PORT_ENV, LOOPBACK_NODE, PRINT_PATCH_ENV, TRAIN_POLL_ENV, TRAIN_POLL_S,  # private
-                            loopback_only)
+from .ray_internals import (GCS_PORT_ENV, LOOPBACK_NODE, PRESTART_ENV, PRINT_PATCH_ENV, TRAIN_POLL_ENV,  # private
+                            TRAIN_POLL_S, loopback_only)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -84,8 +84,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # server of this instance (GCS, raylet, workers, agents, metrics, dashboard) listens on 127.0.0.1 only
     # (measured: docs/RELIABILITY.md). The variable reaches Ray's own processes through the environment;
     # the driver reads the constant, so it is set for this call and put back after.
-    saved_port = os.environ.get(GCS_PORT_ENV)
-    os.environ[GCS_PORT_ENV] = str(port)
+    # No idle worker processes started ahead: Ray starts one per CPU for the first driver, but Tune's trial actors
+    # and Train's actors carry their own runtime_env and never use them (measured: every trial got a fresh process),
+    # so on a small machine they only took CPU from ray.init (BENCHMARKS.md, section 2).
+    saved = {k: os.environ.get(k) for k in (GCS_PORT_ENV, PRESTART_ENV)}
+    os.environ[GCS_PORT_ENV], os.environ[PRESTART_ENV] = str(port), "0"
     _private_token()
     try:
         with loopback_only():
@@ -105,10 +108,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
                     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"  # the same dict as kwargs' runtime_env
                     os.environ[GCS_PORT_ENV] = str(port)
     finally:
-        if saved_port is None:
-            os.environ.pop(GCS_PORT_ENV, None)
-        else:
-            os.environ[GCS_PORT_ENV] = saved_port
+        for k, v in saved.items():  # the raylet has read them; later Ray instances of this process choose again
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         _private_token()
 
 

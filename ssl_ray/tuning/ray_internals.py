@@ -18,8 +18,9 @@ Ray offers no public way to do these things; each is reached here and nowhere el
    storage's copy (which `--resume` reads) complete.
 4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`,
    `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`,
-   `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` (Train V2's worker polling, TRAIN_POLL_S): environment switches Ray
-   reads but does not document as API.
+   `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` (Train V2's worker polling, TRAIN_POLL_S), `RAY_prestart_worker_first_driver`
+   (the raylet's system config `prestart_worker_first_driver`, read from the environment it starts in: off for a
+   local instance, cluster.init_ray): environment switches Ray reads but does not document as API.
 6. Synchronous successive halving (hooks.PlanSHA) is Ray's `HyperBandScheduler` held to one bracket: the bracket
    class (`ray.tune.schedulers.hyperband._Bracket`), the scheduler's bracket records (`_hyperbands`, `_state`,
    `_trial_info`), its decision step (`_process_bracket`, overridden) and the bracket's list of the trials it
@@ -42,6 +43,7 @@ CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+PRESTART_ENV = "RAY_prestart_worker_first_driver"
 TRAIN_POLL_S = "0.2"
 """How often Train V2's controller polls its workers (Ray's default 2 s). A worker's `ray.train.report` waits
 until the controller has taken its previous result, so every report costs up to one interval: with Ray's 2 s,
@@ -201,6 +203,9 @@ def check() -> list[str]:
             missing.append("ray.train.v2._internal.execution.context.logger")
     except ImportError:
         missing.append("ray.train.v2._internal.execution.context")
+    raylet = os.path.join(os.path.dirname(ray.__file__), "core", "src", "ray", "raylet", "raylet")
+    if not _binary_contains(raylet, PRESTART_ENV[len("RAY_"):].encode()):
+        missing.append(f"the raylet's system config {PRESTART_ENV[len('RAY_'):]!r} ({PRESTART_ENV})")
     from ray.tune.experiment import Trial
 
     from ray.train._internal.storage import StorageContext
@@ -213,3 +218,14 @@ def check() -> list[str]:
     if not hasattr(tune_logger.LoggerCallback, "_restore_from_remote"):
         missing.append("ray.tune.logger.LoggerCallback._restore_from_remote (push_result_file may be unneeded)")
     return missing
+
+
+def _binary_contains(path: str, needle: bytes) -> bool:
+    """Whether the file at `path` holds `needle` (a system-config name compiled into a Ray binary)."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(needle) >= 0
+    except (OSError, ValueError):
+        return False

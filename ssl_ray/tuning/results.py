@@ -36,7 +36,7 @@ def _reason(error: Any) -> str | None:
 
 
 def summarize(exp: str, space, trials: list[dict[str, Any]], *, max_epochs: int, seconds: float,
-              interrupted: bool = False) -> dict[str, Any]:
+              interrupted: bool = False, ray_init_seconds: float | None = None) -> dict[str, Any]:
     """Build the tables from the experiment's own files (experiment.collect: one entry per planned trial),
     write them next to the experiment, return the JSON summary."""
     cls = get_method(space.method)
@@ -74,6 +74,7 @@ def summarize(exp: str, space, trials: list[dict[str, Any]], *, max_epochs: int,
         "num_completed": sum(r["status"] == "TERMINATED" for r in rows),
         "num_interrupted": sum(r["status"] == "INTERRUPTED" for r in rows),
         "scheduler": vars(space.scheduler), "searched": list(space.search), "seconds": round(seconds, 1),
+        "seconds_ray_init": None if ray_init_seconds is None else round(ray_init_seconds, 2),
         "best": None if best is None else {
             "trial_id": best["trial_id"], "config": {k[7:]: v for k, v in best.items() if k.startswith("config/")},
             "val_error": best["best_val_error"], "test_error": best["test_error_at_best_val"],

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..engine.loop import RunSpec, Trainer
 from ..errors import DivergenceError, SSLRayError
@@ -209,6 +209,34 @@ def preflight_plan(space: SearchSpace, plan: list[dict[str, Any]], seed: int) ->
             preflight(RunSpec(space.method, space.data, epochs=1, seed=seed, config={**space.fixed, **hp}))
 
 
+def preflight_while_ray_starts(check: Callable[[], None], start: Callable[[], None]) -> float:
+    """Run the pre-flight build (`check`, 1-2 s: the first build of a process imports torch's compiler) in a
+    thread while Ray starts (`start`: seconds spent mostly waiting for Ray's processes), not one after the
+    other: every trial slot is idle until both are done. A pre-flight error still comes first and alone: a Ray
+    instance started meanwhile is shut down again, and the error is raised as it was when the check ran before
+    Ray. Returns the seconds `start` took."""
+    import concurrent.futures
+
+    import ray
+
+    was_running = ray.is_initialized()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ssl-ray-preflight") as pool:
+        checked = pool.submit(check)
+        t0 = time.perf_counter()
+        try:
+            start()
+        except BaseException:
+            if checked.exception() is not None:  # waits for the check: a config error explains more
+                raise checked.exception() from None  # type: ignore[misc]
+            raise
+        seconds = time.perf_counter() - t0
+        if checked.exception() is not None:
+            if not was_running:
+                ray.shutdown()
+            raise checked.exception()  # type: ignore[misc]
+    return seconds
+
+
 def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     """A fresh search (the plan drawn from `space`), or with o.resume the unfinished part of a saved one
     (`space` and `o` then come from the experiment's own files: experiment.resume_setup)."""
@@ -245,8 +273,9 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     data = space.data
     if data.root and "://" not in data.root:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
-    preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed)
-    init_ray(o.address, dashboard=o.workers > 1)  # the dashboard serves Ray Train only (cluster.py)
+    ray_init_s = preflight_while_ray_starts(
+        lambda: preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed),
+        lambda: init_ray(o.address, dashboard=o.workers > 1))  # the dashboard serves Ray Train only (cluster.py)
     concurrent = _concurrency(o)
     meta = trial_meta(space, o, exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
     if not o.resume:
@@ -320,7 +349,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     interrupted = INTERRUPT.is_set()
     trials = experiment.collect(exp, doc, records)
     summary = results.summarize(exp, space, trials, max_epochs=space.scheduler.max_epochs,
-                                seconds=time.time() - t0, interrupted=interrupted)
+                                seconds=time.time() - t0, interrupted=interrupted, ray_init_seconds=ray_init_s)
     if space.scheduler.name == "pbt":  # what PBT did, and where it is written down
         from .pbt import PBT_FILE
 
