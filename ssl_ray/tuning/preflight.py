@@ -1,4 +1,4 @@
-"""The pre-flight check shared by `ssl-ray train` and `ssl-ray tune`: build the run before Ray starts."""
+"""The pre-flight check shared by `ssl-ray train` and `ssl-ray tune`: build the run before any trial runs."""
 from __future__ import annotations
 
 from ..engine.loop import RunSpec
@@ -8,8 +8,9 @@ from ..errors import SSLRayError
 def preflight(spec: RunSpec) -> None:
     """Build the method and its batch stream against the dataset's shape, without training, so that every
     config x dataset error (bad hyperparameter, absent or corrupt dataset, labels the dataset cannot give,
-    a model that does not fit the input) is one readable line before any Ray process starts, not a
-    traceback from inside a Ray worker."""
+    a model that does not fit the input) is one readable line before any trial runs (`ssl-ray train`: before
+    Ray starts; `ssl-ray tune`: while it starts, tune.preflight_while_ray_starts), not a traceback from inside a
+    Ray worker."""
     from ..engine.loop import Trainer
 
     spec.method_config()  # unknown key or bad value first: the cheapest check

@@ -198,7 +198,7 @@ def trial_resources(o: TuneOptions) -> dict[str, float]:
 
 def preflight_plan(space: SearchSpace, plan: list[dict[str, Any]], seed: int) -> None:
     """Build the method for every distinct planned configuration against the dataset's shape (no training):
-    a config x dataset error is one line before Ray starts, not a traceback from inside a trial."""
+    a config x dataset error is one line before any trial runs, not a traceback from inside a trial."""
     from .preflight import preflight
 
     seen = set()
