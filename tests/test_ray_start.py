@@ -69,3 +69,14 @@ def test_local_instance_starts_no_idle_worker_processes():
     assert any("raylet" in n for n in r["names"]), r  # the instance did start, and was looked at
     assert r["idle"] == 0, r
     assert r["env_left"] is False  # the switch was for that raylet only
+
+
+def test_a_preflight_error_of_tune_is_one_line_on_the_real_terminal(tmp_path):
+    """CliRunner does not see what Ray's loggers write to the process's stderr: run the real command. Ray now
+    starts while the pre-flight check runs, and its token-authentication warning would come before the error."""
+    out = subprocess.run([sys.executable, "-m", "ssl_ray.cli", "tune", "entropy", "--dataset", "circles",
+                          "--labels", "8", "--set", "gamma=1.0", "--storage", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stdout + out.stderr
+    assert lines[0].startswith("error: gamma: 1 > 0 needs class activation maps"), lines

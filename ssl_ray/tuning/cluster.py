@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import SSLRayError
 from .ray_internals import (GCS_PORT_ENV, LOOPBACK_NODE, PRESTART_ENV, PRINT_PATCH_ENV, TRAIN_POLL_ENV,  # private
-                            TRAIN_POLL_S, loopback_only)
+                            TRAIN_POLL_S, loopback_only, no_token_warning)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -91,7 +91,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     os.environ[GCS_PORT_ENV], os.environ[PRESTART_ENV] = str(port), "0"
     _private_token()
     try:
-        with loopback_only():
+        with loopback_only(), no_token_warning():
             for attempt in (1, 2):
                 try:
                     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,

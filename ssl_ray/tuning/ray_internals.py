@@ -9,7 +9,9 @@ Ray offers no public way to do these things; each is reached here and nowhere el
    every server of the node on 127.0.0.1 (cluster.init_ray; measured in docs/RELIABILITY.md); and
    `ray.init(_node_ip_address=...)`, a private argument, names the node 127.0.0.1 (LOOPBACK_NODE).
 3. Train V2's per-report INFO logger (`ray.train.v2._internal.execution.context.logger`), which RunConfig's
-   LoggingConfig does not reach.
+   LoggingConfig does not reach; and the logger of Ray's token set-up
+   (`ray._private.authentication.authentication_token_setup.logger`), whose "Token authentication is enabled"
+   warning comes before ray.init's `logging_level` applies (no_token_warning).
 5. A retried trial's result.json (`Trial.local_path`, `Trial.storage`): when Tune restarts a failed trial
    (--max-failures) its JSON logger copies result.json back from the storage over the driver's local copy
    (ray/tune/logger/logger.py, `_restore_from_remote`), and the storage copy lags by the rows reported since
@@ -97,6 +99,24 @@ def loopback_only() -> Iterator[None]:
             os.environ.pop(CLUSTER_ENV, None)
         else:
             os.environ[CLUSTER_ENV] = saved_env
+
+
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+@contextlib.contextmanager
+def no_token_warning() -> Iterator[None]:
+    """While Ray starts a local node: no "Token authentication is enabled for this Ray cluster" warning. Ray 2.60
+    turns token authentication on for every new local instance and says so on the driver's stderr, before
+    ray.init's logging_level applies: a line before every run's output, and before a pre-flight error's one line
+    (tune.preflight_while_ray_starts). The authentication itself is unchanged (cluster._private_token)."""
+    log = logging.getLogger(TOKEN_SETUP_LOGGER)
+    saved = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(saved)
 
 
 def quiet_train_reports() -> None:
@@ -203,6 +223,15 @@ def check() -> list[str]:
             missing.append("ray.train.v2._internal.execution.context.logger")
     except ImportError:
         missing.append("ray.train.v2._internal.execution.context")
+    try:
+        from ray._private.authentication import authentication_token_setup as token_setup
+
+        log = getattr(token_setup, "logger", None)
+        if not (isinstance(log, logging.Logger) and log.name == TOKEN_SETUP_LOGGER
+                and callable(getattr(token_setup, "_warn_token_auth_enabled", None))):
+            missing.append(f"{TOKEN_SETUP_LOGGER}.logger (its _warn_token_auth_enabled)")
+    except ImportError:
+        missing.append(TOKEN_SETUP_LOGGER)
     raylet = os.path.join(os.path.dirname(ray.__file__), "core", "src", "ray", "raylet", "raylet")
     if not _binary_contains(raylet, PRESTART_ENV[len("RAY_"):].encode()):
         missing.append(f"the raylet's system config {PRESTART_ENV[len('RAY_'):]!r} ({PRESTART_ENV})")
