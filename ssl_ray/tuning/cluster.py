@@ -85,8 +85,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # (measured: docs/RELIABILITY.md). The variable reaches Ray's own processes through the environment;
     # the driver reads the constant, so it is set for this call and put back after.
     # No idle worker processes started ahead: Ray starts one per CPU for the first driver, but Tune's trial actors
-    # and Train's actors carry their own runtime_env and never use them (measured: every trial got a fresh process),
-    # so on a small machine they only took CPU from ray.init (BENCHMARKS.md, section 2).
+    # and Train's controller and workers carry their own runtime_env (env_vars) and never use them (measured for
+    # Tune: every trial got a fresh process; read in Ray's code for Train), so they only took CPU from ray.init
+    # (BENCHMARKS.md, section 2).
     saved = {k: os.environ.get(k) for k in (GCS_PORT_ENV, PRESTART_ENV)}
     os.environ[GCS_PORT_ENV], os.environ[PRESTART_ENV] = str(port), "0"
     _private_token()
