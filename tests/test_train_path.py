@@ -63,9 +63,17 @@ def _assert_same_run(a: Path, b: Path):
             torch.testing.assert_close(pb["modules"][name][k], v, rtol=0, atol=0, msg=f"{name}.{k}")
 
 
-def _straight(tmp_path):
+def _held(tmp_path, after: int, name: str):
+    """JOB as the test plugin's `faulty` method (the supervised baseline, bit for bit), which waits at the first
+    step after epoch `after` until `<marker>.go` exists: a Ctrl-C sent when the epoch line shows up then lands
+    mid-run however fast the epochs are (at 0.2 s an epoch a quiet machine finished the 5 epochs before it)."""
+    marker = tmp_path / f"{name}.marker"
+    return ["faulty", *JOB[1:], "--set", f"hold_after_epoch={after}", "--set", f"marker={marker}"], marker
+
+
+def _straight(tmp_path, job=JOB):
     run = tmp_path / "straight"
-    r = _cli([*JOB, "--output", str(run), "--json"], tmp_path)
+    r = _cli([*job, "--output", str(run), "--json"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["path"] == "in-process" and s["epochs"] == 5
@@ -86,20 +94,24 @@ def test_one_local_worker_trains_in_process_without_ray(tmp_path):
 
 
 def test_ctrl_c_is_recorded_and_resume_continues_exactly(tmp_path):
-    straight = _straight(tmp_path)
+    free, free_marker = _held(tmp_path, 3, "free")
+    free_marker.with_name(free_marker.name + ".go").touch()  # the uninterrupted run never waits
+    straight = _straight(tmp_path, free)
+    job, marker = _held(tmp_path, 3, "cut")
     run = tmp_path / "cut"
-    rc, err = _interrupt_after([*JOB, "--output", str(run)], tmp_path, "epoch 3/5")
+    rc, err = _interrupt_after([*job, "--output", str(run)], tmp_path, "epoch 3/5")
+    marker.with_name(marker.name + ".go").touch()  # the resume goes straight on
     assert rc == 130, err[-3000:]
     assert "interrupted after" in err and "--resume" in err and "Traceback" not in err
     r = json.loads((run / "result.json").read_text())
     assert r["interrupted"] is True and 2 <= r["checkpoint_epoch"] <= r["epochs"] < 5
     assert checkpoint.load(r["checkpoint"])["epoch"] == r["checkpoint_epoch"]
-    res = _cli([*JOB, "--output", str(run), "--resume", "--json"], tmp_path)
+    res = _cli([*job, "--output", str(run), "--resume", "--json"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"epoch {r['checkpoint_epoch'] + 1}/5" in res.stderr and "epoch 1/5" not in res.stderr
     _assert_same_run(straight, run)
     # a resume with other hyperparameters is refused (one line, exit 2)
-    bad = _cli([*JOB, "--set", "lr=0.01", "--output", str(run), "--resume"], tmp_path)
+    bad = _cli([*job, "--set", "lr=0.01", "--output", str(run), "--resume"], tmp_path)
     assert bad.returncode == 2 and "lr" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -107,9 +119,13 @@ def test_ctrl_c_is_recorded_and_resume_continues_exactly(tmp_path):
 def test_ctrl_c_through_ray_train_then_resume_in_process(tmp_path):
     """The Ray Train path (Train's own SIGINT handler used to exit 1 silently): exit 130, result.json with Ray's
     last checkpoint; the resume (one worker, so in-process) ends where an uninterrupted run ends."""
-    straight = _straight(tmp_path)
+    free, free_marker = _held(tmp_path, 2, "free")
+    free_marker.with_name(free_marker.name + ".go").touch()
+    straight = _straight(tmp_path, free)
+    job, marker = _held(tmp_path, 2, "cut")
     run = tmp_path / "cut"
-    rc, err = _interrupt_after([*JOB, "--ray-train", "--output", str(run)], tmp_path, "epoch 2/5")
+    rc, err = _interrupt_after([*job, "--ray-train", "--output", str(run)], tmp_path, "epoch 2/5")
+    marker.with_name(marker.name + ".go").touch()
     assert rc == 130, err[-3000:]
     # no traceback of ours (Ray's controller may log a warning with one when its 5 s actor calls time out on an
     # overloaded machine: "Failed to send resource request ... safe to ignore")
@@ -117,7 +133,7 @@ def test_ctrl_c_through_ray_train_then_resume_in_process(tmp_path):
     r = json.loads((run / "result.json").read_text())
     assert r["interrupted"] is True and r["path"] == "ray-train"
     assert r["checkpoint_epoch"] >= 1 and "ray_train" in r["checkpoint"]
-    res = _cli([*JOB, "--output", str(run), "--resume", "--json"], tmp_path)
+    res = _cli([*job, "--output", str(run), "--resume", "--json"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     _assert_same_run(straight, run)
 
