@@ -170,3 +170,30 @@ def test_divergence_through_ray_train_is_one_line_error_and_not_retried(tmp_path
         assert needle not in r.stderr, r.stderr[-3000:]
     # each of the 2 workers finished epoch 1 once (epoch 2 diverged): no restart of the group
     assert sorted(int(e) for e in marker.read_text().split()) == [1, 1]
+
+
+def test_ctrl_c_right_after_a_checkpoint_write_records_that_checkpoints_epoch(tmp_path, monkeypatch):
+    """Ctrl-C between `checkpoint.save` and the loop noting the epoch (found by the Ctrl-C test above on a fast
+    machine: result.json said epoch 2 while the file held epoch 3): result.json names the epoch on disk."""
+    from ssl_ray.data import DataSpec
+    from ssl_ray.engine import loop
+    from ssl_ray.engine.loop import RunSpec
+    from ssl_ray.tuning.train import run_train
+
+    real_save = loop.checkpoint.save
+
+    def save_then_interrupt(directory, state):
+        path = real_save(directory, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(loop.checkpoint, "save", save_then_interrupt)
+    spec = RunSpec("supervised", DataSpec("digits", labels=50), epochs=4, seed=0,
+                   config={"steps_per_epoch": 3}, checkpoint_every=1)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_train(spec, output=str(out), progress=False)
+    r = json.loads((out / "result.json").read_text())
+    assert r["interrupted"] is True and r["epochs"] == 2
+    assert checkpoint.load(r["checkpoint"])["epoch"] == 2 and r["checkpoint_epoch"] == 2

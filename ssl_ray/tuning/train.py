@@ -222,12 +222,16 @@ def _run_local(spec: RunSpec, out: Path, cpus: float, gpus: float | None, progre
         has = (ckpt_dir / checkpoint.STATE_FILE).is_file()
         return _summary(spec, out, last, epochs=trainer.epoch, seconds=time.time() - t0, workers=1,
                         ckpt=str(ckpt_dir) if has else (str(start) if start else None), path="in-process",
-                        checkpoint_epoch=trainer.checkpoint_epoch, **extra)
+                        **{"checkpoint_epoch": trainer.checkpoint_epoch, **extra})
 
     try:
         trainer.fit(checkpoint_dir=str(ckpt_dir))
     except KeyboardInterrupt:
-        done(interrupted=True)
+        # Ctrl-C can land after a checkpoint is written and before the loop notes its epoch: the file decides
+        saved = trainer.checkpoint_epoch
+        if (ckpt_dir / checkpoint.STATE_FILE).is_file():
+            saved = int(checkpoint.load(ckpt_dir)["epoch"])
+        done(interrupted=True, checkpoint_epoch=saved)
         raise
     except DivergenceError as e:
         done(error=str(e))
