@@ -217,12 +217,13 @@ def _run_local(spec: RunSpec, out: Path, cpus: float, gpus: float | None, progre
         trainer.restore(checkpoint.load(start))
     ckpt_dir = out / LOCAL_CHECKPOINT
 
-    def done(**extra: Any) -> dict[str, Any]:
+    def done(checkpoint_epoch: int | None = None, **extra: Any) -> dict[str, Any]:
         last = trainer.history[-1] if trainer.history else _previous_metrics(out)  # resumed a finished run
         has = (ckpt_dir / checkpoint.STATE_FILE).is_file()
         return _summary(spec, out, last, epochs=trainer.epoch, seconds=time.time() - t0, workers=1,
                         ckpt=str(ckpt_dir) if has else (str(start) if start else None), path="in-process",
-                        **{"checkpoint_epoch": trainer.checkpoint_epoch, **extra})
+                        checkpoint_epoch=trainer.checkpoint_epoch if checkpoint_epoch is None else checkpoint_epoch,
+                        **extra)
 
     try:
         trainer.fit(checkpoint_dir=str(ckpt_dir))
