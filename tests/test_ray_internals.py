@@ -64,6 +64,26 @@ def test_loopback_only_sets_and_restores_the_flag(monkeypatch):
     assert ray_constants.ENABLE_RAY_CLUSTER == before  # restored after an error too
 
 
+def test_no_api_server_skips_the_step_and_puts_it_back():
+    from ray._private import node
+
+    before = node.Node.start_api_server
+
+    class Fake:
+        pass
+
+    fake = Fake()
+    with ray_internals.no_api_server():
+        assert node.Node.start_api_server is not before
+        node.Node.start_api_server(fake, include_dashboard=False, raise_on_failure=False)
+        assert fake._webui_url is None  # what ray.init reads back as the dashboard's address
+    assert node.Node.start_api_server is before
+    with pytest.raises(KeyError):
+        with ray_internals.no_api_server():
+            raise KeyError("x")
+    assert node.Node.start_api_server is before  # put back after an error too
+
+
 def test_no_other_module_reaches_into_ray_internals():
     """Private Ray names appear only in the adapter."""
     import pathlib
@@ -79,7 +99,7 @@ def test_no_other_module_reaches_into_ray_internals():
         for needle in ("ray._private", "_internal.", "._brackets", "_local_tuner", "ENABLE_RAY_CLUSTER", "._rungs",
                        ".on_result(", "_node_ip_address", "_tune_config", "RAY_GCS_SERVER_PORT",
                        "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
-                       "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TUNE_DISABLE_SIGINT_HANDLER"):
+                       "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TUNE_DISABLE_SIGINT_HANDLER", "start_api_server"):
             if needle in text.replace("ray_internals", ""):
                 offenders.append(f"{p.relative_to(root)}: {needle}")
     assert offenders == []

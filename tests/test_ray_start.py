@@ -1,5 +1,6 @@
 """How `ssl-ray tune` starts Ray: the pre-flight build runs while the local instance starts (a config error still
-comes first and alone), and the local instance starts no idle worker processes that no trial would use."""
+comes first and alone), and the local instance starts no idle worker processes that no trial would use, nor a
+dashboard process nothing uses."""
 import json
 import subprocess
 import sys
@@ -53,22 +54,33 @@ from ssl_ray.tuning.cluster import init_ray
 from ssl_ray.tuning.ray_internals import PRESTART_ENV
 init_ray(None, num_cpus=2, dashboard=False)
 time.sleep(2)
-names = [p.name() for p in psutil.Process().children(recursive=True)]
+children = psutil.Process().children(recursive=True)
+names = [p.name() for p in children]
+cmds = [" ".join(p.cmdline()) for p in children]
+from ray._private import node
+restored = node.Node.start_api_server.__qualname__ == "Node.start_api_server"
 ray.shutdown()
 print(json.dumps({"idle": sum(n.startswith("ray::IDLE") for n in names), "names": names,
-                  "env_left": PRESTART_ENV in os.environ}))
+                  "dashboard": [c for c in cmds if "dashboard/dashboard.py" in c],
+                  "agent": any("dashboard/agent.py" in c for c in cmds),
+                  "env_left": PRESTART_ENV in os.environ, "restored": restored}))
 """
 
 
-def test_local_instance_starts_no_idle_worker_processes():
+def test_local_instance_starts_no_idle_worker_processes_and_no_dashboard_process():
     """Ray starts one idle worker per CPU for the first driver; Tune's and Train's actors carry their own
-    runtime_env and never use them, so they only took CPU while Ray started (BENCHMARKS.md, section 2)."""
+    runtime_env and never use them, so they only took CPU while Ray started (BENCHMARKS.md, section 2). Without
+    the dashboard, Ray still starts a dashboard process serving usage statistics only and waits for it
+    (ray_internals.no_api_server): not started either, the step put back after."""
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert any("raylet" in n for n in r["names"]), r  # the instance did start, and was looked at
     assert r["idle"] == 0, r
     assert r["env_left"] is False  # the switch was for that raylet only
+    assert r["dashboard"] == [], r
+    assert r["agent"] is True, r  # the raylet's own agent (metrics, runtime envs) is not the dashboard process
+    assert r["restored"] is True
 
 
 def test_a_preflight_error_of_tune_is_one_line_on_the_real_terminal(tmp_path):

@@ -1,13 +1,14 @@
 """Starting or joining a Ray cluster, with readable errors instead of long hangs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
 
 from ..errors import SSLRayError
 from .ray_internals import (GCS_PORT_ENV, LOOPBACK_NODE, PRESTART_ENV, PRINT_PATCH_ENV, TRAIN_POLL_ENV,  # private
-                            TRAIN_POLL_S, loopback_only, no_token_warning)
+                            TRAIN_POLL_S, loopback_only, no_api_server, no_token_warning)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -31,7 +32,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     """Join `address` (host:port, 'auto', ray://...) or start a private local instance bound to 127.0.0.1.
 
     `dashboard=False` starts a local instance without the dashboard's head process (and its module
-    subprocesses), whose polling takes CPU from the trials all the time (BENCHMARKS.md, section 2). Only Ray
+    subprocesses), whose polling takes CPU from the trials all the time (BENCHMARKS.md, section 2), and without
+    the reduced dashboard process Ray starts in its place and waits for (ray_internals.no_api_server). Only Ray
     Train needs it (its placement-group cleaner asks the State API, RAY.md), so `ssl-ray tune` leaves it out when
     no trial drives Ray Train (--workers 1)."""
     import ray
@@ -92,7 +94,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     os.environ[GCS_PORT_ENV], os.environ[PRESTART_ENV] = str(port), "0"
     _private_token()
     try:
-        with loopback_only(), no_token_warning():
+        with loopback_only(), no_token_warning(), (contextlib.nullcontext() if dashboard else no_api_server()):
             for attempt in (1, 2):
                 try:
                     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,

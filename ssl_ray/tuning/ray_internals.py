@@ -27,6 +27,8 @@ Ray offers no public way to do these things; each is reached here and nowhere el
    class (`ray.tune.schedulers.hyperband._Bracket`), the scheduler's bracket records (`_hyperbands`, `_state`,
    `_trial_info`), its decision step (`_process_bracket`, overridden) and the bracket's list of the trials it
    was given (`_all_trials`): sha_bracket, sha_join and sha_arrived.
+7. A local instance started without the dashboard starts no dashboard process either: `Node.start_api_server`
+   (ray._private.node) is skipped for that start (no_api_server; cluster.init_ray).
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ TRAIN_POLL_S = "0.2"
 """How often Train V2's controller polls its workers (Ray's default 2 s). A worker's `ray.train.report` waits
 until the controller has taken its previous result, so every report costs up to one interval: with Ray's 2 s,
 a 20-epoch `ssl-ray train --ray-train` of digits spent 34 of its 64 s waiting (BENCHMARKS.md, section 0, run C)."""
+API_SERVER_STEP = "start_api_server"
+"""The step of Ray's `Node` (ray._private.node) that starts the dashboard process (no_api_server)."""
 LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}
 """ray.init's private argument that names the local node 127.0.0.1 (with loopback_only: nothing listens beyond it)."""
 
@@ -117,6 +121,28 @@ def no_token_warning() -> Iterator[None]:
         yield
     finally:
         log.setLevel(saved)
+
+
+@contextlib.contextmanager
+def no_api_server() -> Iterator[None]:
+    """While Ray starts a local node without the dashboard: no dashboard process at all. With
+    `include_dashboard=False` Ray 2.60 still starts its dashboard process as an "API server" that loads only the
+    usage-statistics module (`--modules-to-load=UsageStatsHead`: no State API, no jobs), and ray.init waits for it
+    to boot (1.3-1.7 s here) before it starts the raylet. Nothing of ssl-ray uses it; a node started with the
+    dashboard (Ray Train's runs: cluster.init_ray) is unchanged. `Node.start_api_server` is replaced, for this
+    start only, by a step that records no dashboard URL, as Ray does when its dashboard cannot start."""
+    from ray._private import node
+
+    saved = node.Node.__dict__[API_SERVER_STEP]
+
+    def skip(self: Any, *, include_dashboard: Any, raise_on_failure: bool) -> None:
+        self._webui_url = None
+
+    setattr(node.Node, API_SERVER_STEP, skip)
+    try:
+        yield
+    finally:
+        setattr(node.Node, API_SERVER_STEP, saved)
 
 
 def quiet_train_reports() -> None:
@@ -232,6 +258,15 @@ def check() -> list[str]:
             missing.append(f"{TOKEN_SETUP_LOGGER}.logger (its _warn_token_auth_enabled)")
     except ImportError:
         missing.append(TOKEN_SETUP_LOGGER)
+    from ray._private import node
+
+    step = node.Node.__dict__.get(API_SERVER_STEP)
+    if not (callable(step) and list(inspect.signature(step).parameters) == ["self", "include_dashboard",
+                                                                          "raise_on_failure"]
+            and f"self.{API_SERVER_STEP}(" in inspect.getsource(node.Node.start_head_processes)
+            and "self._webui_url" in inspect.getsource(step)):
+        missing.append(f"ray._private.node.Node.{API_SERVER_STEP}(self, *, include_dashboard, raise_on_failure), "
+                       f"called by start_head_processes, setting _webui_url")
     raylet = os.path.join(os.path.dirname(ray.__file__), "core", "src", "ray", "raylet", "raylet")
     if not _binary_contains(raylet, PRESTART_ENV[len("RAY_"):].encode()):
         missing.append(f"the raylet's system config {PRESTART_ENV[len('RAY_'):]!r} ({PRESTART_ENV})")
