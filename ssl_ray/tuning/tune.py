@@ -210,10 +210,9 @@ def preflight_plan(space: SearchSpace, plan: list[dict[str, Any]], seed: int) ->
 
 
 def preflight_while_ray_starts(check: Callable[[], None], start: Callable[[], None]) -> float:
-    """Run the pre-flight check (`check`, 2-3 s: run_tune's draws the plan, which imports ray.tune, then builds
-    it; the first build of a process imports torch's compiler) in a thread while Ray starts (`start`: seconds
-    spent mostly waiting for Ray's processes), not one after the other: every trial slot is idle until both are
-    done. A pre-flight error still comes first and alone: a Ray
+    """Run the pre-flight build (`check`, 1-2 s: the first build of a process imports torch's compiler) in a
+    thread while Ray starts (`start`: seconds spent mostly waiting for Ray's processes), not one after the
+    other: every trial slot is idle until both are done. A pre-flight error still comes first and alone: a Ray
     instance started meanwhile is shut down again, and the error is raised as it was when the check ran before
     Ray. Returns the seconds `start` took."""
     import concurrent.futures
@@ -243,7 +242,12 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     (`space` and `o` then come from the experiment's own files: experiment.resume_setup)."""
     import signal
 
+    from ray import tune
+    from ray.tune import CLIReporter
+
+    from . import results
     from .cluster import init_ray
+    from .hooks import InterruptStopper, PlanSearcher, TrialRecorder, plan_key, trial_dirname
 
     storage, name = experiment_path(o, space)
     exp = storage.rstrip("/") + "/" + name
@@ -265,27 +269,13 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         if experiment.read_text(fs, f"{base}/{experiment.SPACE_FILE}") is not None:
             raise SSLRayError(f"an experiment already exists at {exp}: continue it with --resume, or pick another "
                               f"--name")
-        plan, records = ([] if adaptive else None), {}  # a fresh plan is drawn while Ray starts (check below)
+        plan, records = ([] if adaptive else experiment.make_plan(space, o.seed)), {}
     data = space.data
     if data.root and "://" not in data.root:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
-
-    def check() -> None:
-        """Draw the plan (importing ray.tune: ~1 s) and build it, both while Ray starts."""
-        nonlocal plan
-        if plan is None:
-            plan = experiment.make_plan(space, o.seed)
-        preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed)
-
     ray_init_s = preflight_while_ray_starts(
-        check, lambda: init_ray(o.address, dashboard=o.workers > 1))  # the dashboard serves Ray Train only (cluster.py)
-    assert plan is not None
-    from ray import tune  # imported by check() already: cheap from here on
-    from ray.tune import CLIReporter
-
-    from . import results
-    from .hooks import InterruptStopper, PlanSearcher, TrialRecorder, plan_key, trial_dirname
-
+        lambda: preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed),
+        lambda: init_ray(o.address, dashboard=o.workers > 1))  # the dashboard serves Ray Train only (cluster.py)
     concurrent = _concurrency(o)
     meta = trial_meta(space, o, exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
     if not o.resume:
