@@ -97,19 +97,37 @@ def _batch(r=4, u=12, seed=0):
     return Batch(torch.rand(r, 1, 8, 8, generator=g), torch.arange(r) % 10, torch.rand(u, 1, 8, 8, generator=g))
 
 
-def test_mean_teacher_ema_update_by_hand():
-    m = _method("meanteacher", rampup_steps=3)
+@pytest.mark.parametrize("after", [0.999, 0.9999])
+def test_mean_teacher_ema_update_by_hand(after):
+    """The reference's plain EMA: decay ema_decay (0.99) during the ramp-up, then exactly ema_decay_after,
+    from the first update on (no (1 + n) / (10 + n) warm-up, which would give 0.1, 0.18, ... here)."""
+    m = _method("meanteacher", rampup_steps=3, ema_decay_after=after)
     teacher0 = [p.detach().clone() for p in m.ema.shadow.parameters()]
-    for step in range(5):
+    for step in range(6):
         before = [p.detach().clone() for p in m.ema.shadow.parameters()]
-        n = m.ema.num_updates
         m.train_step(_batch(seed=step))
-        decay = min(0.999 if step >= 3 else 0.99, (1 + n) / (10 + n))  # after the ramp-up: 0.999
+        decay = after if step >= 3 else 0.99
+        assert m.ema.decay == decay
         for s, b, p in zip(m.ema.shadow.parameters(), before, m.net.parameters()):
             torch.testing.assert_close(s, decay * b + (1 - decay) * p.detach(), rtol=1e-5, atol=1e-6)
-    assert m.num_steps == 5
+    assert m.num_steps == 6
     assert any(not torch.equal(a, b) for a, b in zip(teacher0, m.ema.shadow.parameters()))
     assert [p.grad for p in m.ema.shadow.parameters()] == [None] * len(teacher0)  # the teacher is never trained
+
+
+def test_mean_teacher_ema_decay_after_changes_the_teacher():
+    """Two runs that differ only in ema_decay_after have the same teacher until the ramp-up ends, then not."""
+    teachers = {}
+    for after in (0.999, 0.9999):
+        m = _method("meanteacher", rampup_steps=2, ema_decay_after=after)
+        snaps = []
+        for step in range(4):
+            m.train_step(_batch(seed=step))
+            snaps.append(torch.cat([p.detach().flatten() for p in m.ema.shadow.parameters()]))
+        teachers[after] = snaps
+    a, b = teachers[0.999], teachers[0.9999]
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)  # steps 0, 1: both 0.99
+    assert (a[3] - b[3]).abs().max().item() > 1e-6
 
 
 def test_mean_teacher_ramps_lr_and_betas():

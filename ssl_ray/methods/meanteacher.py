@@ -7,6 +7,15 @@ input noise, the teacher's output held fixed. w(t) = consistency * exp(-5 (1 - t
 ramp-up; the learning rate is ramped up the same way, Adam's beta2 is 0.99 during the ramp-up and 0.999
 after, and the EMA decay 0.99 during the ramp-up and 0.999 after. Predictions are the teacher's.
 
+The teacher's update is the reference's plain EMA: teacher <- d * teacher + (1 - d) * student after each
+student step, with d = `ema_decay` while the step count is below `rampup_steps` and `ema_decay_after` from
+then on (tensorflow/mean_teacher/model.py: `tf.train.ExponentialMovingAverage(ema_decay)` without
+`num_updates`, the decay switched by `step_rampup`). There is no (1 + n) / (10 + n) warm-up (the rule of
+the evaluation averages of ImprovedGAN and FixMatch): it would hold d below 0.991 for the first 1,000
+steps, so `ema_decay_after` 0.999 and 0.9999 gave identical runs at the default budget. The reference's
+PyTorch version uses min(1 - 1 / (step + 1), ema_decay) with one decay throughout; the TensorFlow rule is
+the one followed here, as for the other defaults.
+
 Defaults follow the reference code (CuriousAI/mean-teacher, tensorflow/mean_teacher/model.py): consistency
 100 with the MSE averaged over classes, Adam lr 0.003 and beta1 0.9, input noise 0.15, translation of the
 inputs (our weak view; flips only where the dataset allows them), minibatch 100. Choices made here:
@@ -71,7 +80,7 @@ class MeanTeacher(BaselineMethod[MeanTeacherConfig]):
         super().build()
         self.optimizers["opt"] = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
                                                   weight_decay=cfg.weight_decay)
-        self.ema = EMA(self.net, cfg.ema_decay)
+        self.ema = EMA(self.net, cfg.ema_decay, warmup=False)  # the plain decay, set per step in train_step
 
     def noisy_view(self, x: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
         cfg = self.cfg
@@ -104,7 +113,7 @@ class MeanTeacher(BaselineMethod[MeanTeacherConfig]):
             g["lr"] = cfg.lr * ramp
             g["betas"] = (0.9, 0.999 if ramped else cfg.adam_beta2)
         self.step(self.optimizers["opt"], loss_l + cfg.consistency * ramp * loss_c)
-        self.ema.decay = cfg.ema_decay_after if ramped else cfg.ema_decay
+        self.ema.decay = cfg.ema_decay_after if ramped else cfg.ema_decay  # the reference's step switch
         self.ema.update(self.net)
         self.num_steps += 1
         return {"loss_lab": loss_l.detach(), "loss_cons": loss_c.detach()}
