@@ -15,7 +15,7 @@ from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import ConfigError
 from ssl_ray.methods.advgen import (AdvGen, AdvGenConfig, classifier_objective, generator_objective,
                                     reconstruction_loss)
-from ssl_ray.methods.vat import VAT, VATConfig, normalize, vat_loss, vat_perturbation
+from ssl_ray.methods.vat import REFERENCE_EPS, VAT, VATConfig, auto_eps, normalize, vat_loss, vat_perturbation
 from ssl_ray.models.encoder_decoder import EncoderDecoder
 from ssl_ray.nn.functional import kl as kl_with_logits
 
@@ -156,6 +156,86 @@ def test_vat_direction_matches_float64_finite_difference_reference_with_bn():
     cos = F.cosine_similarity(r.double().flatten(1), ref.flatten(1), dim=1)
     torch.testing.assert_close(cos, torch.ones_like(cos), atol=1e-3, rtol=0)
     torch.testing.assert_close(r.double(), ref, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv_small"])
+def test_vat_direction_under_bf16_autocast_matches_float32(arch):
+    """--amp: the clean pass and the power iteration run in float32 with autocast off, so the direction under
+    CPU bfloat16 autocast is the float32 one (rounded to bfloat16 they gave cosines ~0: xi = 1e-6 is below
+    bfloat16's resolution, and the clean logits' rounding error swamps the probe)."""
+    info = DataInfo("digits", (1, 8, 8), 10, "image")
+    torch.manual_seed(0)
+    m = VAT(build_config(VATConfig, {"arch": arch, "eps": 1.0}), info)
+    g = torch.Generator().manual_seed(3)
+    batch = Batch(torch.rand(8, 1, 8, 8, generator=g), torch.arange(8), torch.rand(24, 1, 8, 8, generator=g))
+    d0 = torch.randn(32, 1, 8, 8, generator=g)
+    x, logits = m.vat_batch(batch)
+    r32 = vat_perturbation(m.forward_frozen_bn, x, logits, 1.0, d=d0.clone())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x, logits = m.vat_batch(batch)
+        r_amp = vat_perturbation(m.forward_frozen_bn, x, logits, 1.0, d=d0.clone())
+        m.train_step(batch)  # the whole step runs under autocast
+    resolved = r32.flatten(1).norm(dim=1) > 0.5  # float32 itself gives r = 0 where the KL's change underflows
+    assert resolved.float().mean() > 0.7
+    cos = F.cosine_similarity(r_amp.flatten(1)[resolved], r32.flatten(1)[resolved], dim=1)
+    assert cos.min().item() > 0.99, cos
+    torch.testing.assert_close(r_amp, r32, rtol=1e-5, atol=1e-6)
+    assert logits.dtype == torch.float32
+
+
+def test_vat_eps_from_the_data():
+    """eps 0: the references' value for mnist, svhn and the circles, eps_scale x the inputs' mean L2 norm
+    otherwise (measured on the first training batch, kept in the checkpoint); eps > 0 is used as given."""
+    assert REFERENCE_EPS == {"mnist": 0.3, "mnist5k": 0.3, "svhn": 2.5, "circles": 0.1}
+    assert auto_eps("mnist5k", 100.0, 0.5) == 0.3 and auto_eps("circles", 100.0, 0.5) == 0.1
+    assert auto_eps("digits", 4.0, 0.0325) == pytest.approx(0.13)
+    info = DataInfo("digits", (1, 8, 8), 10, "image")
+    torch.manual_seed(0)
+    m = VAT(build_config(VATConfig, {}), info)
+    assert m.cfg.eps == 0.0 and m.data_norm is None
+    g = torch.Generator().manual_seed(3)
+    batch = Batch(torch.rand(4, 1, 8, 8, generator=g), torch.arange(4), torch.rand(12, 1, 8, 8, generator=g))
+    m.train_step(batch)
+    want = batch.x_all.flatten(1).norm(dim=1).mean().item()
+    assert m.data_norm == pytest.approx(want, rel=1e-6)
+    assert m.eps(batch.x_u) == pytest.approx(0.0325 * want, rel=1e-6)
+    x, logits = m.vat_batch(batch)  # the perturbation has that norm
+    r = vat_perturbation(m.forward_frozen_bn, x, logits, m.eps(x))
+    torch.testing.assert_close(r.flatten(1).norm(dim=1), torch.full((16,), 0.0325 * want), rtol=1e-4, atol=0)
+    m2 = VAT(build_config(VATConfig, {}), info)
+    m2.load_state_dict(m.state_dict())
+    assert m2.data_norm == m.data_norm  # a restored run keeps its eps
+    m2.train_step(Batch(batch.x_l * 0.5, batch.y_l, batch.x_u * 0.5))
+    assert m2.data_norm == m.data_norm
+    assert VAT(build_config(VATConfig, {"eps": 2.0}), info).eps(batch.x_u) == 2.0
+    assert VAT(build_config(VATConfig, {}), POINTS).eps(torch.ones(3, 2)) == 0.1  # circles: the slides' 0.1
+
+
+def test_vat_schedule_is_vat_tf_linear_decay_and_beta1_switch():
+    """vat_tf's train_semisup.py: from epoch lr_decay_start (0-based), lr * (end - epoch) / (end - start) and
+    Adam beta1 mom2 = 0.5; before it lr and beta1 0.9. Off by default."""
+    info = DataInfo("digits", (1, 8, 8), 10, "image")
+    batch = Batch(torch.rand(4, 1, 8, 8), torch.arange(4), torch.rand(12, 1, 8, 8))
+    torch.manual_seed(0)
+    m = VAT(build_config(VATConfig, {"eps": 0.5, "lr_decay_start": 2, "lr_decay_end": 5}), info)
+    opt = m.optimizers["opt"]
+    seen = []
+    for epoch in range(5):
+        m.train_step(batch)
+        seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["betas"]))
+        m.end_epoch(epoch + 1)
+    want = [(1e-3, (0.9, 0.999)), (1e-3, (0.9, 0.999)), (1e-3, (0.5, 0.999)), (2e-3 / 3, (0.5, 0.999)),
+            (1e-3 / 3, (0.5, 0.999))]
+    for (lr, betas), (wlr, wb) in zip(seen, want):
+        assert lr == pytest.approx(wlr, rel=1e-9) and betas == wb
+    m_off = VAT(build_config(VATConfig, {"eps": 0.5}), info)
+    for epoch in range(3):
+        m_off.train_step(batch)
+        m_off.end_epoch(epoch + 1)
+    assert m_off.optimizers["opt"].param_groups[0]["lr"] == 1e-3
+    assert m_off.optimizers["opt"].param_groups[0]["betas"] == (0.9, 0.999)
+    with pytest.raises(ConfigError, match="lr_decay_end"):
+        build_config(VATConfig, {"lr_decay_start": 5, "lr_decay_end": 5})
 
 
 def test_advgen_c_step_kl_is_zero_when_g_returns_x_with_bn():
