@@ -74,8 +74,9 @@ def vat_perturbation(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     from a float32 pass too: rounded to bfloat16, their error (~1e-2) swamps the probe's effect and the
     gradient at d = 0 is the rounding error's instead of the KL's Hessian times d."""
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, p_logits = x.detach().float(), logits.detach().float()
-        d = torch.randn_like(x) if d is None else d.float()
+        dtype = torch.promote_types(x.dtype, torch.float32)  # bfloat16/float16 -> float32; float64 stays
+        x, p_logits = x.detach().to(dtype), logits.detach().to(dtype)
+        d = torch.randn_like(x) if d is None else d.to(dtype)
         for _ in range(ip):
             d = (xi * normalize(d)).requires_grad_(True)
             dist = kl(p_logits, forward(x + d))
@@ -178,7 +179,7 @@ class VAT(PerturbationMethod[VATConfig]):
         cfg = self.cfg
         x = batch.x_all if cfg.vat_inputs == "all" else batch.x_u
         with torch.autocast(device_type=x.device.type, enabled=False):  # float32 under --amp (vat_perturbation)
-            return x, self.forward_frozen_bn(x.float())
+            return x, self.forward_frozen_bn(x)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
@@ -205,6 +206,6 @@ class VAT(PerturbationMethod[VATConfig]):
         """x + r_adv for the current classifier (pictures)."""
         cfg = self.cfg
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = self.forward_frozen_bn(x.float())
+            logits = self.forward_frozen_bn(x)
         return x + vat_perturbation(self.forward_frozen_bn, x, logits, self.eps(x), cfg.xi, cfg.ip)
 
