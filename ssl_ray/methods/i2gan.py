@@ -18,16 +18,19 @@ Choices the slides leave open, each a hyperparameter:
   kept (tau = 1 = ImprovedGAN is the clean ablation; the slides do not say which form their own
   ImprovedGAN code scales), the factor is stated here, and the default search space
   (search_spaces/i2gan.yaml) searches tau in [2.5, 16], which is tau > 1 under either reading.
-- N' > N: N is the real batch of the feature matching, the second unlabelled batch of T - R samples
-  (100 at the default T = 200, R/T = 0.5). `n_fake = 100` there would be N' = N, not I2GAN; the default
-  `n_fake = 200` is N' = 2N, and the default space searches n_fake in {200, 400} with R/T <= 0.7 (N <= 140),
-  so every searched trial has N' > N. `n_fake` is an absolute count: changing T or R/T changes N, not N'.
+- N' > N: N is the real batch of the feature matching: T - R samples of the second unlabelled batch
+  (`fm_batch = 0`, the default: the slides' N, whose L_u and L_g run over the same N real samples; 100 at the
+  default T = 200, R/T = 0.5; before issue 26 it was max(T - R, R), `fm_batch` can still set any N up to
+  that). `n_fake = 100` there would be N' = N, not I2GAN; the default `n_fake = 200` is N' = 2N, and the
+  default space searches n_fake in {200, 400} with R/T in [0.3, 0.7] (N = T - R <= 140), so every searched
+  trial has N' > N. `n_fake` is an absolute count: changing T or R/T changes N, not N'.
 - The fake term of L_u averages over N generated samples (`fake_in_unl = "batch"`, the default): the slides'
   L_u formula runs one index i = 1..N over both real and generated terms, and introduces N' only in L_g.
   `fake_in_unl = "n_fake"` uses N' generated samples in D's step as well.
-- The norm of L_g is the mean absolute difference (the slides' L1 norm divided by the feature dimension,
-  which Adam does not see) for conv discriminators, i.e. ImprovedGAN's `fm_norm = auto`: on the slides'
-  datasets (CIFAR, SVHN) that is their L1. Set `fm_norm = l1` to use it on the MNIST MLP too.
+- The norm of L_g is the slides' L1 norm on every architecture (`fm_norm = l1`, the default here, where
+  ImprovedGAN's `auto` picks its MNIST code's squared difference for MLP discriminators): the mean absolute
+  difference of the feature means, i.e. the slides' L1 norm divided by the feature dimension (a constant
+  factor that Adam does not see). `fm_norm = l2` or `auto` gives ImprovedGAN's choice back.
 - tau and N' values are not in the slides; the defaults (tau = 2, N' = 200 = 2N at the default batch) are our
   choice, measured against ImprovedGAN and supervised in docs/results-defaults.md.
 - N' is per data-parallel worker, like the batch size.
@@ -50,6 +53,9 @@ class I2GANConfig(ImprovedGANConfig):
                      "batch T - R, i.e. ImprovedGAN; not given in the slides)", low=0)
     fake_in_unl: str = hp("batch", "generated samples in the fake term of L_u: batch = N (as many as the "
                           "unlabelled batch, the slides' formula), n_fake = N'", choices=("batch", "n_fake"))
+    fm_norm: str = hp("l1", "feature-matching distance: l1 (mean absolute: the slides' L1 norm of L_g), l2 (squared, "
+                      "ImprovedGAN's MNIST code), auto = ImprovedGAN's choice (l2 for MLP discriminators, l1 for conv "
+                      "ones)", choices=("auto", "l1", "l2"))
 
 
 @register

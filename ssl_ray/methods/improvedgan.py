@@ -119,12 +119,19 @@ class ImprovedGANConfig(ClassifierConfig, AugmentConfig):
                           "0 = evaluate the raw weights)", low=0, high=1, high_open=True)
     ema_warmup: bool = hp(True, "warm the weight average up: decay min(ema_decay, (1 + n) / (10 + n)) at update n "
                           "(TensorFlow's num_updates rule), so it is right at any number of steps")
+    fm_batch: int = hp(0, "N: real samples (of the second unlabelled batch) in G's feature matching; 0 = the "
+                       "unlabelled batch T - R (the reference's batch of 100; the slides' N); at most max(T - R, R)",
+                       low=0)
 
     def check(self) -> None:
         r, u = batch_composition(self.batch_size, self.labeled_ratio)
         if u < 1:
             raise ConfigError(f"labeled_ratio: {self.labeled_ratio} leaves no unlabelled sample in a batch of "
                               f"{self.batch_size}")
+        if self.fm_batch > max(r, u):
+            raise ConfigError(f"fm_batch: {self.fm_batch} is more than the {max(r, u)} samples of the second "
+                              f"unlabelled batch (max(T - R, R) at batch_size {self.batch_size}, labeled_ratio "
+                              f"{self.labeled_ratio})")
         if (self.lr_decay_start or self.lr_decay_end) and self.lr_decay_end <= self.lr_decay_start:
             raise ConfigError(f"lr_decay_end: {self.lr_decay_end} must be after lr_decay_start "
                               f"({self.lr_decay_start})")
@@ -141,10 +148,15 @@ def linear_decay(start: int, end: int):
 
 @torch.no_grad()
 def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
-    """Salimans & Kingma's data-dependent init of every weight-normed Linear/Conv in `net`, in order:
-    g <- g / std(t), b <- -mean(t) / std(t), with t = the layer's pre-activation without bias on `x`,
-    so each output unit starts with zero mean and unit variance. Returns the number of layers set."""
-    layers: list[Any] = [m for m in net.modules() if hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")]
+    """Salimans & Kingma's data-dependent init of every weight-normed Linear/Conv in `net`, in order, as
+    openai/improved-gan's `nn.py`: g <- g * s / std(t), b <- -mean(t) * s / std(t), with t = the layer's
+    pre-activation without bias on `x` (a fresh forward pass of `net` for each layer, in whatever mode `net`
+    is in), std the population standard deviation per output unit (channel) and s = the layer's
+    `data_init_std` (the reference's `init_stdv`, 1 unless set by `models.maybe_wn`), so each output unit
+    starts with mean 0 and standard deviation s. Layers whose `data_init_std` is None are left alone.
+    Returns the number of layers set."""
+    layers: list[Any] = [m for m in net.modules() if hasattr(m, "parametrizations") and hasattr(m.parametrizations, "weight")
+                         and getattr(m, "data_init_std", 1.0) is not None]
     for layer in layers:
         out: list[torch.Tensor] = []
         handle = layer.register_forward_hook(lambda mod, inp, o: out.append(o))
@@ -154,12 +166,18 @@ def weight_norm_data_init(net: nn.Module, x: torch.Tensor) -> int:
         shape = (1, -1) + (1,) * (out[0].dim() - 2)
         t = out[0] - bias.view(shape)
         dims = [d for d in range(t.dim()) if d != 1]
-        mean, std = t.mean(dims), t.std(dims) + 1e-8
+        mean = t.mean(dims)
+        scale = getattr(layer, "data_init_std", 1.0) / (t.var(dims, unbiased=False).sqrt() + 1e-8)
         g = layer.parametrizations.weight.original0
-        g.div_(std.view(g.shape))
+        g.mul_(scale.view(g.shape))
         if layer.bias is not None:
-            layer.bias.copy_(-mean / std)
+            layer.bias.copy_(-mean * scale)
     return len(layers)
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters of `module` that train (requires_grad): not the fixed weight-norm and BN scales."""
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 # ---- method -----------------------------------------------------------------------------------------------
@@ -183,14 +201,18 @@ class ImprovedGAN(EMAEvaluated[IGC]):
         lr = cfg.lr or (3e-4 if conv else 3e-3)
         betas = (cfg.beta1, 0.999)
         self.modules = {"D": self.D, "G": self.G}
-        self.optimizers = {"D": adam(self.D.parameters(), lr, betas, cfg.weight_decay),
-                           "G": adam(self.G.parameters(), lr, betas)}
+        # Each player's trainable parameters: the weight-norm scales of hidden layers and the BN scales of the
+        # generator are fixed (requires_grad off, as in the reference), so no optimiser holds them.
+        self.optimizers = {"D": adam(trainable(self.D), lr, betas, cfg.weight_decay),
+                           "G": adam(trainable(self.G), lr, betas)}
         factor = linear_decay(cfg.lr_decay_start, cfg.lr_decay_end)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
         self.ema = EMA(self.D, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
         self.initialised = not cfg.data_init
-        # Fixed noise for the sample grids (its own generator: the training RNG stream is untouched).
+        # Fixed noise for the sample grids and the evaluation metrics (their own generator: the training noise
+        # stream is untouched by evaluation).
         self.picture_z = torch.rand(100, cfg.z_dim, generator=torch.Generator().manual_seed(0))
+        self.eval_z = torch.rand(1000, cfg.z_dim, generator=torch.Generator().manual_seed(1))
 
     def build_discriminator(self) -> Classifier:
         cfg = self.cfg
@@ -201,7 +223,8 @@ class ImprovedGAN(EMAEvaluated[IGC]):
         if arch == "mlp":
             if len(shape) == 1:  # 2-D points: a small MLP
                 return MLP(shape[0], k, (100, 100))
-            return MLP(self.info.input_dim, k, MNIST_D_HIDDEN, weight_norm=True, input_noise=0.3, hidden_noise=0.5)
+            return MLP(self.info.input_dim, k, MNIST_D_HIDDEN, weight_norm=True, input_noise=0.3, hidden_noise=0.5,
+                       wn_init_std=0.1, wn_hidden_scale_trainable=False)
         if arch == "improvedgan":
             width = (64, 128) if self.info.name == "svhn" else (96, 192)
             return ConvNet(shape[0], k, "improvedgan", width=width, weight_norm=True)
@@ -219,7 +242,12 @@ class ImprovedGAN(EMAEvaluated[IGC]):
 
     # -- the two players ----------------------------------------------------------------------------------
     def sample_z(self, n: int) -> torch.Tensor:
-        return torch.rand(n, self.cfg.z_dim, device=self.device)
+        """n noise vectors z ~ U(0, 1)^z_dim from the stream data-parallel workers share (`global_rand`)."""
+        return self.global_rand(n, self.cfg.z_dim)
+
+    def fm_batch(self, n_unl: int) -> int:
+        """N: real samples in G's feature matching (`fm_batch`; 0 = the unlabelled batch T - R)."""
+        return self.cfg.fm_batch or n_unl
 
     def n_fake_d(self, n_unl: int) -> int:
         """Generated samples in D's step (the reference: as many as the unlabelled batch)."""
@@ -265,10 +293,13 @@ class ImprovedGAN(EMAEvaluated[IGC]):
         return g
 
     def data_init(self, x: torch.Tensor) -> None:
-        """The reference's data-dependent init of D (once, before the first step), then a fresh EMA."""
-        with train_mode(self.D):
+        """The reference's data-dependent init (once, before the first step) of D on `x` and of G's
+        data-initialised layers (the CIFAR G's output layer) on as many noise vectors, then a fresh EMA."""
+        with train_mode(self.D, self.G):
             weight_norm_data_init(self.D, x)
+            weight_norm_data_init(self.G, self.sample_z(len(x)))
         distributed.broadcast_module(self.D)
+        distributed.broadcast_module(self.G)
         if self.ema is not None:
             self.ema = EMA(self.D, self.ema.decay, self.ema.warmup)
         self.initialised = True
@@ -277,7 +308,8 @@ class ImprovedGAN(EMAEvaluated[IGC]):
         if not self.initialised:
             self.data_init(batch.x_all)
         d = self.d_step(batch)
-        g = self.g_step(batch.x_u2 if batch.x_u2 is not None else batch.x_u)
+        real = batch.x_u2 if batch.x_u2 is not None else batch.x_u
+        g = self.g_step(real[:self.fm_batch(len(batch.x_u))])
         return {"loss_lab": d["lab"].detach(), "loss_unl": d["unl"].detach(), "loss_g": g.detach()}
 
     # -- evaluation ----------------------------------------------------------------------------------------
@@ -295,9 +327,9 @@ class ImprovedGAN(EMAEvaluated[IGC]):
         confidence p_max, mean D(real), and mean D(fake) on as many generated samples."""
         from ..data.base import to_float
 
-        xs = to_float(x[:1000])
+        xs = to_float(x[:len(self.eval_z)])
         logits = self.predict(xs)
-        logits_fake = self.predict(self.generate(self.sample_z(len(xs))))
+        logits_fake = self.predict(self.generate(self.eval_z[:len(xs)]))
         return {"confidence": float(confidence(logits).mean()), "d_real": float(d_real_prob(logits).mean()),
                 "d_fake": float(d_real_prob(logits_fake).mean())}
 

@@ -17,9 +17,39 @@ from torch.nn.utils.parametrizations import weight_norm as _wn
 L = TypeVar("L", bound=nn.Module)
 
 
-def maybe_wn(layer: L, on: bool) -> L:
-    """The layer, with weight norm (a parametrization of the same module) when `on`."""
-    return _wn(layer) if on else layer
+def maybe_wn(layer: L, on: bool, *, init_std: float | None = None, train_scale: bool = True,
+             data_init_std: float | None = 1.0) -> L:
+    """The layer, with weight norm w = g v / ||v|| (a parametrization of the same module) when `on`, set up as
+    openai/improved-gan's layers (`nn.py`: DenseLayer, WeightNormLayer, l2normalize):
+
+    - per output unit: rows of a Linear/Conv weight, columns (dim 1) of a ConvTranspose weight (the
+      reference's Deconv2DLayer normalises over (0, 2, 3), i.e. per output channel);
+    - the scale g starts at 1 (the reference's Constant(1.)), so w = v / ||v|| before the data-dependent init;
+    - `init_std`: the direction v is drawn from N(0, init_std^2) and the bias zeroed (the reference:
+      N(0, 0.1^2) in the MNIST D, N(0, 0.05^2) in the CIFAR nets); None keeps PyTorch's default init;
+    - `train_scale=False`: g is set by the data-dependent init and then fixed (the reference's hidden layers,
+      `train_scale=False` / `train_g=False`): it stays a Parameter (in the state dict, broadcast with the
+      weights) with requires_grad off, so no optimiser holds it;
+    - `data_init_std`: the standard deviation the data-dependent init gives the layer's outputs (the reference's
+      `init_stdv`: 1 but for the CIFAR D's classifier head and the CIFAR G's output layer, 0.1; None: a layer
+      the reference does not data-initialise, the MNIST G's `l2normalize` output); kept on the layer as
+      `layer.data_init_std` for `methods.improvedgan.weight_norm_data_init`.
+    """
+    if not on:
+        return layer
+    w = getattr(layer, "weight")
+    if init_std is not None:
+        with torch.no_grad():
+            w.normal_(0.0, init_std)
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.zero_()
+    layer = _wn(layer, dim=1 if isinstance(layer, nn.ConvTranspose2d) else 0)
+    g = layer.parametrizations.weight.original0
+    with torch.no_grad():
+        g.fill_(1.0)
+    g.requires_grad_(train_scale)
+    setattr(layer, "data_init_std", data_init_std)
+    return layer
 
 
 class GaussianNoise(nn.Module):
@@ -64,12 +94,18 @@ class MLP(Classifier):
 
     Covers the 2-D toy nets (2-100-50-2), VAT's MNIST net (784-1200-1200-10, BN) and ImprovedGAN's
     MNIST discriminator (1000-500-250-250-250, weight norm, Gaussian noise 0.3 on the input and 0.5
-    after each hidden layer).
+    after each hidden layer; `wn_init_std` 0.1 and `wn_hidden_scale_trainable=False` as in the reference:
+    see `maybe_wn`).
+
+    `features(x)` is the last hidden layer's output after its activation and before its noise and dropout
+    (the reference's feature matching reads `layers[-3]`, the last dense layer, not the noise layer after
+    it); `forward` applies that noise and dropout (`tail`) before the head.
     """
 
     def __init__(self, input_dim: int, num_classes: int, hidden: Sequence[int] = (100, 50), *,
                  batch_norm: bool = False, weight_norm: bool = False, input_noise: float = 0.0,
-                 hidden_noise: float = 0.0, dropout: float = 0.0, activation: str = "relu"):
+                 hidden_noise: float = 0.0, dropout: float = 0.0, activation: str = "relu",
+                 wn_init_std: float | None = None, wn_hidden_scale_trainable: bool = True):
         super().__init__()
         self.num_classes = num_classes
         acts: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2),
@@ -79,22 +115,26 @@ class MLP(Classifier):
         if input_noise:
             layers.append(GaussianNoise(input_noise))
         d = input_dim
+        tail: list[nn.Module] = []
         for h in hidden:
-            layers.append(maybe_wn(nn.Linear(d, h), weight_norm))
+            layers.extend(tail)
+            layers.append(maybe_wn(nn.Linear(d, h), weight_norm, init_std=wn_init_std,
+                                   train_scale=wn_hidden_scale_trainable))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
             layers.append(act())
-            if hidden_noise:
-                layers.append(GaussianNoise(hidden_noise))
-            if dropout:
-                layers.append(nn.Dropout(dropout))
+            tail = ([GaussianNoise(hidden_noise)] if hidden_noise else []) + ([nn.Dropout(dropout)] if dropout else [])
             d = h
         self.trunk = nn.Sequential(*layers)
+        self.tail = nn.Sequential(*tail)
         self.feature_dim = d
-        self.head = maybe_wn(nn.Linear(d, num_classes), weight_norm)
+        self.head = maybe_wn(nn.Linear(d, num_classes), weight_norm, init_std=wn_init_std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(self.trunk(x)))
 
 
 class ConvNet(Classifier):
@@ -105,7 +145,9 @@ class ConvNet(Classifier):
     dropout 0.5, 3x conv3x3-256, max-pool, dropout 0.5, conv3x3-512 valid, conv1x1-256, conv1x1-128,
     all with BN and LeakyReLU(0.1). `improvedgan` (CIFAR/SVHN): ImprovedGAN's discriminator with weight
     norm, LeakyReLU(0.2), dropout 0.2/0.5, stride-2 convs, 2 NIN layers (`width` = (96, 192) for CIFAR,
-    (64, 128) for SVHN).
+    (64, 128) for SVHN); initialised as `train_cifar_feature_matching.py` (see `maybe_wn`): directions
+    N(0, 0.05^2), hidden scales fixed after the data-dependent init, the head's scale trained and its outputs
+    initialised to std 0.1.
     """
 
     def __init__(self, in_channels: int, num_classes: int, arch: str = "conv_small", *,
@@ -137,8 +179,9 @@ class ConvNet(Classifier):
             w = tuple(width or (96, 192))
             wn = True if weight_norm is None else weight_norm
 
-            def c(i, o, k=3, s=1, p=1):
-                return [maybe_wn(nn.Conv2d(i, o, k, stride=s, padding=p), wn), nn.LeakyReLU(0.2)]
+            def c(i, o, k=3, s=1, p=1):  # the reference: W ~ N(0, 0.05^2), scale fixed after the data init
+                return [maybe_wn(nn.Conv2d(i, o, k, stride=s, padding=p), wn, init_std=0.05, train_scale=False),
+                        nn.LeakyReLU(0.2)]
 
             self.trunk = nn.Sequential(
                 nn.Dropout(0.2), *c(in_channels, w[0]), *c(w[0], w[0]), *c(w[0], w[0], s=2), nn.Dropout(0.5),
@@ -148,7 +191,10 @@ class ConvNet(Classifier):
         else:
             raise ValueError(f"unknown conv arch {arch!r}")
         self.feature_dim = d
-        self.head = maybe_wn(nn.Linear(d, num_classes), bool(weight_norm) and arch == "improvedgan")
+        if arch == "improvedgan":  # the reference's head: W ~ N(0, 0.05^2), trained scale, data init to std 0.1
+            self.head = maybe_wn(nn.Linear(d, num_classes), wn, init_std=0.05, data_init_std=0.1)
+        else:
+            self.head = nn.Linear(d, num_classes)
 
     @property
     def has_feature_maps(self) -> bool:
