@@ -6,34 +6,52 @@ real is D(x) = e^Z / (e^Z + 1) = sigmoid(Z(x)). D minimises L_lab + w * L_unl wi
 L_lab = cross-entropy on labelled data and
 L_unl = 0.5 * mean[-Z(x_u) + softplus(Z(x_u))] + 0.5 * mean[softplus(Z(G(z)))]
 (= 0.5 * (-log D(x_u)) + 0.5 * (-log(1 - D(G(z)))) averaged). G minimises feature matching between
-D's last hidden features on a second, independently drawn unlabelled batch (`batch.x_u2`) and on
-generated samples: the squared difference of the feature means for the MNIST MLP, the mean absolute
-difference for conv nets (`fm_norm`, auto picks by architecture as the reference code does). One D step,
-then one G step with fresh noise z ~ U(0, 1)^100, per batch; Adam with beta1 = 0.5.
+D's features (`D.features`: the MNIST MLP's last hidden dense layer after its ReLU and before its Gaussian
+noise, the reference's `layers[-3]`; the conv nets' globally pooled features, its `disc_layers[-2]`; noise
+and dropout below them on, as the reference's `deterministic=False`) on N samples of a second, independently
+drawn unlabelled batch (`batch.x_u2`; N = T - R, `fm_batch`) and on as many generated samples: the squared
+difference of the feature means for the MNIST MLP, the mean absolute difference for conv nets (`fm_norm`, auto
+picks by architecture as the reference code does). One D step, then one G step with fresh noise
+z ~ U(0, 1)^100 (drawn with `global_rand`, so N data-parallel workers draw exactly the noise of one worker with
+an N times larger batch), per batch; Adam with beta1 = 0.5.
 
-Defaults follow openai/improved-gan (`train_mnist_feature_matching.py`, `train_cifar_feature_matching.py`):
-batch 100 labelled + 100 unlabelled (T = 200, R/T = 0.5), lr 3e-3 for the MNIST MLP and 3e-4 for conv nets
-(the CIFAR script decays it linearly to 0 over its last 400 of 1200 epochs: `lr_decay_start=800`,
+Defaults follow openai/improved-gan (`train_mnist_feature_matching.py`, `train_cifar_feature_matching.py`,
+their `nn.py`): batch 100 labelled + 100 unlabelled (T = 200, R/T = 0.5), lr 3e-3 for the MNIST MLP and 3e-4
+for conv nets (the CIFAR script decays it linearly to 0 over its last 400 of 1200 epochs: `lr_decay_start=800`,
 `lr_decay_end=1200`), test error measured with an exponential moving average of D's weights
 (decay 1 - 1e-4). Architectures come from the data's shape (`arch`, `gen_arch` override):
 flat/grey images get the MNIST MLPs (D 1000-500-250-250-250 with weight norm and Gaussian noise 0.3 on
 the input, 0.5 after each hidden layer; G 500-500 with BN and softplus, sigmoid output), colour images
 the CIFAR conv D (64/128 channels for SVHN, 96/192 otherwise) and the deconvolution G, 2-D points small
-MLPs. Choices the paper leaves open, each a hyperparameter:
+MLPs. Initialisation and weight norm as the reference (models/classifiers.py `maybe_wn`): w = g v / ||v|| per
+output unit (per output channel for the CIFAR G's transposed convolution), g starting at 1; directions
+v ~ N(0, 0.1^2) in the MNIST D, N(0, 0.05^2) in the CIFAR D and G; the hidden layers' scales g are set by the
+data-dependent init and then fixed (requires_grad off, outside the optimiser: `train_scale=False`), only the
+classifier head's scale trains; the MNIST G has Glorot-uniform weights, zero biases, BN without a trained scale
+(`g=None`) and a weight-normed output layer with a trained scale; the CIFAR G's BN has no trained scale either
+and its output layer is data-initialised. Choices the paper leaves open, each a hyperparameter:
 - EMA: with decay 1 - 1e-4 a plain average needs ~10^4 steps to forget the initial weights (the reference
-  trains 180k (MNIST) to 600k (CIFAR) steps); a digits run of 20 epochs has ~220. So the average warms up
+  trains 180k (MNIST) to 600k (CIFAR) steps; its average starts at 0, not at the initial weights); a digits
+  run of 20 epochs has ~220. So the average warms up
   (`ema_warmup`, on by default) with TensorFlow's `num_updates` rule: decay_n = min(decay, (1+n)/(10+n)),
   which weights roughly the last tenth of the steps taken so far and becomes the paper's 1 - 1e-4 after
   ~9e4 steps, i.e. it changes nothing at the reference's step counts. `ema_decay = 0` evaluates the raw
-  weights. The EMA is used for evaluation only, as in the reference.
-- The reference's data-dependent initialisation of D's weight-normed layers is reproduced (`data_init`):
+  weights. The EMA is used for evaluation only, as in the reference. (The reference's zero-started average
+  at 2,100 steps: docs/results-improvedgan.md, "Parity with the reference".)
+- The reference's data-dependent initialisation of weight-normed layers is reproduced (`data_init`):
   before the first step, layer by layer, each one's scale g and bias are set so that its outputs on a
-  batch have zero mean and unit variance per unit (the reference uses 500 training images; we use the
-  first batch's labelled + unlabelled samples, and rank 0's result under data parallelism). Without it
-  the Gaussian noise (sigma 0.5) swamps the small default-initialised activations and learning stalls.
-  The generator keeps PyTorch's default initialisation.
+  batch have zero mean and standard deviation `init_stdv` per unit (1; 0.1 for the CIFAR D's head and the
+  CIFAR G's output layer; the MNIST G's output layer, the reference's `l2normalize`, has no data init). The
+  reference uses 500 training images for D; we use the first batch's labelled + unlabelled samples (200 at
+  the defaults), and G's layer sees as many noise vectors; rank 0's result under data parallelism. Without it
+  the Gaussian noise (sigma 0.5) swamps the small activations and learning stalls.
+- N, the real samples of the feature matching, is the unlabelled batch size T - R (`fm_batch = 0`): the
+  reference's 100 at R/T = 0.5 and I2GAN's N; `fm_batch` sets any N up to max(T - R, R), what the batch
+  stream draws for the second batch (the old behaviour used all of it).
 - D sees labelled, unlabelled and generated samples in three separate forward passes (as in the
   reference), so BN-based discriminators (conv_small, conv_large) normalise each part on its own.
+Not reproduced: the reference's Adam adds its 1e-8 inside the square root (sqrt(v + 1e-8)); torch.optim.Adam's
+eps is outside it (the parity run, docs/results-improvedgan.md, measures the difference).
 """
 from __future__ import annotations
 
