@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import click
 
 from .errors import SSLRayError
+from .tuning.resources import GPU_RULE  # plain Python: importing it starts nothing
 
 if TYPE_CHECKING:
     from .tuning.options import TuneOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
+WAIT_HELP = ("with --address: a request larger than the cluster has now waits for its autoscaler to add nodes "
+             "(default when the cluster can grow: a launcher config or an autoscaler is seen, or nothing says it "
+             "cannot) instead of being refused; --no-wait-for-resources refuses at once")
 
 
 class _Group(click.Group):
@@ -150,10 +154,17 @@ def _emit(summary: dict, as_json: bool, human: str) -> None:
               "instance")
 @click.option("--workers", type=int, default=1, show_default=True, help="data-parallel Ray Train workers")
 @click.option("--cpus-per-worker", type=float, default=1, show_default=True)
-@click.option("--gpus-per-worker", type=float, default=None, help="default: 1 when the cluster has GPUs")
+@click.option("--gpus-per-worker", type=float, default=None, help=f"default: {GPU_RULE}; fewer GPUs than "
+              "workers, or a fraction of a GPU with several workers, is refused")
+@click.option("--wait-for-resources/--no-wait-for-resources", "wait_for_resources", default=None,
+              help=WAIT_HELP)
 @click.option("--max-failures", type=int, default=0, show_default=True, help="restarts from the last "
               "checkpoint after a worker failure")
-@click.option("--output", default=None, help="run directory (TensorBoard files, checkpoints, result.json)")
+@click.option("--output", default=None, help="run directory (TensorBoard files, checkpoints, result.json); with "
+              "--storage, the run's name inside it")
+@click.option("--storage", default=None, help="where the run goes on a cluster: s3://BUCKET/PATH, gs://... or a "
+              "folder every node mounts; the run is STORAGE/NAME (NAME: --output, default METHOD-DATASET-TIME). "
+              "Needed by a run on several nodes")
 @click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON object with the results")
 @click.option("--resume", is_flag=True, help="continue the interrupted run in --output from its last checkpoint "
               "(same options; --epochs may grow)")
@@ -166,8 +177,8 @@ def _emit(summary: dict, as_json: bool, human: str) -> None:
               "(default: one local worker trains in this process, without Ray)")
 @perf_options
 def train(method, dataset, data_root, download, labels, val_size, val_per_label, data_opts, epochs, batch_size,
-          seed, sets, address, workers, cpus_per_worker, gpus_per_worker, max_failures, output, as_json, resume,
-          checkpoint_every, checkpoint_seconds, ray_train, amp, compile_, host_data):
+          seed, sets, address, workers, cpus_per_worker, gpus_per_worker, wait_for_resources, max_failures, output,
+          storage, as_json, resume, checkpoint_every, checkpoint_seconds, ray_train, amp, compile_, host_data):
     """Train METHOD once and print its validation and test error.
 
     One local worker trains in this process; --workers N > 1, --address or --max-failures run through
@@ -189,21 +200,27 @@ def train(method, dataset, data_root, download, labels, val_size, val_per_label,
     _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures,
                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     _check_seed(seed)
+    if gpus_per_worker is not None:
+        from .tuning.resources import check_gpu_split
+
+        check_gpu_split(workers, gpus_per_worker, "--gpus-per-worker")
     if checkpoint_every is None:
         checkpoint_every = 1 if max_failures else 0
     if resume and not output:
-        raise SSLRayError("--resume needs --output: the folder of the run to continue")
+        raise SSLRayError("--resume needs --output: the folder of the run to continue" +
+                          (" (its name inside --storage)" if storage else ""))
     spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides, amp=amp, compile=compile_,
                    data_resident=not host_data, test_every=0, checkpoint_every=checkpoint_every,
                    checkpoint_seconds=checkpoint_seconds)
     spec.method_config()  # unknown key / bad value: error before any compute
     preflight(spec)  # absent or corrupt dataset, too few/many labels, config x dataset: error before any compute
-    out = output or default_output("train", f"{method}-{data.name}")
+    out = _train_output(storage, output, default_output("train", f"{method}-{data.name}"))
     _check_writable(out)
     try:
         summary = run_train(spec, output=out, workers=workers, cpus_per_worker=cpus_per_worker,
                             gpus_per_worker=gpus_per_worker, address=address, max_failures=max_failures,
-                            resume=resume, ray_train=ray_train)
+                            resume=resume, ray_train=ray_train, shared=storage is not None,
+                            wait_for_resources=wait_for_resources)
     except KeyboardInterrupt:
         r = _read_result(out)
         ck = (f"last checkpoint: epoch {r['checkpoint_epoch']}" if r.get("checkpoint") else "no checkpoint yet")
@@ -218,6 +235,20 @@ def train(method, dataset, data_root, download, labels, val_size, val_per_label,
              f"{summary['epochs']} epochs in {summary['seconds']:.1f}s\n"
              f"output: {summary['output']}  (ssl-ray tensorboard {summary['output']})")
     _emit(summary, as_json, human)
+
+
+def _train_output(storage: str | None, output: str | None, default: str) -> str:
+    """The run's folder: --output (or the default under $SSL_RAY_RUNS); with --storage, STORAGE/NAME."""
+    if storage is None:
+        return output or default
+    from .tuning.experiment import check_storage
+
+    if output and ("://" in output or os.path.isabs(os.path.expanduser(output)) or ".." in output.split("/")):
+        raise SSLRayError(f"--output {output!r} with --storage: give the run's name inside the storage (e.g. "
+                          f"--output run1), not a path of its own")
+    check_storage(storage)
+    root = storage if "://" in storage else os.path.abspath(os.path.expanduser(storage))
+    return root.rstrip("/") + "/" + (output or os.path.basename(default))
 
 
 def _pct(v) -> str:
@@ -289,8 +320,10 @@ TUNE_OPTIONS = [  # `ssl-ray tune`'s options after the data options, in --help o
                                     "the cluster's resources allow)"), "max_concurrent"),
     Opt(("--cpus-per-trial",), dict(type=float, default=1, show_default=True, help="CPUs per trial (per worker "
                                     "with --workers > 1); also the trial's torch threads"), "cpus_per_trial"),
-    Opt(("--gpus-per-trial",), dict(type=float, default=0, show_default=True, help="GPUs per trial (per worker)"),
-        "gpus_per_trial"),
+    Opt(("--gpus-per-trial",), dict(type=float, default=None, help=f"GPUs per trial (per worker with --workers > 1); "
+                                    f"default, as for `ssl-ray train`: {GPU_RULE}"), "gpus_per_trial"),
+    Opt(("--wait-for-resources/--no-wait-for-resources", "wait_for_resources"), dict(default=None, help=WAIT_HELP),
+        "wait_for_resources"),
     Opt(("--workers",), dict(type=int, default=1, show_default=True, help="data-parallel Ray Train workers per "
                              "trial"), "workers"),
     Opt(("--address",), dict(default=None, help="an existing Ray cluster (host:port or auto); default: local"),
@@ -370,17 +403,24 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
                     reduction_factor=opts.reduction_factor, perturbation_interval=opts.perturbation_interval,
                     cpus_per_trial=opts.cpus_per_trial, workers=opts.workers,
                     max_concurrent=opts.max_concurrent)
-    if (not math.isfinite(opts.gpus_per_trial) or opts.gpus_per_trial < 0 or opts.confirm_seeds < 0
-            or opts.max_failures < 0):
+    if ((opts.gpus_per_trial is not None and (not math.isfinite(opts.gpus_per_trial) or opts.gpus_per_trial < 0))
+            or opts.confirm_seeds < 0 or opts.max_failures < 0):
         raise SSLRayError("--gpus-per-trial, --confirm-seeds and --max-failures cannot be negative")
+    if opts.gpus_per_trial is not None:
+        from .tuning.resources import check_gpu_split
+
+        check_gpu_split(opts.workers, opts.gpus_per_trial, "--gpus-per-trial")
     _check_seed(opts.seed, opts.confirm_seeds)
     apply_options(space, opts)
     load_splits(space.data, opts.seed)  # missing dataset, bad label count: error before any compute
     if dry_run:
         from .tuning.plan import plan, plan_text
 
-        p = plan(space, opts)
-        _emit(p, as_json, plan_text(p))
+        p = plan(space, _planned_gpus(opts))
+        text = plan_text(p)
+        if opts.gpus_per_trial is None and opts.address:
+            text += f"\nGPUs per worker: the default ({GPU_RULE}), decided when the search starts"
+        _emit(p, as_json, text)
         return
     if opts.mlflow or opts.wandb:
         from .tuning.trackers import check_trackers
@@ -392,6 +432,19 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         _check_writable(os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune")
     summary = _run_tune(space, opts, as_json)
     _emit(summary, as_json, _tune_text(summary))
+
+
+def _planned_gpus(opts: TuneOptions) -> TuneOptions:
+    """The options as --dry-run shows them: default GPUs decided for a local instance (this machine's); on a
+    cluster (--address) shown as 1 per worker, the default when it has or can add GPUs (the plan says so)."""
+    import dataclasses
+
+    from .tuning.resources import local_state, default_gpus
+
+    if opts.gpus_per_trial is not None:
+        return opts
+    gpus = 1.0 if opts.address else default_gpus(local_state(), "--gpus-per-trial")
+    return dataclasses.replace(opts, gpus_per_trial=gpus)
 
 
 def _tune_text(s: dict) -> str:

@@ -90,6 +90,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     # and Train's controller and workers carry their own runtime_env (env_vars) and never use them (measured for
     # Tune: every trial got a fresh process; read in Ray's code for Train), so they only took CPU from ray.init
     # (BENCHMARKS.md, section 2).
+    if num_gpus is None:  # the GPUs torch can use, so that Ray's count and the resource checks agree (resources.py)
+        from .resources import local_gpus
+
+        num_gpus = local_gpus()
     saved = {k: os.environ.get(k) for k in (GCS_PORT_ENV, PRESTART_ENV)}
     os.environ[GCS_PORT_ENV], os.environ[PRESTART_ENV] = str(port), "0"
     _private_token()
@@ -140,3 +144,90 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---- what the cluster has now and can grow to (the decisions themselves: resources.py) ------------------------
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+"""The launcher config `ray up` leaves on the head node (its autoscaler's), where `ray job submit`'s and `ray exec`'s
+drivers run; Tune itself takes its presence for "an autoscaling cluster" (ray.tune.execution.cluster_info)."""
+AUTOSCALING_STATUS_KEY = "__autoscaling_status"
+"""The key under which Ray's autoscaler monitor (v1, on every head) writes its status each few seconds (`ray status`
+reads it); Ray 2.60, ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS."""
+
+
+def cluster_state(local: bool, wait: bool | None = None):
+    """The running instance's CPUs and GPUs, and whether (and how far) it can grow: a local instance cannot;
+    a joined cluster as its autoscaler says (autoscaler_view), `wait` (--wait-for-resources / --no-...) deciding
+    when given, and "can grow, size unknown" when nothing says otherwise (the nodes may come from anywhere)."""
+    import ray
+
+    from .resources import ClusterState
+
+    res = ray.cluster_resources()
+    now = {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0))}
+    if local:
+        return ClusterState(now, grows=False, where="this machine", why="a local instance cannot add nodes")
+    grows, most, why = autoscaler_view()
+    if most is not None:  # a node up now may hold more than its type declares (detected at start)
+        most = {k: max(float(most.get(k, 0)), now.get(k, 0.0)) for k in set(most) | set(now)}
+    if wait is not None:
+        grows, why = wait, ("--wait-for-resources" if wait else "--no-wait-for-resources")
+    elif grows is None:
+        grows, why = True, "nothing on this node says it cannot add nodes; --no-wait-for-resources refuses instead"
+    return ClusterState(now, grows=grows, most=most if grows else None, where="the cluster", why=why)
+
+
+def autoscaler_view() -> tuple[bool | None, dict[str, float] | None, str]:
+    """(can grow, what it can grow to or None, how that was read) for the joined cluster, from (in this order):
+    the cluster config Ray Train checks its worker groups against (Ray's GCS, when an autoscaler reported one);
+    the launcher config on this node (the head of a `ray up` cluster); the autoscaler monitor's status, whose
+    node types are anonymous (`node_<node id>`) on a cluster whose nodes were started by hand (`ray start`, no
+    autoscaler: it cannot grow). (None, None, "") when none of them can be read. Ray 2.60 private state, each
+    read guarded: a change in Ray degrades to "unknown", never to an error."""
+    import ray
+
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config()
+        if most:
+            return True, {k: float(v) for k, v in most.items()}, "its autoscaler's cluster config"
+    except Exception:  # noqa: BLE001 - private API: unknown rather than an error
+        pass
+    path = os.path.expanduser(BOOTSTRAP_CONFIG)
+    if os.path.isfile(path):
+        try:
+            import yaml
+
+            from .resources import launcher_max
+
+            with open(path, encoding="utf-8") as f:
+                config = yaml.safe_load(f)
+            fixed = all(t.get("min_workers", 0) >= t.get("max_workers", 0)
+                        for k, t in (config.get("available_node_types") or {}).items() if k != config.get("head_node_type"))
+            return True, launcher_max(config), f"its launcher config {BOOTSTRAP_CONFIG}" + (
+                " (its nodes start with it)" if fixed else "")
+        except Exception:  # noqa: BLE001 - unreadable: unknown
+            pass
+    try:
+        import json
+
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(AUTOSCALING_STATUS_KEY)
+        report = (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
+        types = set((report.get("node_type_mapping") or {}).values()) | set(report.get("active_nodes") or {})
+        ids = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        if types and all(t.startswith("node_") and t[len("node_"):] in ids for t in types):
+            return False, None, "no autoscaler: its nodes were started by hand (`ray start`)"
+        if types:
+            return True, None, "an autoscaler runs"
+    except Exception:  # noqa: BLE001
+        pass
+    return None, None, ""
+
+
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))

@@ -29,7 +29,8 @@ class TuneOptions:
     perturbation_interval: int | None = None  # PBT: epochs between decisions (tuning/pbt.py)
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | None = None  # None: 1 per worker when the cluster has or can add GPUs, else 0
+    wait_for_resources: bool | None = None  # None: wait on a joined cluster that can grow (cluster.cluster_state)
     workers: int = 1
     address: str | None = None
     storage: str | None = None

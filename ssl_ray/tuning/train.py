@@ -8,12 +8,18 @@ restarts (`--max-failures`), or when asked (`ray_train=True`). Both paths write 
 scalars, checkpoints, and <output>/result.json, also when interrupted (marked "interrupted", with the last
 checkpoint) so that `--resume` continues exactly where the last checkpoint left off.
 
-The Ray-specific lines are numbered [1]..[5] where they happen.
+On a cluster the run's folder must be storage every node reaches (`--storage`: a bucket or a shared mount):
+Ray Train's checkpoints, the TensorBoard files (rank 0 copies them there after each epoch when the folder is in
+a bucket) and result.json all go there, and a resumed worker reads its checkpoint from there on its own node.
+Resources: tuning/resources.py (the rules), tuning/cluster.py cluster_state (what the cluster has and can grow to).
+
+The Ray-specific lines are numbered [1]..[6] where they happen.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -61,7 +67,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     _threads(config.get("cpus_per_worker", 1))
     require_gpu(config.get("gpus_per_worker", 0))
     device = ray.train.torch.get_device()  # [1] the worker's device (GPU when given one, else CPU)
-    trainer = Trainer(spec, device=device, log_dir=config.get("log_dir"), progress=config.get("progress", True))
+    log_dir, sync_tb = _tensorboard_dir(config.get("log_dir"), config.get("log_fs"))
+    trainer = Trainer(spec, device=device, log_dir=log_dir, progress=config.get("progress", True))
     # [2] resume: Ray's checkpoint (a restart after a failure in this run) or the one `--resume` names,
     # whichever is further along
     states = []
@@ -70,19 +77,24 @@ def worker_loop(config: dict[str, Any]) -> None:
         with ckpt.as_directory() as d:
             if os.path.exists(os.path.join(d, checkpoint.STATE_FILE)):  # not the record of a divergence
                 states.append(checkpoint.load(d))
-    if config.get("resume_from"):
-        states.append(checkpoint.load(config["resume_from"]))
+    if config.get("resume_from") is not None:  # a ray.train.Checkpoint: read from the run's storage on this node
+        with config["resume_from"].as_directory() as d:
+            states.append(checkpoint.load(d))
     if states:
         trainer.restore(max(states, key=lambda s: int(s["epoch"])))
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
         from ray.train import Checkpoint
 
+        if trainer.rank == 0:
+            sync_tb()  # this epoch's TensorBoard files into the run's storage, before the driver may read them
         # [3] every worker reports each epoch; rank 0 attaches the checkpoint
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
     try:
         trainer.fit(report)
+        if trainer.rank == 0:
+            sync_tb()  # the files as closed by fit
     except DivergenceError as e:
         # Divergence is the same on every worker (the loop sums losses over workers before its check) and a
         # retry would diverge again: report it as the run's last result and end normally, so that Ray Train
@@ -99,24 +111,46 @@ def worker_loop(config: dict[str, Any]) -> None:
                              checkpoint=Checkpoint.from_directory(d) if trainer.rank == 0 else None)
 
 
+def _tensorboard_dir(log_dir: str | None, fs: Any) -> tuple[str | None, Any]:
+    """Where this worker writes TensorBoard files, and the function that puts them where the results are: with
+    a local (or shared) run folder that is the folder itself; with a run folder in a pyarrow filesystem (a
+    bucket) a folder on this node, copied into the storage after each epoch."""
+    if log_dir is None or fs is None:
+        return log_dir, lambda: None
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    local = tempfile.mkdtemp(prefix="ssl_ray_tb_")
+
+    def sync() -> None:
+        if any(os.scandir(local)):
+            pafs.copy_files(local, log_dir, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+    return local, sync
+
+
 def torch_trainer(spec: RunSpec, *, log_dir: str, workers: int, cpus_per_worker: float, gpus_per_worker: float,
-                  progress: bool, name: str, storage_path: str, max_failures: int, resume_from: str | None = None,
-                  callbacks: list[Any] | None = None) -> Any:
+                  progress: bool, name: str, storage_path: str, max_failures: int, resume_from: Any = None,
+                  callbacks: list[Any] | None = None, storage_filesystem: Any = None) -> Any:
     """A Ray Train TorchTrainer of `workers` worker_loop's (`ssl-ray train`'s and an N-worker tune trial's):
-    its run `name` under `storage_path`, restarted up to `max_failures` times from its last checkpoint."""
+    its run `name` under `storage_path` (inside `storage_filesystem` when given: a bucket), restarted up to
+    `max_failures` times from its last checkpoint; `resume_from`: a ray.train.Checkpoint to continue."""
     from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
         worker_loop,
         train_loop_config={"spec": spec.to_dict(), "log_dir": log_dir, "cpus_per_worker": cpus_per_worker,
-                           "gpus_per_worker": gpus_per_worker, "progress": progress, "resume_from": resume_from},
+                           "gpus_per_worker": gpus_per_worker, "progress": progress, "resume_from": resume_from,
+                           "log_fs": storage_filesystem},
         # [4] data parallelism: N workers; gradients are averaged by Method.step over the process group
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cpus_per_worker,
                                                            **({"GPU": gpus_per_worker} if gpus_per_worker > 0
                                                               else {})}),
-        run_config=RunConfig(name=name, storage_path=storage_path, callbacks=callbacks,
+        run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+                             callbacks=callbacks,
                              failure_config=FailureConfig(max_failures),
                              logging_config=LoggingConfig(log_level="WARNING")),
     )
@@ -145,10 +179,72 @@ def latest_checkpoint(out: Path) -> Path | None:
     return None
 
 
+class RunFolder:
+    """A run's folder: a local one (`fs` None; also a folder every node mounts), or a path inside a pyarrow
+    filesystem: a bucket (s3://, gs://), or a filesystem handed to run_train (tests: a SubTreeFileSystem standing
+    in for a bucket). Ray Train's checkpoints, the TensorBoard files and result.json all go into it."""
+
+    def __init__(self, output: str, fs: Any = None, shared: bool = False):
+        import pyarrow.fs as pafs
+
+        self.shown, self.shared = output, shared or fs is not None or "://" in output
+        if fs is None and "://" in output:
+            from .experiment import fs_of
+
+            fs, output = fs_of(output)
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs = None  # file:// is a local folder
+        self.fs = fs
+        self.path = str(Path(output).resolve()) if fs is None else output.rstrip("/")
+        if fs is None:
+            self.shown = self.path
+
+    def __str__(self) -> str:
+        return self.shown
+
+    def latest(self) -> str | None:
+        """The newest checkpoint folder of Ray Train's run in a bucket (the local case: latest_checkpoint)."""
+        import pyarrow.fs as pafs
+
+        assert self.fs is not None
+        infos = self.fs.get_file_info(pafs.FileSelector(f"{self.path}/{RAY_RUN}", allow_not_found=True))
+        found = []
+        for d in infos:
+            if d.type == pafs.FileType.Directory and d.base_name.startswith("checkpoint_"):
+                f = self.fs.get_file_info(f"{d.path}/{checkpoint.STATE_FILE}")
+                if f.type == pafs.FileType.File:
+                    found.append((f.mtime, d.path))
+        return max(found)[1] if found else None
+
+    def load(self, ckpt: str) -> dict[str, Any]:
+        """A checkpoint's state, copied from the bucket to a temporary folder on this node."""
+        from ray.train import Checkpoint
+
+        with Checkpoint(ckpt, filesystem=self.fs).as_directory() as d:
+            return checkpoint.load(d)
+
+    def write_result(self, s: dict[str, Any]) -> None:
+        text = json.dumps(s, indent=2, default=str)
+        if self.fs is None:
+            (Path(self.path) / "result.json").write_text(text)
+            return
+        from .experiment import make_dirs, write_json
+
+        make_dirs(self.fs, self.path)
+        write_json(self.fs, f"{self.path}/result.json", s)
+
+    def has_result(self) -> bool:
+        import pyarrow.fs as pafs
+
+        if self.fs is None:
+            return (Path(self.path) / "result.json").exists()
+        return self.fs.get_file_info(f"{self.path}/result.json").type == pafs.FileType.File
+
+
 RESUME_IGNORES = ("epochs", "checkpoint_every", "checkpoint_seconds", "test_every", "picture_every")
 
 
-def _check_resumable(state: dict[str, Any], spec: RunSpec, world: int, where: Path) -> None:
+def _check_resumable(state: dict[str, Any], spec: RunSpec, world: int, where: Any) -> None:
     """A checkpoint continues only the run that wrote it: same method, data, seed, hyperparameters, workers."""
     saved = RunSpec.from_dict({k: v for k, v in state["spec"].items() if k in RunSpec.__dataclass_fields__})
     a, b = saved.to_dict(), spec.to_dict()
@@ -166,13 +262,30 @@ def _check_resumable(state: dict[str, Any], spec: RunSpec, world: int, where: Pa
 
 def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: float = 1,
               gpus_per_worker: float | None = None, address: str | None = None, max_failures: int = 0,
-              progress: bool = True, resume: bool = False, ray_train: bool | None = None) -> dict[str, Any]:
+              progress: bool = True, resume: bool = False, ray_train: bool | None = None,
+              shared: bool = False, storage_filesystem: Any = None,
+              wait_for_resources: bool | None = None) -> dict[str, Any]:
     """Run `spec`; returns the summary dict (also written to <output>/result.json).
 
-    resume: continue from the newest checkpoint under `output` (an error when the options contradict it).
+    output: the run's folder: a local path, or a URI (s3://, gs://), or a path inside `storage_filesystem` (a
+    pyarrow filesystem); `shared`: the folder is storage every node reaches (`--storage`), which a run on a
+    cluster of several nodes needs. A run folder in a filesystem other than the local one runs through Ray Train,
+    whose storage layer writes it. resume: continue from the newest checkpoint under `output` (an error when the
+    options contradict it). wait_for_resources: see cluster.cluster_state.
     KeyboardInterrupt is re-raised after result.json is written with "interrupted": true."""
     spec.method_config()  # validate before any start-up
-    out = Path(output).resolve()
+    folder = RunFolder(output, storage_filesystem, shared)
+    if folder.fs is not None:
+        newest = folder.latest()
+        if resume and newest is None and not folder.has_result():
+            raise SSLRayError(f"--resume: nothing to resume in {folder} (no checkpoint, no result.json)")
+        if not resume and newest is not None:
+            raise SSLRayError(f"{folder} already holds a run: continue it with --resume, or choose another --output")
+        if resume and newest is not None:
+            _check_resumable(folder.load(newest), spec, workers, folder)
+        return _run_ray(spec, folder, workers, cpus_per_worker, gpus_per_worker, address, max_failures, progress,
+                        newest if resume else None, wait_for_resources)
+    out = Path(folder.path)
     out.mkdir(parents=True, exist_ok=True)
     start = None
     if resume:
@@ -180,16 +293,17 @@ def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: 
         if start is None and not (out / "result.json").exists():
             raise SSLRayError(f"--resume: nothing to resume in {out} (no checkpoint, no result.json)")
         if start is not None:
-            _check_resumable(checkpoint.load(start), spec, workers, out)
+            _check_resumable(checkpoint.load(start), spec, workers, folder)
     elif latest_checkpoint(out) is not None:
         raise SSLRayError(f"{out} already holds a run: continue it with --resume, or choose another --output")
     if uses_ray_train(workers, address, max_failures, ray_train):
-        return _run_ray(spec, out, workers, cpus_per_worker, gpus_per_worker, address, max_failures, progress, start)
+        return _run_ray(spec, folder, workers, cpus_per_worker, gpus_per_worker, address, max_failures, progress,
+                        str(start) if start else None, wait_for_resources)
     return _run_local(spec, out, cpus_per_worker, gpus_per_worker, progress, start)
 
 
-def _summary(spec: RunSpec, out: Path, metrics: dict[str, Any], *, epochs: int, seconds: float, workers: int,
-             ckpt: str | None, path: str, **extra: Any) -> dict[str, Any]:
+def _summary(spec: RunSpec, out: Path | RunFolder, metrics: dict[str, Any], *, epochs: int, seconds: float,
+             workers: int, ckpt: str | None, path: str, **extra: Any) -> dict[str, Any]:
     s = {
         "method": spec.method, "dataset": spec.data.name, "labels": spec.data.labels, "seed": spec.seed,
         "epochs": epochs, "val_error": metrics.get("val_error"),
@@ -201,7 +315,7 @@ def _summary(spec: RunSpec, out: Path, metrics: dict[str, Any], *, epochs: int, 
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         **extra,
     }
-    (out / "result.json").write_text(json.dumps(s, indent=2, default=str))
+    (out if isinstance(out, RunFolder) else RunFolder(str(out))).write_result(s)
     return s
 
 
@@ -240,33 +354,49 @@ def _run_local(spec: RunSpec, out: Path, cpus: float, gpus: float | None, progre
     return done()
 
 
-def _run_ray(spec: RunSpec, out: Path, workers: int, cpus_per_worker: float, gpus_per_worker: float | None,
-             address: str | None, max_failures: int, progress: bool, start: Path | None) -> dict[str, Any]:
-    """N workers through Ray Train's TorchTrainer."""
+def _run_ray(spec: RunSpec, out: RunFolder, workers: int, cpus_per_worker: float, gpus_per_worker: float | None,
+             address: str | None, max_failures: int, progress: bool, start: str | None,
+             wait: bool | None = None) -> dict[str, Any]:
+    """N workers through Ray Train's TorchTrainer, their files in `out`; `start`: a checkpoint folder in it."""
     import ray
+    from ray.train import Checkpoint
 
-    from .cluster import init_ray
+    from .cluster import alive_nodes, cluster_state, init_ray
+    from .resources import check_gpu_split, local_state
 
-    # PRE-FLIGHT (issue 15): build the method against the dataset's shape here, before Ray starts, so that
-    # a config x dataset error is one line (the in-process path builds it in this process anyway).
+    if gpus_per_worker is not None:
+        check_gpu_split(workers, gpus_per_worker, GPU_FLAG)
     local = address is None and not os.environ.get("RAY_ADDRESS")
-    if local:  # a local instance gets this machine's CPUs: check before paying for its start-up
-        _check_fits(workers, cpus_per_worker, gpus_per_worker or 0, {"CPU": os.cpu_count() or 1})
+    if local:
         # Train V2's PreemptionWatcher (node-drain polling, for spot clusters) makes Ray log an error-level line
         # about its restart policy on every run (ray-project/ray#53727); one machine is never preempted.
         from .ray_internals import PREEMPTION_WATCHER_ENV
 
         os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
-    init_ray(address)
-    res = ray.cluster_resources()
-    if gpus_per_worker is None:
-        gpus_per_worker = 1.0 if res.get("GPU", 0) >= workers else 0.0
-    _check_fits(workers, cpus_per_worker, gpus_per_worker, res)
+    if local and not ray.is_initialized():  # check against this machine before paying for Ray's start-up
+        machine = local_state()
+        _resources(workers, cpus_per_worker, gpus_per_worker, machine)
+        init_ray(None, num_gpus=int(machine.has("GPU")))
+    else:
+        init_ray(address)
+    state = cluster_state(local, wait)
+    gpus_per_worker, notice = _resources(workers, cpus_per_worker, gpus_per_worker, state)
+    nodes = 1 if local else alive_nodes()
+    if not out.shared and (nodes > 1 or state.grows):
+        raise SSLRayError(f"the run folder {out} is on this node, and the cluster has {nodes} node(s)"
+                          f"{' and can add more' if state.grows else ''}: workers on other nodes could neither write "
+                          f"their checkpoints there nor read them back; give --storage s3://BUCKET/PATH, gs://... or "
+                          f"a folder every node mounts (--output then names the run inside it)")
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     t0 = time.time()
-    trainer = torch_trainer(spec, log_dir=str(out / "tensorboard"), workers=workers, cpus_per_worker=cpus_per_worker,
-                            gpus_per_worker=gpus_per_worker, progress=progress, name=RAY_RUN, storage_path=str(out),
-                            max_failures=max_failures, resume_from=str(start) if start else None)
-    # [5] fit() in a helper thread: Ray Train installs its own SIGINT handler when called from the main
+    tb = f"{out.path}/tensorboard"
+    trainer = torch_trainer(spec, log_dir=tb, workers=workers, cpus_per_worker=cpus_per_worker,
+                            gpus_per_worker=gpus_per_worker, progress=progress, name=RAY_RUN, storage_path=out.path,
+                            storage_filesystem=out.fs, max_failures=max_failures,
+                            # [5] read by each worker from the run's storage, on its own node
+                            resume_from=Checkpoint(start, filesystem=out.fs) if start else None)
+    # [6] fit() in a helper thread: Ray Train installs its own SIGINT handler when called from the main
     # thread (it aborts the run and exits 1 without a word); here Ctrl-C reaches this thread as
     # KeyboardInterrupt, and the run is recorded as interrupted below.
     box: dict[str, Any] = {}
@@ -283,8 +413,8 @@ def _run_ray(spec: RunSpec, out: Path, workers: int, cpus_per_worker: float, gpu
         while th.is_alive():
             th.join(0.2)
     except KeyboardInterrupt:
-        ckpt = latest_checkpoint(out)
-        epoch = int(checkpoint.load(ckpt)["epoch"]) if ckpt else 0
+        ckpt = latest_checkpoint(Path(out.path)) if out.fs is None else out.latest()
+        epoch = int((checkpoint.load(ckpt) if out.fs is None else out.load(ckpt))["epoch"]) if ckpt else 0
         _summary(spec, out, {}, epochs=epoch, seconds=time.time() - t0, workers=workers, path="ray-train",
                  ckpt=str(ckpt) if ckpt else None, checkpoint_epoch=epoch, interrupted=True)
         ray.shutdown()  # ends this driver's Train controller and workers
@@ -296,7 +426,7 @@ def _run_ray(spec: RunSpec, out: Path, workers: int, cpus_per_worker: float, gpu
         raise _readable(result.error) from None
     metrics = dict(result.metrics or {})
     if DIVERGED_KEY in metrics:
-        ckpt = latest_checkpoint(out)
+        ckpt = latest_checkpoint(Path(out.path)) if out.fs is None else out.latest()
         _summary(spec, out, {}, epochs=int(metrics.get("epoch", 0)), seconds=time.time() - t0, workers=workers,
                  ckpt=str(ckpt) if ckpt else None, path="ray-train", error=metrics[DIVERGED_KEY])
         raise DivergenceError(metrics[DIVERGED_KEY])
@@ -312,13 +442,23 @@ def _previous_metrics(out: Path) -> dict[str, Any]:
         return {}
 
 
-def _check_fits(workers: int, cpus: float, gpus: float, res: dict[str, float]) -> None:
-    """N workers must fit in the cluster at once, or Ray Train waits for resources forever."""
-    need_cpu, need_gpu = workers * cpus, workers * gpus
-    if need_cpu > res.get("CPU", 0) or need_gpu > res.get("GPU", 0):
-        raise SSLRayError(f"{workers} worker(s) need {need_cpu:g} CPUs and {need_gpu:g} GPUs but the cluster has "
-                          f"{res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs; lower --workers or "
-                          f"--cpus-per-worker")
+GPU_FLAG = "--gpus-per-worker"
+
+
+def _resources(workers: int, cpus: float, gpus: float | None, state: Any) -> tuple[float, str | None]:
+    """GPUs per worker (the default rule when `gpus` is None: resources.GPU_RULE) and whether N workers fit the
+    cluster `state` (resources.ClusterState): (gpus, None) when they fit now, (gpus, notice) when the run waits
+    for nodes; SSLRayError (one line) when they never can, or the GPUs asked for cannot serve the workers."""
+    from .resources import GPU_RULE, check_fits, check_gpu_split, default_gpus
+
+    g = default_gpus(state, GPU_FLAG) if gpus is None else gpus
+    check_gpu_split(workers, g, GPU_FLAG)
+    hint = "lower --workers or --cpus-per-worker"
+    if g > 0 and workers * g > state.has("GPU"):
+        most = int(state.has("GPU") // g)
+        hint = (f"lower --workers{f' to {most}' if most else ''} ({g:g} GPU each), or give {GPU_FLAG} 0 to train on "
+                f"CPUs" + (f" (the default: {GPU_RULE})" if gpus is None else ""))
+    return g, check_fits(workers, cpus, g, state, hint=hint)
 
 
 def _readable(err: BaseException) -> BaseException:

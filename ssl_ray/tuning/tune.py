@@ -151,19 +151,41 @@ def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
     return space
 
 
-def _concurrency(o: TuneOptions) -> int:
-    """Trials that fit at once: never more than the cluster can start (RAY.md's deadlock)."""
-    import ray
+GPU_FLAG = "--gpus-per-trial"
 
-    res = ray.cluster_resources()
-    per_cpu = o.cpus_per_trial * o.workers
-    fit = int(res.get("CPU", 1) // per_cpu) if per_cpu > 0 else 1 << 30
-    if o.gpus_per_trial > 0:
-        fit = min(fit, int(res.get("GPU", 0) // (o.gpus_per_trial * o.workers)))
-    if fit < 1:
-        raise SSLRayError(f"one trial needs {per_cpu:g} CPUs and {o.gpus_per_trial * o.workers:g} GPUs but the "
-                          f"cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs")
-    return max(1, min(fit, o.max_concurrent or fit))
+
+def trial_gpus(o: TuneOptions, state) -> float:
+    """GPUs per trial worker: --gpus-per-trial, or the rule `ssl-ray train` follows too (resources.GPU_RULE)."""
+    from .resources import check_gpu_split, default_gpus
+
+    gpus = default_gpus(state, GPU_FLAG) if o.gpus_per_trial is None else o.gpus_per_trial
+    check_gpu_split(o.workers, gpus, GPU_FLAG)
+    return gpus
+
+
+def _cluster(o: TuneOptions):
+    """What the running Ray instance has and can grow to (cluster.cluster_state)."""
+    from .cluster import cluster_state
+
+    return cluster_state(o.address is None and not os.environ.get("RAY_ADDRESS"), o.wait_for_resources)
+
+
+def check_trial_fits(o: TuneOptions, state) -> str | None:
+    """One trial must fit the cluster now, or in what it can grow to (then the search is submitted and its trials
+    wait PENDING while the autoscaler adds nodes: the notice returned); else one line (SSLRayError)."""
+    from .resources import check_fits
+
+    return check_fits(o.workers, o.cpus_per_trial, o.gpus_per_trial or 0, state, unit="worker(s) of one trial",
+                      hint="lower --cpus-per-trial, --gpus-per-trial or --workers")
+
+
+def _concurrency(o: TuneOptions, state, n_trials: int) -> int:
+    """Trials run at once: as many as fit what the cluster has, or can grow to (never capped at what is up now on
+    a cluster that grows), at most --max-concurrent (resources.concurrency)."""
+    from .resources import concurrency
+
+    return concurrency(o.workers, o.cpus_per_trial, o.gpus_per_trial or 0, state, max_concurrent=o.max_concurrent,
+                       n_trials=n_trials)
 
 
 def experiment_path(o: TuneOptions, space: SearchSpace) -> tuple[str, str]:
@@ -276,7 +298,9 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     ray_init_s = preflight_while_ray_starts(
         lambda: preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed),
         lambda: init_ray(o.address, dashboard=o.workers > 1))  # the dashboard serves Ray Train only (cluster.py)
-    concurrent = _concurrency(o)
+    state = _cluster(o)
+    o.gpus_per_trial = trial_gpus(o, state)  # decided here, saved with the experiment's options
+    notice = check_trial_fits(o, state)
     meta = trial_meta(space, o, exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
     if not o.resume:
         doc = _save_space(exp, space, o, plan)
@@ -291,6 +315,10 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         if t["checkpoint"]:
             m["resume"] = {"checkpoint": t["checkpoint"], "from_epoch": t["checkpoint_epoch"]}
         configs.append({**t["config"], SPEC_KEY: m})
+    new_trials = max(0, space.num_samples - len(doc["plan"])) if adaptive else 0
+    concurrent = _concurrency(o, state, len(configs) + new_trials)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     trainable = tune.with_resources(trial_fn, trial_resources(o))
     search_alg = PlanSearcher(configs, METRIC, MODE)
     if adaptive:  # unfinished trials first (from their checkpoints), then the searcher's new proposals
@@ -418,7 +446,8 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
              for i, s in enumerate(seeds)]
     tuner = tune.Tuner(tune.with_resources(trial_fn, trial_resources(o)),
                        param_space={SPEC_KEY: tune.grid_search(metas)},
-                       tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, max_concurrent_trials=_concurrency(o)),
+                       tune_config=tune.TuneConfig(metric=METRIC, mode=MODE,
+                                                   max_concurrent_trials=_concurrency(o, _cluster(o), len(metas))),
                        run_config=tune.RunConfig(name=name + "-confirm", storage_path=storage, verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=o.max_failures)))
     grid = tuner.fit()
