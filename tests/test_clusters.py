@@ -205,7 +205,7 @@ def test_kuberay_manifest_has_head_workers_and_resources():
     (pvc,) = [d for d in kuberay_docs() if d["kind"] == "PersistentVolumeClaim"]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     claims = {v["persistentVolumeClaim"]["claimName"] for g in [head] + [gpu]
-              for v in g["template"]["spec"]["volumes"]}
+              for v in g["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {pvc["metadata"]["name"]}
 
 
@@ -261,6 +261,7 @@ DRIVER_BRANCH_MAX_CUDA = {450: (11, 0), 520: (11, 8), 525: (12, 0), 530: (12, 1)
 # Linux build: torch 2.14 needs CUDA 13.0 (issue 17; this machine's torch says torch.version.cuda == "13.0").
 REGISTRY_TORCH_CUDA = (13, 0)
 TORCH_OR_SSL_RAY = re.compile(r"pip install (?:--\S+ )*(?:\"?torch\b|-e ~/ssl-ray|\"\$SSL_RAY_PIP_SPEC\"|/tmp/ssl_ray)")
+TORCH_SPEC = re.compile(r"^\"?torch(==[\w.+]+)?\"?$")  # `torch` or `torch==2.14.1`
 INDEX = re.compile(r"--index-url \"?(https://download\.pytorch\.org/whl/(cu(\d+)|cpu)|\$TORCH_INDEX)\"?")
 
 
@@ -276,7 +277,7 @@ def torch_cuda(commands: list[str], env: dict[str, str] | None = None) -> tuple[
     steps = [step.strip() for cmd in commands for step in cmd.split("&&")]
     for step in steps:
         if TORCH_OR_SSL_RAY.search(step):
-            if "torch" not in step.split("pip install", 1)[1].split():
+            if not any(TORCH_SPEC.match(tok) for tok in step.split("pip install", 1)[1].split()):
                 return REGISTRY_TORCH_CUDA  # ssl-ray came first: its torch dependency comes from the registry
             m = INDEX.search(step)
             if m is None:
@@ -416,8 +417,8 @@ def test_kuberay_rayjob_runs_one_experiment_and_shuts_down():
     for p in (pvc, [d for d in kuberay_docs() if d["kind"] == "PersistentVolumeClaim"][0]):
         assert p["spec"]["accessModes"] == ["ReadWriteMany"] and p["spec"]["storageClassName"]  # never the default
     groups = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
-    assert {v["persistentVolumeClaim"]["claimName"] for g in groups for v in g["template"]["spec"]["volumes"]} \
-        == {pvc["metadata"]["name"]}
+    assert {v["persistentVolumeClaim"]["claimName"] for g in groups for v in g["template"]["spec"]["volumes"]
+            if "persistentVolumeClaim" in v} == {pvc["metadata"]["name"]}
     images = {c["image"] for g in groups for c in g["template"]["spec"]["containers"]}
     assert len(images) == 1 and images.pop().endswith("/ssl-ray:0.1.0")  # the baked image: no pip at start
 
@@ -498,3 +499,70 @@ def test_smoke_cluster_is_loopback_only_and_valid():
     assert any("ssl_ray-*.whl" in c for c in config["worker_setup_commands"])
     script = (CLUSTERS / "smoke.sh").read_text()
     assert "unshare --fork --pid --mount-proc --net" in script and "ray down" in script
+
+
+# ------------------------------------------------------------------------------------ torch pinned, /dev/shm
+def _torch_installs() -> list[tuple[str, str]]:
+    """(file, install command) for every command in clusters/ that installs torch from an index."""
+    found = []
+    for f in sorted(CLUSTERS.iterdir()):
+        if f.suffix in (".yaml", "") and f.is_file():
+            for line in f.read_text(encoding="utf-8").splitlines():
+                for step in line.split("&&"):
+                    if re.search(r"pip install .*--index-url", step) and "torch" in step:
+                        found.append((f.name, step.strip()))
+    return found
+
+
+def _pinned(step: str) -> dict[str, str]:
+    return dict(re.findall(r"\b(torch|torchvision)==([\w.]+)", step))
+
+
+def test_every_torch_install_is_pinned_to_the_tested_versions():
+    """An index URL with an unpinned torch takes whatever that index holds newest for its CUDA (possibly an
+    older torch than the one tested): every cluster file and the Dockerfile pin torch and torchvision to the
+    versions installed here (the local build tag, e.g. +cu130, is the index's business)."""
+    import torch
+    import torchvision
+
+    installs = _torch_installs()
+    assert {f for f, _ in installs} >= {"aws-gpu.yaml", "gcp-gpu.yaml", "local.yaml", "kuberay.yaml", "Dockerfile"}
+    want = {"torch": torch.__version__.split("+")[0], "torchvision": torchvision.__version__.split("+")[0]}
+    for f, step in installs:
+        assert _pinned(step) == want, (f, step)
+
+
+def test_pin_check_catches_an_unpinned_or_stale_line():
+    assert _pinned("pip install torch torchvision --index-url https://download.pytorch.org/whl/cu128") == {}
+    assert _pinned("pip install torch==2.4.0 torchvision==0.19.0 --index-url x") == {"torch": "2.4.0",
+                                                                                      "torchvision": "0.19.0"}
+    assert torch_cuda(["pip install torch==2.14.1 torchvision==0.29.1 --index-url "
+                       "https://download.pytorch.org/whl/cu128", "pip install -e ~/ssl-ray"]) == (12, 8)
+
+
+def _pod_templates() -> list[tuple[str, dict]]:
+    rc = ray_cluster()
+    (job,) = [d for d in yaml.safe_load_all((CLUSTERS / "kuberay-job.yaml").read_text()) if d and d["kind"] == "RayJob"]
+    out = []
+    for name, spec in (("kuberay.yaml", rc["spec"]), ("kuberay-job.yaml", job["spec"]["rayClusterSpec"])):
+        for g in [spec["headGroupSpec"]] + spec["workerGroupSpecs"]:
+            out.append((name, g["template"]["spec"]))
+    return out
+
+
+def _shm_problems(pod: dict) -> list[str]:
+    memory = {v["name"] for v in pod.get("volumes", []) if (v.get("emptyDir") or {}).get("medium") == "Memory"}
+    return [c["name"] for c in pod["containers"]
+            if not any(m["mountPath"] == "/dev/shm" and m["name"] in memory for m in c.get("volumeMounts", []))]
+
+
+def test_kuberay_pods_mount_a_memory_volume_on_dev_shm():
+    """Ray's object store lives in /dev/shm; a container's default /dev/shm is 64 MB, so Ray falls back to disk
+    (slow) or fails to put larger objects (a checkpoint, a dataset): every pod mounts a memory-backed emptyDir."""
+    pods = _pod_templates()
+    assert len(pods) == 4  # head and GPU workers, in both files
+    for name, pod in pods:
+        assert _shm_problems(pod) == [], name
+    broken = copy.deepcopy(pods[0][1])
+    broken["volumes"] = [v for v in broken["volumes"] if "emptyDir" not in v]
+    assert _shm_problems(broken)
