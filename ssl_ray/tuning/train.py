@@ -461,13 +461,31 @@ def _resources(workers: int, cpus: float, gpus: float | None, state: Any) -> tup
     return g, check_fits(workers, cpus, g, state, hint=hint)
 
 
+NO_GPU_FOR_NCCL = "ProcessGroupNCCL is only supported with GPUs, no GPUs found"
+"""torch's error when Ray Train, given GPUs, sets up NCCL on a worker whose torch sees none (before require_gpu)."""
+
+
 def _readable(err: BaseException) -> BaseException:
-    """A worker's own SSLRayError (bad config x dataset, missing data) as itself, not as a WorkerGroupError."""
+    """A worker's own SSLRayError (bad config x dataset, missing data) as itself, not as a WorkerGroupError; a
+    worker that got GPUs its torch cannot use (NCCL's set-up fails before worker_loop runs) as one line."""
     failures = getattr(err, "worker_failures", None) or {}
     for e in failures.values():
         for x in (e, getattr(e, "cause", None), e.__cause__):
             if isinstance(x, SSLRayError):
                 return x
+    seen, todo = [], [err, *failures.values()]
+    while todo:
+        x = todo.pop()
+        if x is None or any(x is y for y in seen):
+            continue
+        seen.append(x)
+        if NO_GPU_FOR_NCCL in str(x):
+            return SSLRayError(f"the Ray Train workers were given GPUs but torch on their node sees none ({NO_GPU_FOR_NCCL}"
+                               f"): check `nvidia-smi` against the torch build there (clusters/README.md), or give "
+                               f"--gpus-per-worker 0")
+        todo += [getattr(x, "cause", None), x.__cause__, x.__context__,
+                 *(getattr(x, "worker_failures", None) or {}).values(),
+                 getattr(x, "controller_failure", None)]
     return err
 
 
