@@ -20,6 +20,13 @@ for the GLOBAL batch (world x n samples, on the CPU) and sliced to this rank's n
 (splits.BatchStream). So a run is reproducible, a resumed run draws what the uninterrupted one would (no
 state beyond the step counter), different ranks get different views, and N workers with batch n see exactly
 the views one worker with batch N x n sees. Non-image inputs (2-D points) are returned unchanged.
+
+On a GPU nothing here waits for the device: the parameters are drawn on the host, every decision that depends
+on them (the largest shift, which samples get which RandAugment operation) is taken there, and they reach
+the device by asynchronous copies (:func:`ssl_ray.nn.devices.to_device`; a blocking copy would wait for all the
+work queued on the GPU). The image operations themselves are batched device code without
+data-dependent shapes (no `.item()`, `nonzero()` or boolean-mask indexing on the device). On the CPU the
+numbers are the same as when every parameter was moved and used where it was drawn.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import BaseConfig, hp
+from ..nn.devices import to_device
 
 AUGMENTS = ("none", "weak", "strong")
 FLIP_DATASETS = frozenset({"cifar10", "cifar100", "fashion_mnist", "imagefolder"})
@@ -68,28 +76,32 @@ def step_seed(seed: int, step: int) -> int:
 
 
 class _Draw:
-    """Per-sample parameters for this rank's n samples, drawn for all world * n from one generator."""
+    """Per-sample parameters for this rank's n samples, drawn for all world * n from one generator, on the host
+    (the callers move them to the images' device with `to_device`)."""
 
-    def __init__(self, seed: int, n: int, rank: int, world: int, device: torch.device):
+    def __init__(self, seed: int, n: int, rank: int, world: int):
         self.gen = torch.Generator().manual_seed(seed)
-        self.n, self.rank, self.world, self.device = n, rank, world, device
+        self.n, self.rank, self.world = n, rank, world
 
     def uniform(self, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         u = torch.rand(self.world * self.n, generator=self.gen)[self.rank * self.n:(self.rank + 1) * self.n]
-        return (low + (high - low) * u).to(self.device)
+        return low + (high - low) * u
 
     def integers(self, low: int, high: int) -> torch.Tensor:
         """Uniform integers in [low, high]."""
         i = torch.randint(low, high + 1, (self.world * self.n,), generator=self.gen)
-        return i[self.rank * self.n:(self.rank + 1) * self.n].to(self.device)
+        return i[self.rank * self.n:(self.rank + 1) * self.n]
+
 
 
 # ---- weak ------------------------------------------------------------------------------------------------
 def flip_and_shift(x: torch.Tensor, flip: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     """Per sample: mirror left-right where `flip`, then translate by (dy, dx) pixels with reflect padding
-    (out[i, :, r, c] = padded[i, :, r + s - dy, c + s - dx])."""
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    (out[i, :, r, c] = padded[i, :, r + s - dy, c + s - dx]). The padding s is the largest shift, read from
+    dy and dx: give them on the host (as :func:`weak` does) and nothing waits for the device."""
     s = int(max(dy.abs().max().item() if len(dy) else 0, dx.abs().max().item() if len(dx) else 0))
+    flip, dy, dx = (to_device(t, x.device) for t in (flip, dy, dx))
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     if s == 0:
         return x
     h, w = x.shape[-2:]
@@ -121,7 +133,7 @@ def _blend(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def _sharp_degenerate(x: torch.Tensor) -> torch.Tensor:
     """PIL's SMOOTH filter ([[1,1,1],[1,5,1],[1,1,1]] / 13) inside, the original on the border."""
-    k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=x.device, dtype=x.dtype) / 13
+    k = to_device(torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], dtype=x.dtype) / 13, x.device)
     c = x.shape[1]
     out = x.clone()
     out[:, :, 1:-1, 1:-1] = F.conv2d(x, k.expand(c, 1, 3, 3), groups=c)
@@ -152,13 +164,24 @@ def _geometric(kind: str, v: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """PIL's autocontrast of float images in [0, 1], per image and channel: (x - min) / (max - min), a constant
+    channel unchanged. torchvision's `autocontrast` computes the same numbers but handles constant channels
+    with boolean-mask assignments, each a host sync on a GPU; here they are `torch.where`s."""
+    lo = x.amin(dim=(-2, -1), keepdim=True)
+    hi = x.amax(dim=(-2, -1), keepdim=True)
+    flat = hi == lo
+    lo, scale = torch.where(flat, 0.0, lo), torch.where(flat, 1.0, hi - lo)
+    return (x - lo).div_(scale).clamp_(0, 1)
+
+
 def _apply(name: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     from torchvision.transforms.v2 import functional as TF
 
     if name == "identity":
         return x
     if name == "autocontrast":
-        return TF.autocontrast(x)
+        return autocontrast(x)
     if name == "equalize":
         return TF.equalize(x)
     if name == "brightness":
@@ -183,17 +206,31 @@ RANDAUGMENT_OPS: tuple[tuple[str, float, float], ...] = (
     ("sharpness", 0.05, 0.95), ("shear_x", -0.3, 0.3), ("shear_y", -0.3, 0.3), ("solarize", 0, 1),
     ("translate_x", -0.3, 0.3), ("translate_y", -0.3, 0.3))
 """FixMatch's RandAugment list with USB's magnitude ranges (solarize's threshold 0..256 rescaled to [0, 1])."""
+_OP_LOW = torch.tensor([o[1] for o in RANDAUGMENT_OPS], dtype=torch.float64)
+_OP_HIGH = torch.tensor([o[2] for o in RANDAUGMENT_OPS], dtype=torch.float64)
 
 
 def rand_augment(x: torch.Tensor, ops: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """Apply, per sample i and slot j, operation RANDAUGMENT_OPS[ops[i, j]] at magnitude levels[i, j]
-    (already in the operation's range), slot after slot."""
+    (already in the operation's range), slot after slot.
+
+    Which samples get which operation is decided on the host (give `ops` there, as :func:`strong` does): the
+    index lists reach the device in one asynchronous copy instead of one `nonzero()` (a host sync) per
+    operation and slot."""
+    ops = ops.cpu()
+    groups = [(j, k, (ops[:, j] == k).nonzero().flatten()) for j in range(ops.shape[1])
+              for k in range(len(RANDAUGMENT_OPS))]
+    groups = [g for g in groups if len(g[2])]
+    if not groups:
+        return x
+    flat = to_device(torch.cat([idx for _, _, idx in groups]), x.device)
+    on_device = flat.split([len(idx) for _, _, idx in groups])
+    levels = to_device(levels, x.device)
     for j in range(ops.shape[1]):
         out = x.clone()
-        for k, (name, _, _) in enumerate(RANDAUGMENT_OPS):
-            idx = (ops[:, j] == k).nonzero().flatten()
-            if len(idx):
-                out[idx] = _apply(name, x[idx], levels[idx, j])
+        for (slot, k, _), idx in zip(groups, on_device):
+            if slot == j:
+                out[idx] = _apply(RANDAUGMENT_OPS[k][0], x[idx], levels[idx, j])
         x = out
     return x
 
@@ -213,14 +250,16 @@ def strong(x: torch.Tensor, draw: _Draw, flip: bool, n_ops: int = 2) -> torch.Te
     """The weak view, then RandAugment and Cutout (USB's strong transform: crop, flip, RandAugment, Cutout)."""
     x = weak(x, draw, flip)
     n = len(x)
-    ops = torch.stack([draw.integers(0, len(RANDAUGMENT_OPS) - 1) for _ in range(n_ops)], 1)  # (n, n_ops)
+    ops = torch.stack([draw.integers(0, len(RANDAUGMENT_OPS) - 1) for _ in range(n_ops)], 1)  # (n, n_ops), host
     u = torch.stack([draw.uniform() for _ in range(n_ops)], 1)
-    lo = torch.tensor([o[1] for o in RANDAUGMENT_OPS], device=x.device, dtype=x.dtype)[ops]
-    hi = torch.tensor([o[2] for o in RANDAUGMENT_OPS], device=x.device, dtype=x.dtype)[ops]
+    lo, hi = _OP_LOW.to(x.dtype)[ops], _OP_HIGH.to(x.dtype)[ops]
     x = rand_augment(x, ops, lo + (hi - lo) * u)
+    if not n:
+        return x
     h, w = x.shape[-2:]
     size = (draw.uniform(0.0, 0.5) * h).round()
-    return cutout(x, size, draw.uniform(0, h), draw.uniform(0, w)) if n else x
+    cy, cx = draw.uniform(0, h), draw.uniform(0, w)
+    return cutout(x, *(to_device(t, x.device) for t in (size, cy, cx)))
 
 
 def augment(x: torch.Tensor, kind: str, *, seed: int, step: int, rank: int = 0, world: int = 1,
@@ -231,7 +270,7 @@ def augment(x: torch.Tensor, kind: str, *, seed: int, step: int, rank: int = 0, 
     weak views): views with different salts use different parameters. Points (x.dim() != 4) pass through."""
     if kind == "none" or x.dim() != 4 or len(x) == 0:
         return x
-    draw = _Draw(step_seed(step_seed(seed, step), salt), len(x), rank, world, x.device)
+    draw = _Draw(step_seed(step_seed(seed, step), salt), len(x), rank, world)
     if kind == "weak":
         return weak(x, draw, flip)
     if kind == "strong":

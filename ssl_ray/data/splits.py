@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..nn.devices import to_device
 from .base import DataInfo, RawData, to_float
 from .registry import DataSpec, get_entry, load_dataset
 
@@ -107,29 +108,36 @@ def batch_composition(batch_size: int, labeled_ratio: float, uses_labels: bool =
 
 
 class _Cycler:
-    """Endless seeded permutations of range(n); next(k) returns the next k indices."""
+    """Endless seeded permutations of range(n); next(k) returns the next k indices, on `device`.
 
-    def __init__(self, n: int, gen: torch.Generator):
-        self.n, self.gen = n, gen
-        self.perm = torch.randperm(n, generator=gen)
-        self.pos = 0
+    The permutations are drawn on the host (the same numbers on every device) and each one is copied to the
+    device once, asynchronously, when it is drawn: a step only slices it there, so on a GPU no step copies
+    indices from the host (each blocking copy from pageable memory waits for the GPU's queue)."""
+
+    def __init__(self, n: int, gen: torch.Generator, device: torch.device | str = "cpu"):
+        self.n, self.gen, self.device = n, gen, torch.device(device)
+        self._set(torch.randperm(n, generator=gen), 0)
+
+    def _set(self, perm: torch.Tensor, pos: int) -> None:
+        self.perm, self.pos = perm, pos  # the host copy: the checkpointed state
+        self.perm_on_device = to_device(perm, self.device)
 
     def next(self, k: int) -> torch.Tensor:
         out = []
         while k > 0:
             if self.pos >= self.n:
-                self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+                self._set(torch.randperm(self.n, generator=self.gen), 0)
             take = min(k, self.n - self.pos)
-            out.append(self.perm[self.pos:self.pos + take])
+            out.append(self.perm_on_device[self.pos:self.pos + take])
             self.pos += take
             k -= take
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=self.device)
 
     def state_dict(self) -> dict:
         return {"perm": self.perm.clone(), "pos": self.pos}
 
     def load_state_dict(self, s: dict) -> None:
-        self.perm, self.pos = s["perm"].clone(), int(s["pos"])
+        self._set(s["perm"].clone(), int(s["pos"]))
 
 
 @dataclass
@@ -179,10 +187,10 @@ class BatchStream:
         self.x_src = x.to(self.device) if self.resident else x
         ids_device = self.device if self.resident else torch.device("cpu")
         self.lab_ids, self.unl_ids = lab.to(ids_device), unl.to(ids_device)
-        self.y_lab = y[lab].to(self.device)
+        self.y_lab = y[lab].to(ids_device)
         self.gen = torch.Generator().manual_seed(int(seed) + 7919)  # same on every rank
-        self.lab_cycle = _Cycler(len(lab), self.gen)
-        self.unl_cycle = _Cycler(len(unl), self.gen)
+        self.lab_cycle = _Cycler(len(lab), self.gen, ids_device)
+        self.unl_cycle = _Cycler(len(unl), self.gen, ids_device)
 
     @property
     def unlabelled_size(self) -> int:
@@ -204,20 +212,22 @@ class BatchStream:
         return max(1, -(-len(self.unl_ids) // per_step))
 
     def _slice(self, idx: torch.Tensor, per_rank: int) -> torch.Tensor:
-        return idx[self.rank * per_rank:(self.rank + 1) * per_rank].to(self.lab_ids.device)
+        return idx[self.rank * per_rank:(self.rank + 1) * per_rank]
 
     def _gather(self, ids: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        return to_float(self.x_src[ids[i]].to(self.device, non_blocking=True))
+        return to_float(to_device(self.x_src[ids[i]], self.device))
 
     def next(self) -> Batch:
+        """The next batch. With the data resident on the device every index lives there too: a step on a GPU
+        neither copies from the host nor waits for the GPU."""
         li = self._slice(self.lab_cycle.next(self.r * self.world), self.r)
         ui = self._slice(self.unl_cycle.next(self.u * self.world), self.u)
         x_u2 = None
         if self.second:
             ui2 = self._slice(self.unl_cycle.next(max(self.u, self.r) * self.world), max(self.u, self.r))
             x_u2 = self._gather(self.unl_ids, ui2)
-        return Batch(self._gather(self.lab_ids, li), self.y_lab[li.to(self.device)], self._gather(self.unl_ids, ui),
-                     x_u2)
+        return Batch(self._gather(self.lab_ids, li), to_device(self.y_lab[li], self.device),
+                     self._gather(self.unl_ids, ui), x_u2)
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state(), "lab": self.lab_cycle.state_dict(), "unl": self.unl_cycle.state_dict()}

@@ -1,7 +1,7 @@
 """Checkpoints: the whole training state in one file, written atomically and loaded safely.
 
 `state.pt` holds every model, optimiser, scheduler, EMA weights / learned prior (the method's extra
-state), the batch stream's position, all RNG states and the epoch. It is written to a temporary file
+state), the batch stream's position, every rank's RNG states and the epoch. It is written to a temporary file
 and renamed, so a crash never leaves half a checkpoint, and loaded with `torch.load(weights_only=True)`,
 so a checkpoint from someone else cannot run code.
 """
@@ -19,10 +19,15 @@ from ..errors import SSLRayError
 STATE_FILE = "state.pt"
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """This process's random state: torch's CPU generator, Python's `random`, and on a CUDA device that device's
+    generator (only that one: a worker draws on its own GPU, and a list of every visible GPU's state cannot be
+    restored where another number of GPUs is visible). Under data parallelism each rank has its own
+    (see Trainer.state)."""
     s: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _py_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
+    device = torch.device(device)
+    if device.type == "cuda":
+        s["cuda"] = torch.cuda.get_rng_state(device)
     return s
 
 
@@ -31,12 +36,23 @@ def _py_state() -> list:
     return [v, list(internal), gauss]
 
 
-def set_rng_state(s: dict[str, Any]) -> None:
+def set_rng_state(s: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    """Restore :func:`rng_state`. The CUDA state goes to `device` when it is a CUDA device (a CPU run resumed from a
+    GPU run's checkpoint keeps its own); a checkpoint from before this format holds a list of every visible GPU's
+    state (torch.cuda.get_rng_state_all): the entry of `device`'s index is used when there is one."""
     torch.set_rng_state(s["torch"])
     v, internal, gauss = s["python"]
     random.setstate((v, tuple(internal), gauss))
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    device = torch.device(device)
+    cuda = s.get("cuda")
+    if cuda is None or device.type != "cuda":
+        return
+    if isinstance(cuda, (list, tuple)):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= len(cuda):
+            return
+        cuda = cuda[index]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def save(directory: str | os.PathLike, state: dict[str, Any]) -> Path:

@@ -97,6 +97,8 @@ class Trainer:
         r, w = distributed.rank_and_world()
         self.rank, self.world = (r if rank is None else rank), (w if world is None else world)
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            configure_cuda()
         self.method_cls = get_method(spec.method)
         self.cfg = spec.method_config()
         self.splits = load_splits(spec.data, spec.seed)
@@ -104,10 +106,10 @@ class Trainer:
         # Same seed on every rank: identical initial weights. Then per-rank streams for noise/dropout.
         torch.manual_seed(spec.seed)
         self.method = self.method_cls(self.cfg, self.info, self.device)
-        for m in self.method.modules.values():
+        for m in self.method.all_modules():
             distributed.broadcast_module(m)
         self.method.rank, self.method.world = self.rank, self.world
-        self.method.noise_gen.manual_seed(spec.seed * 1_000_003 + 99_991)  # shared noise stream (global_rand)
+        self.method.seed_noise(spec.seed * 1_000_003 + 99_991)  # shared noise streams (global_rand)
         torch.manual_seed(spec.seed * 1_000_003 + 17 + self.rank * 7_777_777)  # per-rank: dropout, noise layers
         self.stream = BatchStream(self.splits, self.cfg.batch_size, self.cfg.labelled_share, spec.seed, self.device,
                                   uses_labels=self.method_cls.uses_labels,
@@ -136,20 +138,41 @@ class Trainer:
 
     # ---- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"method": self.method.state_dict(), "stream": self.stream.state_dict(), "rng": checkpoint.rng_state(),
-                "noise": self.method.noise_gen.get_state(),
+        """The whole training state. Weights, optimisers, data position and the shared noise streams are the same
+        on every rank; the random state of each rank's own streams (dropout, noise layers, per-rank draws) is
+        not, so "rng" lists every rank's. Under data parallelism this gathers them: every rank calls it."""
+        return {"method": self.method.state_dict(), "stream": self.stream.state_dict(), "rng": self._rng_states(),
+                "noise": self.method.noise_state(),
                 "epoch": self.epoch, "global_step": self.global_step, "best_val": self.best_val,
                 "test_at_best": self.test_at_best, "spec": _plain(self.spec.to_dict()), "world": self.world}
+
+    def _rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's random state, by rank (a collective under data parallelism)."""
+        mine = checkpoint.rng_state(self.device)
+        if not distributed.is_distributed():
+            return [mine]
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, mine)
+        return states
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint: its weights, optimiser moments, data position, RNG and epoch, under this
         trainer's own config (Method.apply_hparams: a PBT trial restored from another trial's checkpoint with
-        a mutated config trains with the new learning rate, not the checkpoint's)."""
+        a mutated config trains with the new learning rate, not the checkpoint's).
+
+        Each rank takes its own random state. A checkpoint from before per-rank states holds rank 0's only,
+        which every rank then takes (as it did then); a rank the checkpoint has no state for keeps the stream
+        this trainer seeded for it."""
         self.method.load_state_dict(state["method"])
         self.method.apply_hparams()
         self.stream.load_state_dict(state["stream"])
-        checkpoint.set_rng_state(state["rng"])
-        self.method.noise_gen.set_state(state["noise"])
+        rng = state["rng"]
+        mine = rng if isinstance(rng, dict) else (rng[self.rank] if self.rank < len(rng) else None)
+        if mine is not None:
+            checkpoint.set_rng_state(mine, self.device)
+        self.method.load_noise_state(state["noise"])
         self.epoch = self.checkpoint_epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.best_val = float(state["best_val"])
@@ -280,12 +303,14 @@ class Trainer:
                 k, secs = self.spec.checkpoint_every, self.spec.checkpoint_seconds
                 want_ckpt = (self.epoch == total or bool(k and self.epoch % k == 0)
                              or bool(secs and time.monotonic() - last_ckpt >= secs))
+                want_ckpt = self._rank0_decides(want_ckpt)  # the clocks of the ranks may disagree
                 ckpt_dir = None
-                if want_ckpt and self.rank == 0:
-                    ckpt_dir = checkpoint_dir or tempfile.mkdtemp(prefix="ssl_ray_ckpt_")
-                    checkpoint.save(ckpt_dir, self.state())
-                    self.checkpoint_epoch = self.epoch
                 if want_ckpt:
+                    state = self.state()  # every rank: it gathers each rank's random state
+                    if self.rank == 0:
+                        ckpt_dir = checkpoint_dir or tempfile.mkdtemp(prefix="ssl_ray_ckpt_")
+                        checkpoint.save(ckpt_dir, state)
+                        self.checkpoint_epoch = self.epoch
                     last_ckpt = time.monotonic()
                 try:
                     if report is not None:
@@ -300,12 +325,43 @@ class Trainer:
                 self.tb.close()
         return last
 
+    def _rank0_decides(self, flag: bool) -> bool:
+        """Rank 0's value of `flag` on every rank (a decision that leads into a collective must be the same on
+        all of them); `flag` itself alone."""
+        if not distributed.is_distributed():
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
     def _print(self, m: dict[str, Any]) -> None:
         losses = " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("loss_"))
         test = f" test_error={m['test_error']:.2f}%" if "test_error" in m else ""
         print(f"[{self.spec.method}/{self.spec.data.name} seed={self.spec.seed}] epoch {m['epoch']}/{self.spec.epochs}"
               f" val_error={m['val_error']:.2f}%{test} {losses} ({m['epoch_seconds']:.1f}s,"
               f" {m['samples_per_second']:.0f} samples/s)", file=sys.stderr, flush=True)
+
+
+def configure_cuda() -> None:
+    """Settings for training on a CUDA device, made where the Trainer is given one (every path: in-process, Ray
+    Train worker, Tune trial):
+
+    - `torch.backends.cudnn.benchmark = True`: cuDNN times its convolution algorithms for each new input shape
+      and keeps the fastest. Training shapes are fixed (the batch size), so this is paid once; the algorithm
+      chosen may differ from run to run (GPU results are not bitwise reproducible anyway).
+    - TF32 for float32 matrix products and convolutions (`torch.backends.cuda.matmul.allow_tf32`; cuDNN's
+      convolutions use TF32 by default already): Ampere and newer GPUs multiply with 10-bit mantissas and
+      accumulate in float32, several times faster. `SSL_RAY_TF32=0` keeps float32 exact (matrix products and
+      convolutions). Code that needs exact float32 in one place (a finite difference far below TF32's
+      resolution, such as VAT's xi = 1e-6 probe) runs it inside :func:`ssl_ray.nn.modes.full_precision`.
+
+    Process-wide settings, which a CPU run never makes (so CPU numbers are untouched)."""
+    torch.backends.cudnn.benchmark = True
+    tf32 = os.environ.get("SSL_RAY_TF32", "1").strip().lower() not in ("0", "false", "no", "off")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
 
 
 PROGRESS_SECONDS = float(os.environ.get("SSL_RAY_PROGRESS_SECONDS", 30))

@@ -31,6 +31,8 @@ from torch import nn
 from ..config import BaseConfig
 from ..data import Batch, DataInfo
 from ..nn import distributed
+from ..nn.devices import to_device
+from ..nn.modes import no_autocast
 
 C = TypeVar("C", bound=BaseConfig)
 
@@ -60,9 +62,12 @@ class Method(Generic[C]):
         self.schedulers: dict[str, Any] = {}
         self.rank, self.world = distributed.rank_and_world()
         self.noise_gen = torch.Generator().manual_seed(0)  # reseeded by the Trainer; identical on all ranks
+        # global_rand's stream: on a GPU a generator there (drawing on the host would copy every draw, and each
+        # copy from pageable memory waits for the GPU); elsewhere the host stream itself (the CPU numbers)
+        self.device_noise_gen = (torch.Generator(device=self.device).manual_seed(0) if self.device.type == "cuda"
+                                 else self.noise_gen)
         self.build()
-        for m in self.modules.values():
-            m.to(self.device)
+        self.to_device()
         self._built_groups = self._group_settings()  # what build() made of self.cfg: apply_hparams puts it back
 
     # ---- to implement -------------------------------------------------------------------------
@@ -107,11 +112,52 @@ class Method(Generic[C]):
         return self.info.num_classes
 
     def all_modules(self) -> list[nn.Module]:
-        """Every module evaluation uses: `modules` plus copies no optimiser steps (EMA weights). Before
-        evaluating, the loop gives every data-parallel worker rank 0's buffers (BatchNorm statistics) of these."""
+        """Every module the method uses: `modules` plus copies no optimiser steps (EMA weights, a teacher). All of
+        them are moved to the method's device after build() (:meth:`to_device`); before evaluating, the loop gives
+        every data-parallel worker rank 0's buffers (BatchNorm statistics) of these."""
         return list(self.modules.values())
 
     # ---- shared machinery ------------------------------------------------------------------------
+    def to_device(self) -> None:
+        """Move every module the method uses to its device: `modules` and the copies no optimiser steps (EMA
+        weights, a teacher), i.e. all_modules(). Called after build(); a method that rebuilds a module later
+        builds it from one already on the device (deepcopy keeps the device).
+
+        build() makes the optimisers before this move. Moving to a GPU keeps each Parameter object (only its data
+        changes), but not every move does (to `meta`; any move under torch.__future__'s overwrite option): the
+        optimisers are pointed at the moved parameters, found by module and name."""
+        modules = self.all_modules()
+        where = {id(p): (i, name) for i, m in enumerate(modules) for name, p in m.named_parameters()}
+        for m in modules:
+            m.to(self.device)
+        moved = {(i, name): p for i, m in enumerate(modules) for name, p in m.named_parameters()}
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["params"] = [moved[where[id(p)]] if id(p) in where else p for p in group["params"]]
+
+    def seed_noise(self, seed: int) -> None:
+        """Seed the noise streams all ranks share (`noise_gen` on the host, global_rand's on the device)."""
+        self.noise_gen.manual_seed(seed)
+        if self.device_noise_gen is not self.noise_gen:
+            self.device_noise_gen.manual_seed(seed)
+
+    def noise_state(self) -> dict[str, torch.Tensor]:
+        """The shared noise streams' state, for checkpoints."""
+        state = {"host": self.noise_gen.get_state()}
+        if self.device_noise_gen is not self.noise_gen:
+            state["device"] = self.device_noise_gen.get_state()
+        return state
+
+    def load_noise_state(self, state: dict[str, torch.Tensor] | torch.Tensor) -> None:
+        """Restore :meth:`noise_state` (or a checkpoint's bare host state, from before the device stream). A
+        device stream saved on another kind of device (a GPU run resumed on a CPU) is not restored: the host
+        stream continues exactly, the device draws start from this run's seed."""
+        if isinstance(state, torch.Tensor):
+            state = {"host": state}
+        self.noise_gen.set_state(state["host"])
+        if self.device_noise_gen is not self.noise_gen and "device" in state:
+            self.device_noise_gen.set_state(state["device"])
+
     def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
              params: Iterable[torch.nn.Parameter] | None = None) -> None:
         """zero_grad -> backward (gradients averaged across workers as they are produced) -> optimizer.step().
@@ -124,17 +170,19 @@ class Method(Generic[C]):
         params = list(params)
         optimizer.zero_grad(set_to_none=True)
         # backward outside mixed precision; with N workers the gradient all-reduce overlaps it (bucketed)
-        with torch.autocast(device_type=self.device.type, enabled=False), distributed.averaged_backward(params):
+        with no_autocast(self.device), distributed.averaged_backward(params):
             loss.float().backward()
         optimizer.step()
 
     def global_rand(self, n: int, *shape: int, normal: bool = False) -> torch.Tensor:
         """This worker's n noise samples (uniform [0, 1) or standard normal), cut from the world * n samples of
         a stream all workers share: noise stays independent across workers, and N workers together draw
-        exactly the noise one worker with an N times larger batch would (what makes data parallelism exact)."""
+        exactly the noise one worker with an N times larger batch would (what makes data parallelism exact).
+        On a GPU the samples are drawn there (no copy, no wait); on the CPU from the host stream."""
         draw = torch.randn if normal else torch.rand
-        full = draw((self.world * n, *shape), generator=self.noise_gen)
-        return full[self.rank * n:(self.rank + 1) * n].to(self.device)
+        gen = self.device_noise_gen
+        full = draw((self.world * n, *shape), generator=gen, device=gen.device)
+        return to_device(full[self.rank * n:(self.rank + 1) * n], self.device)
 
     def global_multinomial(self, probs: torch.Tensor, n: int) -> torch.Tensor:
         """n categorical samples from probs, drawn like :meth:`global_rand` (inverse CDF of shared uniforms)."""
@@ -203,3 +251,4 @@ class Method(Generic[C]):
                 for g, base, f in zip(groups, sched.base_lrs, sched.lr_lambdas):
                     g["lr"] = base * f(sched.last_epoch)
             sched._last_lr = [g["lr"] for g in groups]
+

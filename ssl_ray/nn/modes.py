@@ -1,9 +1,10 @@
-"""Context managers that switch a module's mode for the length of a block and restore it after."""
+"""Context managers that switch a module's mode (or mixed precision) for the length of a block and restore it after."""
 from __future__ import annotations
 
 import contextlib
 from typing import Any, Callable, Iterator
 
+import torch
 from torch import nn
 
 
@@ -54,3 +55,28 @@ def frozen_bn(module: nn.Module) -> Iterator[None]:
             m.momentum = mom
             if nbt is not None and m.num_batches_tracked is not None:
                 m.num_batches_tracked.copy_(nbt)
+
+
+def no_autocast(device: torch.device | str) -> contextlib.AbstractContextManager[None]:
+    """Mixed precision off inside the block for `device`'s type (float32 where a step needs it: a backward pass,
+    an optimiser step, a finite difference bfloat16 cannot resolve). On a device type autocast does not know
+    (meta, which the tests build methods on to check placement) there is nothing to switch off."""
+    kind = torch.device(device).type
+    if not torch.amp.is_autocast_available(kind):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=kind, enabled=False)
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device | str) -> Iterator[None]:
+    """Exact float32 inside the block: autocast off (:func:`no_autocast`) and no TF32 in matrix products and cuDNN
+    convolutions (which the Trainer allows on a GPU, engine.loop.configure_cuda). For computations below
+    bfloat16's and TF32's resolution (~1e-3 relative), such as VAT's finite difference with a 1e-6 probe.
+    The TF32 switches are process-wide: they are restored on leaving the block."""
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with no_autocast(device):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv
