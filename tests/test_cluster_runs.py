@@ -89,8 +89,8 @@ def _cli(args: list[str], c: Cluster, timeout: int = 400) -> subprocess.Complete
                           timeout=timeout)
 
 
-TUNE = ["tune", "supervised", "--num-samples", "1", "--max-epochs", "1", "--gpus-per-trial", "0", "--json",
-        "--quiet", "--set", "steps_per_epoch=5"]
+TUNE = ["tune", "supervised", "--num-samples", "1", "--max-epochs", "1", "--grace-epochs", "1", "--gpus-per-trial", "0",
+        "--json", "--quiet", "--set", "steps_per_epoch=5"]
 
 
 def test_a_search_waits_for_nodes_on_a_cluster_that_grows_and_is_refused_on_one_that_cannot(cluster, tmp_path):

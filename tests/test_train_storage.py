@@ -45,7 +45,7 @@ def test_a_run_in_a_bucket_writes_everything_there_and_resumes_from_it(ray_local
     assert ckpts and all((c / checkpoint.STATE_FILE).is_file() for c in ckpts)
     assert int(checkpoint.load(ckpts[-1])["epoch"]) == 2
     first = _events(root / "tensorboard")
-    assert first and sorted(s for s, _ in read_scalars(root / "tensorboard")["val/error"]) == [1, 2]
+    assert first and sorted(s for s, _ in read_scalars(root / "tensorboard")["error/val"]) == [1, 2]
     result = json.loads((root / "result.json").read_text())
     assert result["epochs"] == 2 and result["checkpoint_epoch"] == 2
     assert list(cwd.iterdir()) == []  # nothing went to a local path
@@ -62,7 +62,7 @@ def test_a_run_in_a_bucket_writes_everything_there_and_resumes_from_it(ray_local
     only = tmp_path / "only_new"
     only.mkdir()
     shutil.copy(new[0], only / new[0].name)
-    assert [s for s, _ in read_scalars(only)["val/error"]] == [3]  # continued at epoch 3, not from scratch
+    assert [s for s, _ in read_scalars(only)["error/val"]] == [3]  # continued at epoch 3, not from scratch
     assert list(cwd.iterdir()) == []
 
 

@@ -119,13 +119,16 @@ def _tensorboard_dir(log_dir: str | None, fs: Any) -> tuple[str | None, Any]:
         return log_dir, lambda: None
     import tempfile
 
-    import pyarrow.fs as pafs
-
     local = tempfile.mkdtemp(prefix="ssl_ray_tb_")
 
-    def sync() -> None:
-        if any(os.scandir(local)):
-            pafs.copy_files(local, log_dir, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    def sync() -> None:  # the whole folder each time: event files grow, and are small
+        for where, _, files in os.walk(local):
+            rel = os.path.relpath(where, local)
+            dest = log_dir if rel == "." else f"{log_dir}/{rel}"
+            fs.create_dir(dest, recursive=True)  # a local or sub-tree filesystem creates no parents by itself
+            for name in files:
+                with open(os.path.join(where, name), "rb") as src, fs.open_output_stream(f"{dest}/{name}") as dst:
+                    dst.write(src.read())
 
     return local, sync
 
