@@ -7,8 +7,14 @@
 
 Without a test split in the file, a stratified `test_fraction` of the examples (default 0.2, cut with
 `data_seed`) becomes the test set. Labels become 0..K-1 in sorted order; their original values are the
-class names. The file is read by every trial (no shared cache: an edited file is always read afresh);
-give an absolute path or one relative to where you run ssl-ray (the CLI makes it absolute).
+class names. Text labels lose surrounding whitespace ("cat " and "cat" are one class: a space nobody can see
+in a table must not make a second class); a missing or empty label is refused. The file is read by every
+trial (no shared cache: an edited file is always read afresh); give an absolute path or one relative to
+where you run ssl-ray (the CLI makes it absolute).
+
+The file must be a regular file (a FIFO would block the reader forever); an .npz is read without unpickling
+and each array's header is checked before it is read (ssl_ray/files.py). Inputs need at least one feature
+(an x of shape (N, 0) is refused) and finite values.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import files
 from ..errors import DataError
 from .base import DataInfo, RawData
 
@@ -24,15 +31,33 @@ from .base import DataInfo, RawData
 def _path(path: str | None, name: str) -> Path:
     if not path:
         raise DataError(f"dataset {name!r} needs --data-opt path=FILE (your .{name} file)")
-    p = Path(str(path)).expanduser()
-    if not p.exists():
-        raise DataError(f"dataset {name!r}: no such file {p}")
-    return p
+    return files.regular_file(Path(str(path)).expanduser(), f"dataset {name!r}: file", DataError)
+
+
+def _clean_labels(y: np.ndarray, name: str, which: str) -> np.ndarray:
+    """One label per example: text stripped of surrounding whitespace, numbers as they are; a missing (NaN,
+    empty) label is refused."""
+    if y.ndim != 1:
+        raise DataError(f"dataset {name!r}: labels must be one value per example (a 1-D array), got {which} "
+                        f"labels of shape {y.shape}")
+    if y.dtype.kind in "SUO":
+        vals = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in y.tolist()]
+        missing = np.array([not isinstance(v, str) or not v.strip() for v in vals], dtype=bool)
+    elif y.dtype.kind in "biuf":
+        missing = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(len(y), dtype=bool)
+    else:
+        raise DataError(f"dataset {name!r}: {which} labels must be numbers or text, got dtype {y.dtype}")
+    if missing.any():
+        raise DataError(f"dataset {name!r}: {int(missing.sum())} {which} label(s) missing, empty or not finite "
+                        f"(first: example {int(np.flatnonzero(missing)[0])}); every example in the file needs a "
+                        f"label (--labels says how many of them training sees)")
+    return np.array([v.strip() for v in vals], dtype=str) if y.dtype.kind in "SUO" else y
 
 
 def _labels(y_train: np.ndarray, y_test: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    if y_train.ndim != 1 or y_test.ndim != 1:
-        raise DataError(f"dataset {name!r}: labels must be one value per example (a 1-D array)")
+    if (y_train.dtype.kind == "U") != (y_test.dtype.kind == "U"):
+        kind = "text" if y_train.dtype.kind == "U" else "numbers"
+        raise DataError(f"dataset {name!r}: the training labels are {kind}, the test labels are not")
     classes = np.unique(y_train)
     if len(classes) < 2:
         raise DataError(f"dataset {name!r}: need at least 2 classes in the training labels, found {len(classes)}")
@@ -45,9 +70,9 @@ def _labels(y_train: np.ndarray, y_test: np.ndarray, name: str) -> tuple[np.ndar
 
 def _inputs(x: np.ndarray, name: str) -> tuple[np.ndarray, str]:
     """(N, D) -> float32 points; (N, H, W), (N, C, H, W) or (N, H, W, C) -> NCHW images (uint8 kept)."""
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"dataset {name!r}: inputs must be numbers, got dtype {x.dtype}")
     if x.ndim == 2:
-        if not np.issubdtype(x.dtype, np.number):
-            raise DataError(f"dataset {name!r}: features must be numbers, got dtype {x.dtype}")
         x = x.astype(np.float32)
         if not np.isfinite(x).all():
             raise DataError(f"dataset {name!r}: features contain NaN or infinite values")
@@ -76,38 +101,51 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, name: 
         raise DataError(f"dataset {name!r}: cannot cut a stratified test split: {e}") from None
 
 
-def _make(name: str, stem: str, x, y, x_test, y_test, test_fraction: float, data_seed: int) -> RawData:
+def _make(name: str, stem: str, x, y, x_test, y_test, test_fraction: float, data_seed: int,
+          meta: dict | None = None) -> RawData:
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"dataset {name!r}: {stem} holds no examples")
+    for a, which in ((x, "x"), (x_test, "x_test")):
+        if a is not None and np.ndim(a) >= 2 and 0 in np.shape(a)[1:]:
+            raise DataError(f"dataset {name!r}: {which} has shape {np.shape(a)}: examples with no inputs (a model "
+                            f"with nothing to look at); give (N, D) features with D >= 1 or (N, [C,] H, W[, C]) images")
+    if y.ndim != 1:
+        raise DataError(f"dataset {name!r}: labels must be one value per example (a 1-D array), got shape {y.shape}")
     if len(x) != len(y):
         raise DataError(f"dataset {name!r}: {len(x)} examples but {len(y)} labels")
+    y = _clean_labels(y, name, "training")  # before the stratified split: its strata are the classes
     if x_test is None:
         x, x_test, y, y_test = _split(x, y, test_fraction, data_seed, name)
-    elif len(x_test) != len(y_test):
-        raise DataError(f"dataset {name!r}: {len(x_test)} test examples but {len(y_test)} test labels")
-    x, kind = _inputs(np.asarray(x), name)
-    x_test, kind_t = _inputs(np.asarray(x_test), name)
+    else:
+        x_test, y_test = np.asarray(x_test), np.asarray(y_test)
+        if len(x_test) != len(y_test):
+            raise DataError(f"dataset {name!r}: {len(x_test)} test examples but {len(y_test)} test labels")
+        y_test = _clean_labels(y_test, name, "test")
+    x, kind = _inputs(x, name)
+    x_test, kind_t = _inputs(x_test, name)
     if x.shape[1:] != x_test.shape[1:] or x.dtype != x_test.dtype:
         raise DataError(f"dataset {name!r}: train inputs {x.shape[1:]} {x.dtype} and test inputs "
                         f"{x_test.shape[1:]} {x_test.dtype} differ")
-    y, y_test, names = _labels(np.asarray(y), np.asarray(y_test), name)
+    y, y_test, names = _labels(y, y_test, name)
     info = DataInfo(name, tuple(int(d) for d in x.shape[1:]), len(names), kind, names)
-    return RawData(info, x, y, x_test, y_test, meta={"file": stem})
+    return RawData(info, x, y, x_test, y_test, meta={"file": stem, **(meta or {})})
 
 
 def load_npz(path: str | None = None, x: str = "x", y: str = "y", test_fraction: float = 0.2,
              data_seed: int = 0) -> RawData:
     p = _path(path, "npz")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            keys = set(z.keys())
-            missing = [k for k in (x, y) if k not in keys]
-            if missing:
-                raise DataError(f"dataset 'npz': {p} has no array {missing[0]!r}; it holds {sorted(keys)} "
-                                f"(name them with --data-opt x=... --data-opt y=...)")
-            has_test = f"{x}_test" in keys and f"{y}_test" in keys
-            arrays = (z[x], z[y], z[f"{x}_test"] if has_test else None, z[f"{y}_test"] if has_test else None)
-    except (OSError, ValueError) as e:
-        raise DataError(f"dataset 'npz': cannot read {p}: {e}") from None
-    return _make("npz", str(p), *arrays, test_fraction, data_seed)
+
+    def wanted(keys: list[str]) -> list[str]:
+        missing = [k for k in (x, y) if k not in keys]
+        if missing:
+            raise DataError(f"dataset 'npz': {p} has no array {missing[0]!r}; it holds {keys} "
+                            f"(name them with --data-opt x=... --data-opt y=...)")
+        test = [f"{x}_test", f"{y}_test"]
+        return [x, y] + (test if all(k in keys for k in test) else [])
+
+    a = files.load_npz(p, wanted, "dataset 'npz': file", DataError)
+    return _make("npz", str(p), a[x], a[y], a.get(f"{x}_test"), a.get(f"{y}_test"), test_fraction, data_seed)
 
 
 def load_csv(path: str | None = None, label: str = "label", test_fraction: float = 0.2,
@@ -115,10 +153,9 @@ def load_csv(path: str | None = None, label: str = "label", test_fraction: float
     import pandas as pd
 
     p = _path(path, "csv")
-    try:
-        df = pd.read_csv(p)
-    except (OSError, ValueError) as e:
-        raise DataError(f"dataset 'csv': cannot read {p}: {e}") from None
+    df = files.read_csv(p, "dataset 'csv': file", DataError)
+    if len(df) == 0:
+        raise DataError(f"dataset 'csv': {p} holds no examples (a header row only)")
     if label not in df.columns:
         raise DataError(f"dataset 'csv': {p} has no column {label!r} (columns: {', '.join(map(str, df.columns))}); "
                         f"name the label column with --data-opt label=...")
@@ -127,7 +164,7 @@ def load_csv(path: str | None = None, label: str = "label", test_fraction: float
     if bad:
         raise DataError(f"dataset 'csv': feature columns must be numeric; not so: {', '.join(map(str, bad[:5]))}")
     return _make("csv", str(p), feats.to_numpy(np.float32), df[label].to_numpy(), None, None, test_fraction,
-                 data_seed)
+                 data_seed, meta={"columns": [str(c) for c in feats.columns]})
 
 
 def register_all(register: Callable[..., None]) -> None:

@@ -14,16 +14,20 @@ is torchvision's, so an existing torchvision data root works as it is:
 from __future__ import annotations
 
 import gzip
-import zlib
+import math
 import pickle
+import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .. import files
 from ..errors import DataError
 from .base import DataInfo, RawData
 
+IDX_MAX_BYTES = 2 ** 32
+"""Largest IDX payload read (4 GiB): above it a header is taken as damaged rather than read."""
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
 
@@ -42,21 +46,28 @@ def _find(base: Path, stem: str) -> Path | None:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format), gzipped or not."""
+    """Read an IDX file (MNIST's format), gzipped or not. The header's shape bounds what is read (a file that
+    decompresses to more is refused, not read to its end)."""
+    files.regular_file(path, "dataset file", DataError)  # a FIFO would block the reader forever
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            data = f.read()
-        magic = int.from_bytes(data[0:4], "big")
-        if data[0:2] != b"\x00\x00" or data[2] != 0x08:
-            raise ValueError(f"bad magic number {magic:#x}")
-        ndim = data[3]
-        shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-        offset = 4 + 4 * ndim
-        n = int(np.prod(shape))
-        if len(data) - offset != n:
-            raise ValueError(f"expected {n} bytes of data for shape {shape}, found {len(data) - offset}")
-        return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+            head = f.read(4)
+            if len(head) < 4 or head[0:2] != b"\x00\x00" or head[2] != 0x08:
+                raise ValueError(f"bad magic number {int.from_bytes(head, 'big'):#x}")
+            ndim = head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) != 4 * ndim:
+                raise ValueError("the header is cut short")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            n = math.prod(shape)
+            if n > IDX_MAX_BYTES:
+                raise ValueError(f"shape {shape} declares {n:,} bytes (MNIST's largest file holds 47 million)")
+            data = f.read(n + 1)
+        if len(data) != n:
+            raise ValueError(f"expected {n} bytes of data for shape {shape}, found {len(data)}"
+                             + (" or more" if len(data) > n else ""))
+        return np.frombuffer(data, dtype=np.uint8).reshape(shape)
     except (OSError, ValueError, EOFError, IndexError, zlib.error) as e:  # zlib.error: a bad deflate body
         raise DataError(f"corrupt dataset file {path}: {e}") from None
 
@@ -89,6 +100,7 @@ def load_mnist(root: Path, download: bool = False, *, fashion: bool = False) -> 
 
 
 def _unpickle(path: Path) -> dict:
+    files.regular_file(path, "dataset file", DataError)
     try:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="bytes")  # noqa: S301 - official CIFAR format, local file
@@ -138,18 +150,19 @@ def load_cifar(root: Path, download: bool = False, *, num_classes: int = 10) -> 
 
 
 def load_svhn(root: Path, download: bool = False) -> RawData:
-    files = [Path(root) / "train_32x32.mat", Path(root) / "test_32x32.mat"]
-    if not all(p.exists() for p in files) and download:
+    mats = [Path(root) / "train_32x32.mat", Path(root) / "test_32x32.mat"]
+    if not all(p.exists() for p in mats) and download:
         import torchvision
 
         _download("svhn", lambda: (torchvision.datasets.SVHN(str(root), split="train", download=True),
                                    torchvision.datasets.SVHN(str(root), split="test", download=True)), root)
-    if not all(p.exists() for p in files):
-        raise _missing("svhn", Path(root), files)
+    if not all(p.exists() for p in mats):
+        raise _missing("svhn", Path(root), mats)
     import scipy.io
 
     out = []
-    for p in files:
+    for p in mats:
+        files.regular_file(p, "dataset file", DataError)
         try:
             m = scipy.io.loadmat(p)
             x = np.transpose(np.asarray(m["X"], dtype=np.uint8), (3, 2, 0, 1))  # H,W,C,N -> N,C,H,W
@@ -167,8 +180,6 @@ def load_imagefolder(root: Path, download: bool = False, *, size: int = 32, trai
                      test_dir: str = "val", grayscale: bool = False) -> RawData:
     """An ImageNet-style tree: <root>/<train_dir>/<class>/*.jpg and <root>/<test_dir>/<class>/*.jpg,
     resized to size x size (kept in memory as uint8: meant for subsets, not the whole ImageNet)."""
-    from PIL import Image, UnidentifiedImageError
-
     tr, te = Path(root) / train_dir, Path(root) / test_dir
     if not tr.is_dir() or not te.is_dir():
         raise _missing("imagefolder", Path(root), [tr / "<class>/<image>", te / "<class>/<image>"])
@@ -183,12 +194,7 @@ def load_imagefolder(root: Path, download: bool = False, *, size: int = 32, trai
             for p in sorted((split / c).glob("*")) if (split / c).is_dir() else []:
                 if p.suffix.lower() not in exts:
                     continue
-                try:
-                    with Image.open(p) as im:
-                        im = im.convert("L" if grayscale else "RGB").resize((size, size), Image.Resampling.BILINEAR)
-                        a = np.asarray(im, dtype=np.uint8)
-                except (OSError, UnidentifiedImageError) as e:
-                    raise DataError(f"corrupt image file {p}: {e}") from None
+                a = files.read_image(p, "L" if grayscale else "RGB", (size, size), "image file", DataError)
                 xs.append(a[None] if grayscale else a.transpose(2, 0, 1))
                 ys.append(ci)
         if not xs:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as C
+from .. import files as F
 from ..errors import SSLRayError
 from ..methods import get_method
 
@@ -122,7 +123,70 @@ def _fs(path: str):
     return pafs.LocalFileSystem(), str(Path(path).resolve())
 
 
-# ---- reading experiments back (ssl-ray report / tensorboard) ----------------------------------------------
+# ---- reading experiments back (ssl-ray report / tensorboard / export) --------------------------------------
+_REPAIR = "; `ssl-ray tune ... --resume` rewrites it from the trials' files"
+_NUMBER = (int, float)
+# what report and export read from summary.json, and the types they need (None is allowed for each)
+_SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {"best": (dict,), "confirm": (dict,), "searched": (list,),
+                                                "errors": (dict,)}
+_BEST_FIELDS: dict[str, tuple[type, ...]] = {"trial_id": (str,), "config": (dict,), "val_error": _NUMBER,
+                                             "test_error": _NUMBER, "epochs": (int,)}
+_CONFIRM_FIELDS: dict[str, tuple[type, ...]] = {"test_error_mean": _NUMBER, "test_error_std": _NUMBER,
+                                                "seeds": (list,)}
+
+
+_WORDS: dict[tuple[type, ...], str] = {(dict,): "an object", (list,): "a list", (str,): "a string",
+                                       _NUMBER: "a number", (int,): "an integer"}
+
+
+def _check_fields(doc: dict, fields: dict[str, tuple[type, ...]], where: Path, prefix: str = "") -> None:
+    for k, types in fields.items():
+        v = doc.get(k)
+        if v is not None and (not isinstance(v, types) or isinstance(v, bool)):
+            raise SSLRayError(f"{where} is damaged ({prefix}{k}: expected {_WORDS[types]} or null, got "
+                              f"{type(v).__name__}){_REPAIR}")
+
+
+def read_summary(exp: str | Path) -> dict[str, Any]:
+    """summary.json, checked: a JSON object whose fields report and export read have the types they need."""
+    f = Path(exp) / SUMMARY
+    summary = F.read_json(f, "summary", damaged=_REPAIR)
+    if not isinstance(summary, dict):
+        raise SSLRayError(f"{f} is damaged (not a JSON object){_REPAIR}")
+    _check_fields(summary, _SUMMARY_FIELDS, f)
+    _check_fields(summary.get("best") or {}, _BEST_FIELDS, f, "best.")
+    _check_fields(summary.get("confirm") or {}, _CONFIRM_FIELDS, f, "confirm.")
+    confirm = summary.get("confirm") or {}
+    if confirm.get("test_error_mean") is not None and confirm.get("test_error_std") is None:
+        raise SSLRayError(f"{f} is damaged (confirm: a test_error_mean without its test_error_std){_REPAIR}")
+    if not all(isinstance(k, str) for k in summary.get("searched") or []):
+        raise SSLRayError(f"{f} is damaged (searched: expected a list of names){_REPAIR}")
+    return summary
+
+
+def _check_schema(schema, where: Path) -> None:
+    """results.parquet has the columns every ssl-ray experiment writes, with their types (another Parquet file
+    would otherwise be reported as an experiment of len(rows) trials)."""
+    import pyarrow as pa
+
+    def text(t): return pa.types.is_string(t) or pa.types.is_large_string(t)
+    def number(t): return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+
+    need = {"trial_id": (text, "text"), "status": (text, "text")}
+    typed = {"stopped_early": (lambda t: pa.types.is_boolean(t) or pa.types.is_null(t), "true/false"),
+             **{k: (number, "numbers") for k in ("epochs", "val_error", "test_error", "best_val_error",
+                                                   "test_error_at_best_val", "epoch_of_best_val", "seconds")}}
+    names = set(schema.names)
+    missing = [k for k in need if k not in names]
+    if missing:
+        raise SSLRayError(f"{where} is not an ssl-ray results table: no column {missing[0]!r} (it has "
+                          f"{', '.join(schema.names[:8])}{', ...' if len(schema.names) > 8 else ''})")
+    for k, (ok, want) in {**need, **typed}.items():
+        if k in names and not ok(schema.field(k).type):
+            raise SSLRayError(f"{where} is not an ssl-ray results table: column {k!r} holds {schema.field(k).type}, "
+                              f"not {want}")
+
+
 def load_experiment(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     import pyarrow.parquet as pq
 
@@ -130,18 +194,13 @@ def load_experiment(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not (p / RESULTS).exists():
         raise SSLRayError(f"{path} is not a finished ssl-ray experiment (no {RESULTS}); run `ssl-ray tune` or "
                           f"`ssl-ray tune ... --resume` to complete it")
+    summary = read_summary(p) if (p / SUMMARY).exists() else {}
+    F.regular_file(p / RESULTS, "results table")
     try:
-        summary = json.loads((p / SUMMARY).read_text(encoding="utf-8")) if (p / SUMMARY).exists() else {}
-    except (ValueError, OSError) as e:
-        raise SSLRayError(f"{p / SUMMARY} is damaged ({str(e).splitlines()[0]}); `ssl-ray tune ... --resume` "
-                          f"rewrites it from the trials' files") from None
-    if not isinstance(summary, dict):
-        raise SSLRayError(f"{p / SUMMARY} is damaged (not a JSON object)")
-    try:
+        _check_schema(pq.read_schema(p / RESULTS), p / RESULTS)
         rows = pq.read_table(p / RESULTS).to_pylist()
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise SSLRayError(f"{p / RESULTS} is damaged ({str(e).splitlines()[0]}); `ssl-ray tune ... --resume` "
-                          f"rewrites it from the trials' files") from None
+        raise SSLRayError(f"{p / RESULTS} is damaged ({str(e).splitlines()[0]}){_REPAIR}") from None
     return summary, rows
 
 
@@ -168,7 +227,7 @@ def comparison(paths: list[str]) -> list[dict[str, Any]]:
             "errored": sum(r.get("status") == "ERROR" for r in rows),
             "best_val_error": best.get("val_error"), "test_error": best.get("test_error"),
             "confirm_test_error": (f"{conf['test_error_mean']:.2f} +- {conf['test_error_std']:.2f} "
-                                   f"({len(conf.get('seeds', []))} seeds)") if conf.get("test_error_mean") is not None
+                                   f"({len(conf.get('seeds') or [])} seeds)") if conf.get("test_error_mean") is not None
             else None,
             "best_config": ", ".join(f"{k}={_fmt(best.get('config', {}).get(k))}" for k in s.get("searched", [])),
         })
@@ -212,10 +271,13 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def write_parquet(rows: list[dict[str, Any]], path: str) -> None:
+    """The rows as a Parquet file at `path`, written atomically (files.write_output: a folder, FIFO or an
+    unwritable place is refused; an existing file is replaced)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist(_uniform(rows)), path)
+    table = pa.Table.from_pylist(_uniform(rows))
+    F.write_output(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def report_text(rows: list[dict[str, Any]], fmt: str) -> str:
