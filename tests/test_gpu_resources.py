@@ -204,3 +204,18 @@ main(['tune', 'supervised', '--num-samples', '1', '--max-epochs', '1', '--grace-
     assert s["num_errored"] == 1 and "asked for 1 GPU(s)" in json.dumps(s["errors"]), s
     saved = json.loads((tmp_path / "st" / "g" / "ssl_ray_space.json").read_text())
     assert saved["options"]["gpus_per_trial"] == 1.0  # decided, and saved for --resume
+
+
+def test_the_launcher_config_on_the_head_says_the_cluster_grows_and_how_far(tmp_path, monkeypatch):
+    """On a `ray up` head, ~/ray_bootstrap_config.yaml (the autoscaler's config, prepared by `ray up`) is read;
+    without it (and without Ray's cluster config or an autoscaler status to read) nothing is known."""
+    from ray.autoscaler._private.util import prepare_config
+
+    from ssl_ray.tuning.cluster import autoscaler_view
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert autoscaler_view()[1] is None  # no file (and no Ray, or a local instance): how far is unknown
+    with open(CLUSTERS / "aws-gpu.yaml", encoding="utf-8") as f:
+        (tmp_path / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(prepare_config(yaml.safe_load(f))))
+    grows, most, why = autoscaler_view()
+    assert grows is True and most == {"CPU": 32.0, "GPU": 8.0} and "ray_bootstrap_config.yaml" in why
