@@ -86,7 +86,7 @@ def meanteacher(seed, steps=1000, rampup=300):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        decay = min(0.99 if k < rampup else 0.999, (1 + k) / (10 + k))
+        decay = 0.99 if k < rampup else 0.999  # the reference (TF): plain decay, no warm-up
         with torch.no_grad():
             for t, s in zip(teacher.parameters(), net.parameters()):
                 t.mul_(decay).add_(s, alpha=1 - decay)
