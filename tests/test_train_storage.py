@@ -41,7 +41,7 @@ def test_a_run_in_a_bucket_writes_everything_there_and_resumes_from_it(ray_local
     s = run_train(spec, output="runs/r1", storage_filesystem=fs, ray_train=True, progress=False)
     root = bucket / "runs" / "r1"
     assert s["epochs"] == 2 and s["path"] == "ray-train" and s["output"] == "runs/r1"
-    ckpts = sorted((root / "ray_train").glob("checkpoint_*"))
+    ckpts = sorted(c for c in (root / "ray_train").glob("checkpoint_*") if c.is_dir())
     assert ckpts and all((c / checkpoint.STATE_FILE).is_file() for c in ckpts)
     assert int(checkpoint.load(ckpts[-1])["epoch"]) == 2
     first = _events(root / "tensorboard")
