@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import files as F
+from .data import files as F
 from .errors import SSLRayError
 from .engine.loop import _plain  # plain containers for torch.load(weights_only=True)
 

@@ -464,7 +464,7 @@ def test_report_parquet_output_is_refused_onto_a_folder_or_proc_and_replaces_a_f
 
 # ---- writing outputs -------------------------------------------------------------------------------------------
 def test_write_output_refuses_what_cannot_become_a_file_and_leaves_no_temporary(tmp_path):
-    from ssl_ray.files import check_output, write_output
+    from ssl_ray.data.files import check_output, write_output
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

@@ -13,7 +13,7 @@ trial (no shared cache: an edited file is always read afresh); give an absolute 
 where you run ssl-ray (the CLI makes it absolute).
 
 The file must be a regular file (a FIFO would block the reader forever); an .npz is read without unpickling
-and each array's header is checked before it is read (ssl_ray/files.py). Inputs need at least one feature
+and each array's header is checked before it is read (ssl_ray/data/files.py). Inputs need at least one feature
 (an x of shape (N, 0) is refused) and finite values.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import files
+from . import files
 from ..errors import DataError
 from .base import DataInfo, RawData
 

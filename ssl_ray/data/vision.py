@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import files
+from . import files
 from ..errors import DataError
 from .base import DataInfo, RawData
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as C
-from .. import files as F
+from ..data import files as F
 from ..errors import SSLRayError
 from ..methods import get_method
 

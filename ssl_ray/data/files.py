@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import SSLRayError
+from ..errors import SSLRayError
 
 JSON_MAX_BYTES = 64 * 2 ** 20
 """Cap on a JSON file ssl-ray reads back (summary.json, result.json): the real ones are kilobytes."""
