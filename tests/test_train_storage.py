@@ -74,3 +74,19 @@ def test_resume_of_a_bucket_run_that_is_not_there_is_one_line(ray_local, tmp_pat
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     with pytest.raises(SSLRayError, match=r"^--resume: nothing to resume in nowhere/run"):
         run_train(RunSpec("supervised", epochs=1), output="nowhere/run", storage_filesystem=fs, resume=True)
+
+
+def test_storage_options_are_checked_in_one_line_before_anything_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from ssl_ray.cli import main
+
+    st = str(tmp_path / "st")
+    for args, needle in [(["--storage", st, "--output", str(tmp_path / "abs")], "give the run's name inside the storage"),
+                         (["--storage", st, "--output", "../up"], "give the run's name inside the storage"),
+                         (["--storage", "foo://bar"], "unknown scheme 'foo'"),
+                         (["--storage", st, "--resume"], "--resume needs --output: the folder of the run to continue "
+                                                         "(its name inside --storage)")]:
+        r = CliRunner().invoke(main, ["train", "supervised", "--epochs", "1", *args])
+        assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
+    assert not (tmp_path / "st").exists()
