@@ -6,9 +6,11 @@ random uint8 + a test batch, written into a temporary --data-root), so no downlo
 reader and memory-mapped cache are used. Step cost does not depend on the pixel values.
 
   bare   the method built with get_method("i2gan")(cfg, info, "cuda") and train_step on pre-made GPU batches,
-         timed with torch.cuda.synchronize() around the loop;
+         timed with torch.cuda.synchronize() around the loop, under the Trainer's CUDA settings
+         (engine.loop.configure_cuda: cudnn.benchmark, TF32);
   loop   Trainer(device="cuda") in this process: train-only steps/s (the loop's samples_per_second / batch);
-  ray    run_train(workers=1, gpus_per_worker=1): the same figure from the Ray Train worker.
+  ray    run_train(workers=1, gpus_per_worker=1, ray_train=True): the same figure from a Ray Train worker
+         (a TorchTrainer with one GPU worker; without ray_train=True one worker trains in this process).
 GPU utilisation is sampled from `nvidia-smi --query-gpu=utilization.gpu` every 0.2 s during each phase
 (mean over the samples taken while that phase ran).
 
@@ -31,7 +33,7 @@ import torch
 
 from ssl_ray import config as C
 from ssl_ray.data import BatchStream, DataSpec, load_splits
-from ssl_ray.engine.loop import RunSpec, Trainer
+from ssl_ray.engine.loop import RunSpec, Trainer, configure_cuda
 from ssl_ray.methods import get_method
 
 CONFIG = {"batch_size": 200, "labeled_ratio": 0.5, "arch": "improvedgan", "gen_arch": "conv", "lr": 3e-4,
@@ -102,7 +104,7 @@ def main() -> None:
         raise SystemExit("gpu_step.py needs a CUDA GPU (torch.cuda.is_available() is False)")
     if a.quick:
         a.steps, a.epochs = 100, 2
-    torch.backends.cudnn.benchmark = False  # as in the Trainer (it sets nothing)
+    configure_cuda()  # as the Trainer does on a CUDA device
     res: dict = {"gpu": torch.cuda.get_device_name(0), "steps": a.steps, "epochs": a.epochs}
     util = GpuUtil()
     util.start()
@@ -138,7 +140,9 @@ def main() -> None:
             from ssl_ray.tuning.train import run_train
 
             t0 = time.time()
-            s = run_train(spec, output=f"{tmp}/ray", workers=1, gpus_per_worker=1, progress=False)
+            s = run_train(spec, output=f"{tmp}/ray", workers=1, gpus_per_worker=1, progress=False, ray_train=True)
+            if s.get("path") != "ray-train":
+                raise SystemExit(f"the ray phase ran on the {s.get('path')} path, not through Ray Train")
             res["ray_last_epoch"] = s["metrics"]["samples_per_second"] / 200
             res["ray_util"] = util.mean(t0, time.time())
             res["ray_wall_s"] = time.time() - t0
