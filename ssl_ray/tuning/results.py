@@ -257,6 +257,39 @@ def trial_rows(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+# ---- `ssl-ray report --trials` (issue 28; also figures.py's HTML table) -----------------------------------
+TRIAL_COLUMNS = ("experiment", "trial_id", "status", "epochs", "best_val_error", "test_error_at_best_val",
+                 "epoch_of_best_val")
+
+
+def _val_key(r: dict[str, Any]) -> float:
+    v = _num(r.get("best_val_error"))
+    return v if v is not None and math.isfinite(v) else math.inf
+
+
+def trial_table(paths: list[str], all_columns: bool = False) -> list[dict[str, Any]]:
+    """`report --trials`: each experiment's trials (experiments in the order given) sorted by best validation
+    error, trials without one last. Columns: TRIAL_COLUMNS, the failure reason where a trial has one, then the
+    searched hyperparameters (summary.json's `searched`) under their own names; all_columns: every column of
+    results.parquet, as trial_rows."""
+    out = []
+    for path in paths:
+        summary, rs = load_experiment(path)
+        name = os.path.basename(os.path.normpath(path))
+        searched = summary.get("searched") or []
+        error = any(r.get("error") for r in rs)
+        for r in sorted(rs, key=_val_key):
+            if all_columns:
+                out.append({"experiment": name, **r})
+                continue
+            row = {k: (name if k == "experiment" else r.get(k)) for k in TRIAL_COLUMNS}
+            if error:
+                row["error"] = r.get("error")
+            row.update({(k if k not in row else f"config/{k}"): r.get(f"config/{k}") for k in searched})
+            out.append(row)
+    return out
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
     """CSV with a column for every key of any row (empty where a row lacks it)."""
     import csv
