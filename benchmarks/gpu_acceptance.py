@@ -58,7 +58,8 @@ class Step:
     """One step's outcome: PASS, FAIL or SKIP, with a one-line detail and any figures."""
 
     def __init__(self, name: str):
-        self.name, self.status, self.detail, self.figures = name, "SKIP", "", {}
+        self.name, self.status, self.detail = name, "SKIP", ""
+        self.figures: dict[str, object] = {}
         self.seconds = 0.0
 
     def done(self, status: str, detail: str = "", **figures) -> "Step":
@@ -93,7 +94,7 @@ class Acceptance:
         return {"steps_per_epoch": 5} if self.cuda else {"batch_size": 16, "steps_per_epoch": 2}
 
     def cases(self) -> list[tuple[str, str, dict]]:
-        out = []
+        out: list[tuple[str, str, dict]] = []
         for m in self.methods:
             out.append((m, "digits", {}))
             out.append((m, "points", {}))

@@ -37,7 +37,7 @@ def _run(rank: int, world: int, port: int, tmp: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     straight = Trainer(_spec(2), progress=False)
     straight.fit()
-    out = {"straight_rng": torch.get_rng_state(), "straight": straight.method.net.state_dict()}
+    out = {"straight_rng": torch.get_rng_state(), "straight": straight.method.modules["net"].state_dict()}
 
     ckpt = os.path.join(tmp, "ckpt")
     Trainer(_spec(1), progress=False).fit(checkpoint_dir=ckpt)  # every rank takes part, rank 0 writes
@@ -46,7 +46,7 @@ def _run(rank: int, world: int, port: int, tmp: str) -> None:
     state = checkpoint.load(ckpt)
     resumed.restore(state)
     resumed.fit()
-    out.update(resumed_rng=torch.get_rng_state(), resumed=resumed.method.net.state_dict(),
+    out.update(resumed_rng=torch.get_rng_state(), resumed=resumed.method.modules["net"].state_dict(),
                saved_ranks=len(state["rng"]) if isinstance(state["rng"], list) else 0)
     torch.save(out, os.path.join(tmp, f"rank{rank}.pt"))
     dist.barrier()

@@ -259,7 +259,7 @@ def strong(x: torch.Tensor, draw: _Draw, flip: bool, n_ops: int = 2) -> torch.Te
     h, w = x.shape[-2:]
     size = (draw.uniform(0.0, 0.5) * h).round()
     cy, cx = draw.uniform(0, h), draw.uniform(0, w)
-    return cutout(x, *(to_device(t, x.device) for t in (size, cy, cx)))
+    return cutout(x, to_device(size, x.device), to_device(cy, x.device), to_device(cx, x.device))
 
 
 def augment(x: torch.Tensor, kind: str, *, seed: int, step: int, rank: int = 0, world: int = 1,

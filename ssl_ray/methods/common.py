@@ -59,10 +59,10 @@ class EMA:
         kernels over all tensors (torch._foreach_*), not one launch per tensor: on a GPU the update costs two
         launches per step whatever the depth of the network; on the CPU the numbers are those of a loop."""
         d = self.current_decay()
-        shadow = list(self.shadow.parameters())
+        shadow: list[torch.Tensor] = list(self.shadow.parameters())
         if shadow:
             torch._foreach_lerp_(shadow, [p.detach() for p in module.parameters()], 1.0 - d)
-        buffers = list(self.shadow.buffers())
+        buffers: list[torch.Tensor] = list(self.shadow.buffers())
         if buffers:
             torch._foreach_copy_(buffers, list(module.buffers()))
         self.num_updates += 1
