@@ -109,15 +109,14 @@ def concurrency(workers: int, cpus: float, gpus: float, c: ClusterState, *, max_
     """Trials to run at once: as many as fit in what the cluster has (or can grow to), at most --max-concurrent.
     On a cluster that grows to an unknown size, every trial is submitted (the ones that do not fit wait)."""
     have = c.most if c.grows and c.most is not None else None if c.grows else c.now
-    if have is None:
-        fit = max(1, n_trials)
-    else:
-        fit = math.inf
+    fit = max(1, n_trials)
+    if have is not None:
+        room = math.inf
         if cpus * workers > 0:
-            fit = have.get("CPU", 0) // (cpus * workers)
+            room = have.get("CPU", 0) // (cpus * workers)
         if gpus > 0:
-            fit = min(fit, have.get("GPU", 0) // (gpus * workers))
-        fit = max(1, n_trials) if fit == math.inf else max(1, int(fit))
+            room = min(room, have.get("GPU", 0) // (gpus * workers))
+        fit = fit if room == math.inf else max(1, int(room))
     return max(1, min(fit, max_concurrent or fit))
 
 

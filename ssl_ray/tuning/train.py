@@ -416,7 +416,7 @@ def _run_ray(spec: RunSpec, out: RunFolder, workers: int, cpus_per_worker: float
         while th.is_alive():
             th.join(0.2)
     except KeyboardInterrupt:
-        ckpt = latest_checkpoint(Path(out.path)) if out.fs is None else out.latest()
+        ckpt = _latest(out)
         epoch = int((checkpoint.load(ckpt) if out.fs is None else out.load(ckpt))["epoch"]) if ckpt else 0
         _summary(spec, out, {}, epochs=epoch, seconds=time.time() - t0, workers=workers, path="ray-train",
                  ckpt=str(ckpt) if ckpt else None, checkpoint_epoch=epoch, interrupted=True)
@@ -429,13 +429,21 @@ def _run_ray(spec: RunSpec, out: RunFolder, workers: int, cpus_per_worker: float
         raise _readable(result.error) from None
     metrics = dict(result.metrics or {})
     if DIVERGED_KEY in metrics:
-        ckpt = latest_checkpoint(Path(out.path)) if out.fs is None else out.latest()
+        ckpt = _latest(out)
         _summary(spec, out, {}, epochs=int(metrics.get("epoch", 0)), seconds=time.time() - t0, workers=workers,
                  ckpt=str(ckpt) if ckpt else None, path="ray-train", error=metrics[DIVERGED_KEY])
         raise DivergenceError(metrics[DIVERGED_KEY])
     return _summary(spec, out, metrics, epochs=int(metrics.get("epoch", 0)), seconds=time.time() - t0,
                     workers=workers, ckpt=result.checkpoint.path if result.checkpoint else None, path="ray-train",
                     checkpoint_epoch=int(metrics.get("epoch", 0)))
+
+
+def _latest(out: RunFolder) -> str | None:
+    """The newest checkpoint folder of the run, local or in a bucket."""
+    if out.fs is not None:
+        return out.latest()
+    found = latest_checkpoint(Path(out.path))
+    return str(found) if found else None
 
 
 def _previous_metrics(out: Path) -> dict[str, Any]:
@@ -476,7 +484,8 @@ def _readable(err: BaseException) -> BaseException:
         for x in (e, getattr(e, "cause", None), e.__cause__):
             if isinstance(x, SSLRayError):
                 return x
-    seen, todo = [], [err, *failures.values()]
+    seen: list[BaseException] = []
+    todo: list[Any] = [err, *failures.values()]
     while todo:
         x = todo.pop()
         if x is None or any(x is y for y in seen):

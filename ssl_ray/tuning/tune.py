@@ -215,7 +215,7 @@ def trial_resources(o: TuneOptions) -> dict[str, float]:
         # The trial only drives its TorchTrainer, which reserves the workers' resources; a CPU-free bundle
         # (1 MiB of memory) keeps the trial from holding a CPU its own workers then wait for.
         return DRIVER_ONLY
-    return {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial}
+    return {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial or 0.0}  # decided by run_tune (trial_gpus)
 
 
 def preflight_plan(space: SearchSpace, plan: list[dict[str, Any]], seed: int) -> None:
