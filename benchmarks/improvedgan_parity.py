@@ -8,6 +8,8 @@
       --output runs/parity/sslray_1 > runs/parity/sslray_1.json                      # one per seed
   python benchmarks/improvedgan_parity.py table --seeds 1 2 3 --dir runs/parity     # the table
 
+(port_S.json run with `--adam torch` as porttorch_S.json adds the bisection column: torch.optim.Adam's eps.)
+
 The split of seed S is the one `ssl-ray train ... --seed S` trains on (ssl_ray.data.load_splits): 100
 class-balanced labels, the unlabelled pool (the 3,500 training images left after the 500-image validation split,
 labels included), mnist5k's fixed 1,000-image test set. 2,100 steps = the CLI's 20 epochs of 105 steps = 60
@@ -37,19 +39,27 @@ def write_splits(seeds: list[int], out_dir: str, labels: int) -> None:
 
 
 def _last_json(path: str) -> dict | None:
+    """The file's JSON object (the port's --out), or its last line that is one (ssl-ray train --json)."""
     if not os.path.exists(path):
         return None
-    lines = [ln for ln in open(path, encoding="utf-8").read().splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else None
+    text = open(path, encoding="utf-8").read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        lines = [ln for ln in text.splitlines() if ln.startswith("{")]
+        return json.loads(lines[-1]) if lines else None
 
 
 def table(seeds: list[int], out_dir: str) -> None:
-    cols = {"ssl-ray (warm-up EMA)": [], "port, warm-up EMA": [], "port, reference EMA": [], "port, raw": []}
+    cols: dict[str, list] = {"ssl-ray (warm-up EMA)": [], "port, warm-up EMA": [], "port, reference EMA": [],
+                             "port, raw": [], "port --adam torch, warm-up EMA": []}
     for s in seeds:
         ours = _last_json(os.path.join(out_dir, f"sslray_{s}.json"))
         port = _last_json(os.path.join(out_dir, f"port_{s}.json"))
+        port_t = _last_json(os.path.join(out_dir, f"porttorch_{s}.json"))  # the same with --adam torch
         vals = [ours and ours["test_error"], port and port["test_error_ema_warmup"],
-                port and port["test_error_ema_reference"], port and port["test_error_raw"]]
+                port and port["test_error_ema_reference"], port and port["test_error_raw"],
+                port_t and port_t["test_error_ema_warmup"]]
         for k, v in zip(cols, vals):
             cols[k].append(v)
     print("| seed | " + " | ".join(cols) + " |")
