@@ -37,14 +37,14 @@ def maybe_wn(layer: L, on: bool, *, init_std: float | None = None, train_scale: 
     """
     if not on:
         return layer
-    w = getattr(layer, "weight")
     if init_std is not None:
         with torch.no_grad():
-            w.normal_(0.0, init_std)
-            if getattr(layer, "bias", None) is not None:
-                layer.bias.zero_()
+            getattr(layer, "weight").normal_(0.0, init_std)
+            bias = getattr(layer, "bias", None)
+            if bias is not None:
+                bias.zero_()
     layer = _wn(layer, dim=1 if isinstance(layer, nn.ConvTranspose2d) else 0)
-    g = layer.parametrizations.weight.original0
+    g: torch.Tensor = getattr(getattr(layer, "parametrizations").weight, "original0")
     with torch.no_grad():
         g.fill_(1.0)
     g.requires_grad_(train_scale)

@@ -93,7 +93,8 @@ class ConvGenerator(nn.Module):
         def init(layer: L) -> L:
             with torch.no_grad():
                 layer.weight.normal_(0.0, 0.05)
-                layer.bias.zero_()
+                if layer.bias is not None:
+                    layer.bias.zero_()
             return layer
 
         n0 = base * self.s0 * self.s0
