@@ -22,6 +22,8 @@ write_figures(EXP, OUT) writes into OUT (default EXP/figures):
   trials have one.
 - index.html: the PNGs (embedded) with what each shows and the trials table (`report --trials`'s columns), one
   file to open or send.
+Each figure is drawn by a draw_* function (a matplotlib Figure, for tests and notebooks) from the data functions
+curves, rung_counts and importance; write_figures saves them.
 """
 from __future__ import annotations
 
@@ -30,11 +32,14 @@ import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..data import files as F
 from ..errors import SSLRayError
 from . import results as R
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SPACE_FILE = "ssl_ray_space.json"  # experiment.SPACE_FILE (experiment.py is the driver's module; not imported here)
 LOG_DISTS = ("loguniform", "qloguniform")
@@ -158,20 +163,38 @@ def _optuna_distribution(dist: str | None, args: list[Any], seen: list[Any]):
     lo, hi = min(seen + bounds), max(seen + bounds)
     if all(isinstance(v, int) for v in seen) and dist in ("randint", "qrandint", None):
         return IntDistribution(int(lo), int(hi))
-    return FloatDistribution(float(lo), float(hi), log=dist in LOG_DISTS and lo > 0)
+    return FloatDistribution(float(lo), float(hi))
+
+
+def _is_log(exp: Experiment, name: str) -> bool:
+    dist, args = exp.searched[name]
+    return dist in LOG_DISTS and all(_finite(a) and a > 0 for a in args[:2])
+
+
+def _scale(exp: Experiment, name: str, v: Any) -> Any:
+    return math.log(v) if _is_log(exp, name) and _finite(v) and v > 0 else v
+
+
+def _scaled_space(exp: Experiment, name: str) -> tuple[str | None, list[Any]]:
+    dist, args = exp.searched[name]
+    return ("uniform", [math.log(a) for a in args[:2]]) if _is_log(exp, name) else (dist, args)
 
 
 def _fanova_importance(exp: Experiment, rows: list[dict[str, Any]], names: list[str]) -> dict[str, float]:
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
-    dists = {k: _optuna_distribution(*exp.searched[k], [exp.value(r, k) for r in rows]) for k in names}
+    # fANOVA averages over each hyperparameter's range on the scale it is given (optuna does not take logs): a
+    # log-searched one enters as its logarithm, the scale it was drawn on (lr in 1e-4..0.3 on a plain scale would
+    # be judged mostly over 0.03..0.3, where no log-uniform draw goes)
+    params = [{k: _scale(exp, k, exp.value(r, k)) for k in names} for r in rows]
+    dists = {k: _optuna_distribution(*_scaled_space(exp, k), [p[k] for p in params]) for k in names}
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory" is not news here
     try:
         study = optuna.create_study(direction="minimize")
-        study.add_trials([optuna.trial.create_trial(params={k: exp.value(r, k) for k in names}, distributions=dists,
-                                                    value=float(r["best_val_error"])) for r in rows])
+        study.add_trials([optuna.trial.create_trial(params=p, distributions=dists, value=float(r["best_val_error"]))
+                          for p, r in zip(params, rows)])
         got = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), normalize=True)
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -191,7 +214,7 @@ def _forest_importance(exp: Experiment, rows: list[dict[str, Any]], names: list[
             levels = sorted({str(v) for v in vals})
             cols.append([float(levels.index(str(v))) for v in vals])
         else:
-            cols.append([math.log(v) if dist in LOG_DISTS and v > 0 else float(v) for v in vals])
+            cols.append([float(_scale(exp, k, v)) for v in vals])
     x = np.array(cols, dtype=float).T
     y = np.array([r["best_val_error"] for r in rows], dtype=float)
     forest = RandomForestRegressor(n_estimators=200, random_state=0).fit(x, y)
@@ -200,7 +223,7 @@ def _forest_importance(exp: Experiment, rows: list[dict[str, Any]], names: list[
 
 
 # ---- drawing ---------------------------------------------------------------------------------------------
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
@@ -257,7 +280,7 @@ def _rung_lines(exp: Experiment, ax, label: bool = True) -> None:
                    else None)
 
 
-def plot_curves(exp: Experiment, path: Path) -> Path:
+def draw_curves(exp: Experiment) -> Figure:
     from matplotlib.ticker import MaxNLocator
 
     data = curves(exp)
@@ -271,14 +294,14 @@ def plot_curves(exp: Experiment, path: Path) -> Path:
         status = r["status"]
         if r["trial_id"] == exp.best:
             ax.plot(x, y, color=BEST_COLOUR, linewidth=2.6, zorder=5, marker="o" if len(x) < 12 else None,
-                    markersize=4, label=f"best trial {r['trial_id']}: val {min(y):.2f} % at epoch "
+                    markersize=4, gid=r["trial_id"], label=f"best trial {r['trial_id']}: val {min(y):.2f} % at epoch "
                                         f"{r.get('epoch_of_best_val')} ({_config_text(exp, r)})")
             continue
         colour = STATUS_COLOUR.get(status, "tab:purple")
         label = _status_label(exp, status) if status not in seen else None
         seen.add(status)
         ax.plot(x, y, color=colour, linewidth=1.1, alpha=0.75, marker="o" if len(x) < 12 else None, markersize=2.5,
-                label=label)
+                label=label, gid=r["trial_id"])
         if status != "TERMINATED":  # where the trial ended early
             ax.plot(x[-1], y[-1], linestyle="none", marker="x" if status == "STOPPED" else "X", color=colour,
                     markersize=8, markeredgewidth=2)
@@ -292,7 +315,7 @@ def plot_curves(exp: Experiment, path: Path) -> Path:
     ax.set_title(f"{exp.name}: validation error per epoch, {len(exp.rows)} trials, {n_stopped} stopped by "
                  f"{exp.stopped_word}", fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)  # below: never over a curve
-    return _save(fig, path)
+    return fig
 
 
 def _categorical_positions(values: list[Any], choices: list[Any]) -> tuple[list[float], list[Any]]:
@@ -308,7 +331,7 @@ def _categorical_positions(values: list[Any], choices: list[Any]) -> tuple[list[
     return x, levels
 
 
-def plot_hyperparameters(exp: Experiment, path: Path) -> Path:
+def draw_hyperparameters(exp: Experiment) -> Figure:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
@@ -343,7 +366,7 @@ def plot_hyperparameters(exp: Experiment, path: Path) -> Path:
                 pad = (hi / lo) ** 0.04 if log else None
                 ax.set_xlim(*((lo / pad, hi * pad) if pad else (lo - 0.04 * (hi - lo), hi + 0.04 * (hi - lo))))
         ax.scatter(x, y, c=[r["epochs"] for r in rows], cmap=cmap, norm=norm, s=36, edgecolors="0.2", linewidths=0.5,
-                   zorder=3)
+                   zorder=3, gid=k)
         b = next((j for j, r in enumerate(rows) if r["trial_id"] == exp.best), None)
         if b is not None:
             ax.scatter([x[b]], [y[b]], s=170, facecolors="none", edgecolors=BEST_COLOUR, linewidths=2, zorder=4)
@@ -358,10 +381,10 @@ def plot_hyperparameters(exp: Experiment, path: Path) -> Path:
     fig.suptitle(f"{exp.name}: each trial's best validation error against its searched hyperparameters"
                  + (" (PBT: the final values)" if exp.scheduler == "pbt" else "") + "; red ring: the best trial",
                  fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
-def plot_rungs(exp: Experiment, path: Path) -> Path:
+def draw_rungs(exp: Experiment) -> Figure:
     from matplotlib.ticker import MaxNLocator
 
     order = sorted(exp.rows, key=lambda r: (-r["epochs"], r["best_val_error"] if _finite(r.get("best_val_error"))
@@ -377,7 +400,7 @@ def plot_rungs(exp: Experiment, path: Path) -> Path:
         if not best:
             seen.add(status)
         ax.barh(i, r["epochs"], color=BEST_COLOUR if best else STATUS_COLOUR.get(status, "tab:purple"), height=0.7,
-                label=label)
+                label=label, gid=r["trial_id"])
     ax.set_yticks(range(n), [f"{r['trial_id']}  {r['best_val_error']:.1f} %" if _finite(r.get("best_val_error"))
                              else r["trial_id"] for r in order], fontsize=7 if n <= 40 else 5)
     ax.invert_yaxis()
@@ -401,10 +424,10 @@ def plot_rungs(exp: Experiment, path: Path) -> Path:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def plot_importance(exp: Experiment, path: Path, got: tuple[str, dict[str, float]]) -> Path:
+def draw_importance(exp: Experiment, got: tuple[str, dict[str, float]]) -> Figure:
     method, imp = got
     names = sorted(imp, key=lambda k: imp[k])
     fig = _figure(7.0, 1.4 + 0.45 * len(names))
@@ -419,7 +442,7 @@ def plot_importance(exp: Experiment, path: Path, got: tuple[str, dict[str, float
                   else "mean loss of R^2 when the hyperparameter is shuffled")
     ax.set_xlim(0, max(1.0 if fanova else 0.0, max(imp.values(), default=0) * 1.15) or 1.0)
     ax.set_title(f"{exp.name}: importance for the best validation error\n{method}", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 # ---- all of them -----------------------------------------------------------------------------------------
@@ -440,15 +463,15 @@ def write_figures(experiment_dir: str | Path, out_dir: str | Path | None = None,
     index.html bundling them; return the files written. `echo` gets one line for a figure that is skipped."""
     exp = load(experiment_dir)
     out = F.output_folder(out_dir if out_dir is not None else exp.path / "figures", "--plot-dir")
-    written = [plot_curves(exp, out / "learning_curves.png"), plot_hyperparameters(exp, out / "hyperparameters.png"),
-               plot_rungs(exp, out / "rungs.png")]
+    written = [_save(draw_curves(exp), out / "learning_curves.png"),
+               _save(draw_hyperparameters(exp), out / "hyperparameters.png"), _save(draw_rungs(exp), out / "rungs.png")]
     got = importance(exp)
     if got is None:
         if echo:
             echo(f"importance.png not drawn: it needs a searched hyperparameter and at least 3 trials with a "
                  f"validation error ({sum(_finite(r.get('best_val_error')) for r in exp.rows)} here)")
     else:
-        written.append(plot_importance(exp, out / "importance.png", got))
+        written.append(_save(draw_importance(exp, got), out / "importance.png"))
     written.append(_write_html(exp, out / "index.html", written, got))
     return written
 
