@@ -14,6 +14,8 @@ Steps:
   syncs      host syncs per training step of each method (the loop's batch, its augmentation, train_step),
              counted as the warnings of torch.cuda.set_sync_debug_mode("warn") over 5 steps after 2 warm-up
              steps; where they come from (file:line) when there are any
+  precision  VAT's adversarial direction (a finite difference with a 1e-6 probe) under the Trainer's CUDA settings
+             (TF32 on) against exact float32: mean cosine > 0.99 for an MLP and a conv net
   refusal    `ssl-ray train supervised --workers <GPUs + 1>`: refused in one line (exit 2), not trained on the CPU
   ray_train  `ssl-ray train supervised --workers 1 --ray-train --gpus-per-worker 1`: Ray Train on the GPU
   tune       `ssl-ray tune supervised --gpus-per-trial 0.5 --num-samples 2`: both trials run, at the same time
@@ -47,9 +49,10 @@ from ssl_ray.engine import checkpoint
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.methods import list_methods
 
-STEPS = ("env", "methods", "syncs", "refusal", "ray_train", "tune", "gpu_step")
-CAPS = {"env": 10, "methods": 120, "syncs": 60, "refusal": 60, "ray_train": 100, "tune": 150, "gpu_step": 200}
-"""Seconds each step may take on the GPU machine (together 700 > 600: the budget cuts the last ones short)."""
+STEPS = ("env", "methods", "syncs", "precision", "refusal", "ray_train", "tune", "gpu_step")
+CAPS = {"env": 10, "methods": 120, "syncs": 60, "precision": 30, "refusal": 60, "ray_train": 100, "tune": 150,
+        "gpu_step": 200}
+"""Seconds each step may take on the GPU machine (together 730 > 590: the budget cuts the last ones short)."""
 BUDGET = 590.0
 HERE = Path(__file__).resolve().parent
 
@@ -186,6 +189,37 @@ class Acceptance:
         with tr._autocast():
             tr.method.train_step(batch)
 
+    def precision(self, s: Step) -> Step:
+        from ssl_ray import config as C
+        from ssl_ray.data import load_splits, to_float
+        from ssl_ray.engine.loop import configure_cuda
+        from ssl_ray.methods import get_method
+        from ssl_ray.nn.modes import full_precision
+
+        if self.cuda:
+            configure_cuda()  # what every Trainer on a GPU sets
+        splits = load_splits(DataSpec("digits", labels=50, val_size=200), 0)
+        x = to_float(torch.as_tensor(splits.raw.x_train[:256])).to(self.device)
+        cos, zero = {}, {}
+        for arch in ("mlp", "conv_small"):
+            torch.manual_seed(0)
+            vat = get_method("vat")(C.build(get_method("vat").Config, {"arch": arch, "eps": 1.0}), splits.info,
+                                    self.device)
+            torch.manual_seed(1)
+            r = vat.adversarial(x) - x
+            with full_precision(self.device):
+                torch.manual_seed(1)  # the same random start d
+                ref = vat.adversarial(x) - x
+            r, ref = r.flatten(1).double(), ref.flatten(1).double()
+            some = ref.norm(dim=1) > 0  # float32 itself finds no direction for a few samples (a zero gradient)
+            cos[arch] = float(torch.nn.functional.cosine_similarity(r[some], ref[some], dim=1).mean())
+            zero[arch] = int((~some).sum())
+        ok = all(c > 0.99 for c in cos.values())
+        return s.done("PASS" if ok else "FAIL", "mean cosine of VAT's direction to exact float32: "
+                      + ", ".join(f"{k} {v:.4f} ({zero[k]} of {len(x)} zero in float32)" for k, v in cos.items())
+                      + ("" if ok else " (vat.py must run its clean pass and power iteration in nn.modes.full_precision)"),
+                      cosine=cos, zero_in_float32=zero)
+
     def refusal(self, s: Step) -> Step:
         workers = self.gpus + 1 if self.cuda else 2
         args = ["train", "supervised", "--epochs", "1", "--workers", str(workers),
@@ -262,7 +296,8 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
     acc = Acceptance(a)
-    run = {"env": acc.env, "methods": acc.methods_step, "syncs": acc.syncs, "refusal": acc.refusal,
+    run = {"env": acc.env, "methods": acc.methods_step, "syncs": acc.syncs, "precision": acc.precision,
+           "refusal": acc.refusal,
            "ray_train": acc.ray_train, "tune": acc.tune, "gpu_step": acc.gpu_step}
     results = []
     print(f"GPU acceptance ({'CPU smoke' if a.cpu_smoke else acc.device}), budget {a.budget:.0f} s", flush=True)

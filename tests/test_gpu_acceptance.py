@@ -1,6 +1,6 @@
 """benchmarks/gpu_acceptance.py works (no GPU here): its CPU smoke mode runs the environment, methods (train, checkpoint,
-restore, placement), syncs (skipped without CUDA) and refusal steps and reports each; a spent budget is a FAIL and a
-non-zero exit."""
+restore, placement), syncs (skipped without CUDA), precision and refusal steps and reports each; a spent budget is a
+FAIL and a non-zero exit."""
 import json
 import subprocess
 import sys
@@ -17,15 +17,15 @@ def _run(tmp_path, *args: str, timeout: int = 300) -> tuple[subprocess.Completed
 
 
 def test_the_cpu_smoke_mode_runs_each_step_and_reports_it(tmp_path):
-    r, doc = _run(tmp_path, "--only", "env,methods,syncs,refusal", "--methods", "supervised")
+    r, doc = _run(tmp_path, "--only", "env,methods,syncs,precision,refusal", "--methods", "supervised")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     status = {s["name"]: s["status"] for s in doc["steps"]}
-    assert status == {"env": "PASS", "methods": "PASS", "syncs": "SKIP", "refusal": "PASS"}, r.stdout
+    assert status == {"env": "PASS", "methods": "PASS", "syncs": "SKIP", "precision": "PASS", "refusal": "PASS"}, r.stdout
     methods = next(s for s in doc["steps"] if s["name"] == "methods")
     assert methods["detail"].startswith("2/2 cases trained, restored and placed on cpu")
     lines = r.stdout.strip().splitlines()
-    assert lines[-1].startswith("PASS: 4 of 4 steps")
-    assert any(ln.startswith("[4] refusal") and "exit 2" in ln for ln in lines)
+    assert lines[-1].startswith("PASS: 5 of 5 steps")
+    assert any(ln.startswith("[5] refusal") and "exit 2" in ln for ln in lines)
 
 
 def test_a_spent_budget_fails_the_run(tmp_path):
