@@ -51,7 +51,8 @@ and its output layer is data-initialised. Choices the paper leaves open, each a 
 - D sees labelled, unlabelled and generated samples in three separate forward passes (as in the
   reference), so BN-based discriminators (conv_small, conv_large) normalise each part on its own.
 Not reproduced: the reference's Adam adds its 1e-8 inside the square root (sqrt(v + 1e-8)); torch.optim.Adam's
-eps is outside it (the parity run, docs/results-improvedgan.md, measures the difference).
+eps is outside it. The independent port with either Adam on mnist5k/100 (3 seeds, 2,100 steps): 17.50 vs
+17.63 % test error, and ssl-ray 17.47 % (docs/results-improvedgan.md, "Parity").
 """
 from __future__ import annotations
 
