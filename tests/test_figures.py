@@ -171,16 +171,22 @@ def test_importance_recovers_known_shares_on_the_searched_scale(tmp_path, monkey
     R.write_tables(str(tmp_path), rows, hist)
     R.write_summary(str(tmp_path), {"searched": ["lr", "weight_decay", "batch_size"],
                                     "scheduler": {"name": "fifo", "max_epochs": 1}})
-    (tmp_path / "ssl_ray_space.json").write_text(json.dumps({"search": {
-        "lr": {"loguniform": [1e-5, 0.1]}, "weight_decay": {"uniform": [0.0, 1e-3]}, "batch_size": {"choice": [16, 32]}}}))
+    space = {"lr": {"loguniform": [1e-5, 0.1]}, "weight_decay": {"uniform": [0.0, 1e-3]},
+             "batch_size": {"choice": [16, 32]}}
+    (tmp_path / "ssl_ray_space.json").write_text(json.dumps({"search": space}))
     method, imp = G.importance(G.load(tmp_path))
     assert method == "Optuna fANOVA, 40 trials"
     assert imp["lr"] == pytest.approx(0.75, abs=0.08) and imp["weight_decay"] == pytest.approx(0.25, abs=0.08)
     assert 0 <= imp["batch_size"] < 0.02
     monkeypatch.setitem(sys.modules, "optuna", None)
-    _, imp = G.importance(G.load(tmp_path))
+    exp = G.load(tmp_path)
+    _, imp = G.importance(exp)
     assert sorted(imp, key=lambda k: -imp[k]) == ["lr", "weight_decay", "batch_size"]
     assert abs(imp["batch_size"]) < 0.02
+    for r in exp.rows:  # nothing to explain (fANOVA would raise on zero variance)
+        r["best_val_error"] = 50.0
+    assert G.importance(exp) is None
+    assert G._importance_input(exp)[1] == "every trial has the same validation error (50 %)"
 
 
 @pytest.mark.ray
@@ -218,8 +224,7 @@ def test_no_space_file_fifo_and_too_few_trials(tmp_path):
     paths = G.write_figures(tmp_path, echo=lines.append)
     assert [p.name for p in paths] == ["learning_curves.png", "hyperparameters.png", "rungs.png", "index.html"]
     assert all(p.parent == tmp_path / "figures" for p in paths)
-    assert lines == ["importance.png not drawn: it needs a searched hyperparameter and at least 3 trials with a "
-                     "validation error (2 here)"]
+    assert lines == ["importance.png not drawn: it needs at least 3 trials with a validation error (2 here)"]
     assert "no rungs" in G.draw_rungs(exp).axes[0].get_title()
     table = R.trial_table([str(tmp_path)])
     assert [t["trial_id"] for t in table] == ["a", "b"] and table[1]["error"] == "DivergenceError: loss is nan"
