@@ -133,9 +133,9 @@ class Acceptance:
                     return RunSpec(method, self.data(method, kind), epochs=epochs, seed=1,
                                    config={**self.config(), **extra})
                 folder = self.work / "methods" / label.replace("/", "_").replace(" ", "_")
-                first = Trainer(spec(1), device=self.device, log_dir=str(folder / "tb"), progress=False)
+                first = Trainer(spec(1), device=self.device, progress=False)  # pictures: in the restored run
                 first.fit(checkpoint_dir=str(folder / "ckpt"))
-                again = Trainer(spec(2), device=self.device, log_dir=str(folder / "tb2"), progress=False)
+                again = Trainer(spec(2), device=self.device, log_dir=str(folder / "tb"), progress=False)
                 again.restore(checkpoint.load(folder / "ckpt"))
                 again.fit()
                 off = [f"{type(mod).__name__}.{n}" for mod in again.method.all_modules()
