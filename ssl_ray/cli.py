@@ -484,10 +484,11 @@ def _tune_text(s: dict) -> str:
 @click.option("--output", default=None, help="file to write (required for parquet)")
 def report(experiments, fmt, trials, output):
     """Compare finished experiments side by side (e.g. i2gan vs improvedgan)."""
+    from .data.files import check_output, write_output
     from .tuning import results as R
 
-    if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        raise SSLRayError(f"--output {output}: folder {os.path.dirname(os.path.abspath(output))} does not exist")
+    if output:
+        check_output(output)  # a missing folder, a folder, a FIFO: refused before anything is read
     rows = R.trial_rows(list(experiments)) if trials else R.comparison(list(experiments))
     if fmt == "parquet":
         if not output:
@@ -497,8 +498,7 @@ def report(experiments, fmt, trials, output):
         return
     text = R.report_text(rows, fmt)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write_output(output, text + "\n")
         click.echo(f"wrote {output}")
     else:
         click.echo(text)
@@ -557,7 +557,8 @@ def tensorboard(experiments, port, host, print_only):
 # ---- export / predict --------------------------------------------------------------------------------------
 @main.command("export")
 @click.argument("experiment")
-@click.option("--output", default=None, help="folder for the model files (default EXPERIMENT/export)")
+@click.option("--output", default=None, help="folder for the model files (default EXPERIMENT/export; the "
+              "model files of an earlier export there are replaced)")
 @click.option("--trial", default=None, help="export this trial id instead of the best by validation error")
 @click.option("--no-torchscript", is_flag=True, help="write only model.pt and model.json")
 @click.option("--json", "as_json", is_flag=True, help="last line of stdout: one JSON object")
@@ -581,36 +582,23 @@ def export_cmd(experiment, output, trial, no_torchscript, as_json):
 @click.argument("files", nargs=-1, required=True)
 @click.option("--probs", is_flag=True, help="also print the class probabilities")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--output", default=None, help="file to write instead of stdout")
+@click.option("--output", default=None, help="file to write instead of stdout (an existing file is replaced)")
 @click.option("--invert", is_flag=True, help="images: invert grey levels (dark ink on white paper -> the "
               "bright-on-dark digits of the digits/MNIST datasets)")
 def predict(model, files, probs, fmt, output, invert):
     """Predict classes with an exported MODEL (folder, model.pt or model.torchscript.pt) for image files
-    (PNG, JPG, ...; converted to the model's channels and size) or .npy/.npz arrays (N samples)."""
+    (PNG, JPG, ...; converted to the model's channels and size), .npy/.npz arrays (N samples) or CSV tables
+    (a header row; the label column is dropped, as train's csv dataset reads it)."""
     from .export import predict as run_predict
+    from .export import predict_text
+    from .data.files import check_output, write_output
 
-    rows = run_predict(model, list(files), invert=invert)
-    if not probs:
-        rows = [{k: v for k, v in r.items() if k != "probs"} for r in rows]
-    if fmt == "json":
-        text = json.dumps(rows)
-    else:
-        flat = [{**{k: v for k, v in r.items() if k != "probs"},
-                 **{f"p{i}": p for i, p in enumerate(r.get("probs", []))}} for r in rows]
-        if fmt == "csv":
-            import csv
-            import io
-
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=list(flat[0]) if flat else ["file", "index", "class", "name"])
-            w.writeheader()
-            w.writerows(flat)
-            text = buf.getvalue().rstrip("\n")
-        else:
-            text = "\n".join("\t".join(str(v) for v in r.values()) for r in flat)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        check_output(output)
+    rows = run_predict(model, list(files), invert=invert)
+    text = predict_text(rows, fmt, probs)
+    if output:
+        write_output(output, text + "\n")
         click.echo(f"wrote {output} ({len(rows)} predictions)", err=True)
     else:
         click.echo(text)
@@ -685,6 +673,7 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
     """Tune every METHOD with the same budget on the same data, retrain each best configuration with the same
     seeds, and print test error mean +- std per method (e.g. `ssl-ray compare supervised vat fixmatch`)."""
     from .data import load_splits
+    from .data.files import check_output, write_output
     from .tuning.compare import compare as run_compare
     from .tuning.tune import TuneOptions
 
@@ -700,6 +689,8 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
         space_files[m] = path
     data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, val_per_label=val_per_label)
     load_splits(data, seed)  # missing dataset, bad label count: error before any compute
+    if output:
+        check_output(output)  # before hours of tuning, not after
     opts = TuneOptions(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
                        reduction_factor=reduction_factor, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
                        gpus_per_trial=gpus_per_trial, address=address, storage=storage, seed=seed,
@@ -708,8 +699,7 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
     text = {"md": result["markdown"], "csv": result["csv"].rstrip("\n"),
             "json": json.dumps(result["rows"], default=str)}[fmt]
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write_output(output, text + "\n")
     click.echo(text)
 
 

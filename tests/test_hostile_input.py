@@ -536,3 +536,34 @@ def test_memory_hungry_files_are_refused_under_a_memory_cap(runs, tmp_path):
         lines = [ln for ln in output.splitlines() if ln.strip()]
         assert code == 2 and exc is None and len(lines) == 1 and needle in lines[0], (args, code, output, exc)
     assert got["maxrss_kib"] < 1.5 * 2 ** 20  # peak resident memory under 1.5 GiB (the imports take ~0.6)
+
+
+# ---- cli.py's --output of report / predict / compare, and predict's table header ----
+def test_report_and_predict_text_outputs_are_refused_onto_a_folder_fifo_or_proc(runs, tmp_path):
+    exp = _experiment(tmp_path / "exp", b"{}")
+    np.save(tmp_path / "x.npy", np.zeros((3, 1, 8, 8), np.uint8))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    commands = (["report", str(exp)], ["predict", str(runs["digits-model"]), str(tmp_path / "x.npy")])
+    for cmd in commands:
+        for target, needle in ((tmp_path, "is a folder: give a file name"), (fifo, "not a regular file"),
+                               (Path("/proc/ssl_ray.txt"), "cannot write there"),
+                               (tmp_path / "missing" / "t", "does not exist")):
+            _one_line_error(_returns_within(lambda: CliRunner().invoke(main, [*cmd, "--output", str(target)])),
+                            needle)
+        out = tmp_path / "t.txt"
+        out.write_text("old")
+        r = CliRunner().invoke(main, [*cmd, "--output", str(out)])
+        assert r.exit_code == 0, r.output
+        assert out.read_text() != "old"                        # an existing file is replaced (documented)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp", "fifo", "t.txt", "x.npy"]  # no temporary left
+
+
+def test_predict_table_has_a_header(runs, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 1, 8, 8), np.uint8))
+    r = CliRunner().invoke(main, ["predict", str(runs["digits-model"]), str(tmp_path / "x.npy")])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].split("\t") == ["file", "index", "class", "name"] and len(lines) == 4
+    r = CliRunner().invoke(main, ["predict", str(runs["digits-model"]), str(tmp_path / "x.npy"), "--probs"])
+    assert r.output.splitlines()[0].split("\t")[4:] == [f"p{i}" for i in range(10)]

@@ -488,7 +488,7 @@ def test_random_tune_command_lines(recorder, data):
     for _, space, o in calls:
         assert_valid_space(space, None)
         assert math.isfinite(o.cpus_per_trial) and o.cpus_per_trial > 0
-        assert math.isfinite(o.gpus_per_trial) and o.gpus_per_trial >= 0
+        assert o.gpus_per_trial is None or (math.isfinite(o.gpus_per_trial) and o.gpus_per_trial >= 0)
         assert o.workers >= 1 and o.confirm_seeds >= 0 and o.max_failures >= 0
         assert o.max_concurrent is None or o.max_concurrent >= 1
         assert 0 <= o.seed and o.seed + o.confirm_seeds < 2 ** 32
