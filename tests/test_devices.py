@@ -117,15 +117,8 @@ def test_the_traffic_counter_sees_blocking_copies_and_reads_and_not_asynchronous
     assert value == 0.0 and picked.shape == (0,) and nz.shape == (0, 1)
 
 
-# vat.py switches autocast off with torch.autocast(device_type=x.device.type), which refuses device type "meta"
-# (nn.modes.full_precision / no_autocast handle it, and also keep TF32 out of the 1e-6 probe): see H1's report.
-_VAT_AUTOCAST = pytest.mark.xfail(strict=True, raises=RuntimeError,
-                                  reason="vat.py: torch.autocast(device_type='meta') (use nn.modes.full_precision)")
-
-
 def _params(method: str, image: bool):
-    return pytest.param(method, image, id=f"{method}-{'digits' if image else 'points'}",
-                        marks=[_VAT_AUTOCAST] if method == "vat" else [])
+    return pytest.param(method, image, id=f"{method}-{'digits' if image else 'points'}")
 
 
 CASES = [_params(m, image) for m in METHODS for image in (False, True)]
@@ -339,9 +332,6 @@ def test_rng_state_round_trip_on_the_cpu():
     assert torch.equal(torch.rand(3), a) and random.random() == b
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="vat.py switches autocast off, not TF32: its three autocast blocks should be "
-                          "nn.modes.full_precision(x.device) (see H1's report)")
 def test_vats_clean_pass_and_power_iteration_run_without_tf32():
     """On a GPU the Trainer allows TF32 (configure_cuda). VAT's probe (xi = 1e-6) is far below TF32's resolution
     (~1e-3 relative): emulated on the CPU, the direction's cosine to float32 is ~1e-5. So the clean pass and the

@@ -26,8 +26,9 @@ batch statistics in training mode, as there. Choices made here:
   lr_decay_start) at 0-based epoch `epoch`, and Adam's beta1 switches from 0.9 to `beta1_decay` (0.5).
   vat_tf runs 120 epochs of 400 steps with the decay from epoch 80 (SVHN; CIFAR-10: 500 and 460): set
   `lr_decay_end` to the run's epochs and `lr_decay_start` to two thirds of it for the SVHN proportions.
-- Under mixed precision (`--amp`) the power iteration and r_adv are computed in float32 with autocast
-  off: bfloat16 cannot resolve the xi = 1e-6 probe (the direction's cosine to the float32 one is ~0).
+- Under mixed precision (`--amp`) the power iteration and r_adv are computed in exact float32 (autocast off,
+  and no TF32, which the Trainer allows on GPUs: nn.modes.full_precision): neither bfloat16 nor TF32 can
+  resolve the xi = 1e-6 probe (the direction's cosine to the float32 one is ~0).
 - L_vat is taken over all T inputs of the batch (labelled + unlabelled, the paper's D_l u D_ul);
   the reference applies it to its unlabelled stream only: `vat_inputs: unlabelled` does that.
 - The entropy term (weight `entmin_weight`, default 0 = plain VAT; the paper's VAT+EntMin uses 1) is on
@@ -49,6 +50,7 @@ from ..data.augment import AugmentConfig
 from ..errors import ConfigError
 from ..nn import distributed
 from ..nn.functional import entropy, kl
+from ..nn.modes import full_precision
 from .common import ClassifierConfig, PerturbationMethod, cross_entropy_or_zero
 from .improvedgan import linear_decay
 from .registry import register
@@ -69,11 +71,11 @@ def vat_perturbation(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.T
                      eps: float, xi: float = 1e-6, ip: int = 1, d: torch.Tensor | None = None) -> torch.Tensor:
     """r_adv = eps * normalize(d) after `ip` power iterations from d (default N(0, I)); no graph kept.
 
-    Computed in float32 with autocast off, whatever the caller's autocast: the finite difference at
+    Computed in exact float32 (autocast and TF32 off), whatever the caller's settings: the finite difference at
     xi = 1e-6 is below bfloat16's resolution. `logits` (the clean prediction the KL starts from) must come
     from a float32 pass too: rounded to bfloat16, their error (~1e-2) swamps the probe's effect and the
     gradient at d = 0 is the rounding error's instead of the KL's Hessian times d."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with full_precision(x.device):
         dtype = torch.promote_types(x.dtype, torch.float32)  # bfloat16/float16 -> float32; float64 stays
         x, p_logits = x.detach().to(dtype), logits.detach().to(dtype)
         d = torch.randn_like(x) if d is None else d.to(dtype)
@@ -178,7 +180,7 @@ class VAT(PerturbationMethod[VATConfig]):
         differ from the combined perturbed pass by the change of statistics alone)."""
         cfg = self.cfg
         x = batch.x_all if cfg.vat_inputs == "all" else batch.x_u
-        with torch.autocast(device_type=x.device.type, enabled=False):  # float32 under --amp (vat_perturbation)
+        with full_precision(x.device):  # float32 under --amp (vat_perturbation)
             return x, self.forward_frozen_bn(x)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -205,7 +207,7 @@ class VAT(PerturbationMethod[VATConfig]):
     def adversarial(self, x: torch.Tensor) -> torch.Tensor:
         """x + r_adv for the current classifier (pictures)."""
         cfg = self.cfg
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with full_precision(x.device):
             logits = self.forward_frozen_bn(x)
         return x + vat_perturbation(self.forward_frozen_bn, x, logits, self.eps(x), cfg.xi, cfg.ip)
 
