@@ -660,7 +660,7 @@ def datasets(as_json):
               "(default search_spaces/METHOD.yaml; repeatable)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the searched trials")
 @click.option("--cpus-per-trial", type=float, default=1, show_default=True)
-@click.option("--gpus-per-trial", type=float, default=0, show_default=True)
+@click.option("--gpus-per-trial", type=float, default=None, help=f"default, as for `ssl-ray tune`: {GPU_RULE}")
 @click.option("--address", default=None, help="an existing Ray cluster (host:port or auto); default: local")
 @click.option("--storage", default=None, help="results root (default ./ssl_ray_runs/tune)")
 @click.option("--name", default=None, help="comparison name; each method's experiment is NAME-METHOD")

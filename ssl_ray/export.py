@@ -273,7 +273,8 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
     }
     if get_method(spec.method).clustering:  # cluster id -> class, matched on the validation split
         from .data import eval_tensors
-        from .nn.metrics import hungarian_match, predict_labels
+        from .methods.common import predict_labels
+        from .nn.metrics import hungarian_match
 
         x_val, y_val = eval_tensors(splits, "val", "cpu")
         pred = predict_labels(net, x_val).numpy()

@@ -3,10 +3,11 @@ batch N*B (CPU, gloo), for the supervised baseline and a two-player GAN with a l
 real 2-worker Ray Train run trains. Each case costs about a minute on a loaded 2-core machine, so not every
 method is run here (infogan passes too, measured once).
 
-Not every method can be exact: vat (its random probe d), advgen (G's noise z), improvedgan and i2gan (z,
-and Gaussian noise layers) draw noise from each worker's own torch stream, so two workers draw other noise
-than one worker with a double batch (Method.global_rand is the exact alternative; switching to it would
-change these methods' numbers); entropy's batch-entropy term J_B (beta > 0) is taken per worker's batch.
+Not every method can be exact: vat (its random probe d), advgen (G's noise z) and the Gaussian noise layers
+of improvedgan's and i2gan's discriminators draw noise from each worker's own torch stream, so two workers draw
+other noise than one worker with a double batch (Method.global_rand is the exact alternative, which improvedgan
+and i2gan use for G's z; switching the others to it would change their numbers); entropy's batch-entropy term
+J_B (beta > 0) is taken per worker's batch.
 Methods with BatchNorm are exact only without it (per-worker statistics)."""
 import json
 import os

@@ -20,11 +20,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ssl_ray import config as C
 from ssl_ray.data import BatchStream, DataSpec, load_splits
 from ssl_ray.data.augment import augment_batch
+from ssl_ray.data.synthetic import gaussian_generation_metrics, gaussian_generation_shares
 from ssl_ray.engine import checkpoint
 from ssl_ray.engine.loop import RunSpec, Trainer, configure_cuda
 from ssl_ray.methods import list_methods
-from ssl_ray.methods.common import EMA
-from ssl_ray.nn.metrics import gaussian_generation_metrics, gaussian_generation_shares, predict_labels
+from ssl_ray.methods.common import EMA, predict_labels
 from ssl_ray.nn.modes import full_precision
 
 METHODS = [m.name for m in list_methods()]

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ssl_ray import config as C
 from ssl_ray.data import Batch, DataInfo, DataSpec
+from ssl_ray.data.synthetic import gaussian_generation_metrics
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import ConfigError
 from ssl_ray.methods import get_method
@@ -18,7 +19,7 @@ from ssl_ray.methods._cgan import (classifier_gradient_penalty, d_adversarial_lo
                                    input_gradient_penalty, parse_prior)
 from ssl_ray.methods.vcagan import prior_ema, virtual_labels
 from ssl_ray.models.equalized import EqualizedConv2d, EqualizedLinear
-from ssl_ray.nn.metrics import categorical_entropy, gaussian_generation_metrics
+from ssl_ray.nn.metrics import categorical_entropy
 
 torch.set_num_threads(1)
 

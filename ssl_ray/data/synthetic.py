@@ -1,11 +1,14 @@
-"""Data the project makes itself: two circles (VAT / advgen toy) and four Gaussian clusters (VCAGAN)."""
+"""Data the project makes itself: two circles (VAT / advgen toy) and four Gaussian clusters (VCAGAN), with the
+generation metrics measured against those clusters."""
 from __future__ import annotations
 
 import functools
 
 import numpy as np
+import torch
 
 from ..errors import DataError
+from ..nn.devices import to_device
 from .base import DataInfo, RawData
 
 # The VCAGAN paper's four clusters (Sec. 4.1): centres, mixture probabilities, standard deviation.
@@ -62,6 +65,35 @@ def make_gaussians(n_train: int = 10000, n_test: int = 2000, sigma: float = GAUS
     info = DataInfo("gaussians", (2,), 4, "points", names)
     return RawData(info, x[:n_train], y[:n_train], x[n_train:], y[n_train:],
                    meta={"centres": GAUSSIAN_CENTRES, "probs": GAUSSIAN_PROBS, "sigma": sigma})
+
+
+def gaussian_generation_shares(points: torch.Tensor, centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA,
+                                probs=GAUSSIAN_PROBS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tensors behind :func:`gaussian_generation_metrics`, on the points' device (nothing waits for it):
+    the off-cluster share (0-d), the on-cluster share at each centre (K,) and their total variation distance
+    to `probs` (0-d)."""
+    cen = to_device(torch.as_tensor(centres, dtype=points.dtype), points.device)
+    d = torch.cdist(points.reshape(len(points), -1), cen)  # (N, K)
+    dmin, near = d.min(dim=1)
+    on = dmin <= 3 * sigma
+    # points per nearest centre, counting the on-cluster ones (a bincount of near[on] without the mask's sync)
+    counts = torch.zeros(len(centres), dtype=torch.double, device=points.device).index_add_(0, near, on.double())
+    share = counts / counts.sum().clamp_min(1)
+    truth = to_device(torch.as_tensor(probs, dtype=torch.double), points.device)
+    return (~on).float().mean(), share, 0.5 * (share - truth).abs().sum()
+
+
+def gaussian_generation_metrics(points: torch.Tensor, centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA,
+                                probs=GAUSSIAN_PROBS) -> dict[str, float]:
+    """Share of generated points farther than 3 sigma from every true centre ("lines between clusters"),
+    the share of the on-cluster points at each true cluster (truth: `probs`), and the total variation
+    distance between those shares and `probs`. One host sync for all of them."""
+    off, share, tv = gaussian_generation_shares(points, centres, sigma, probs)
+    values = torch.cat([off.double().reshape(1), share, tv.reshape(1)]).tolist()
+    out = {"gen_off_cluster": values[0]}
+    out.update({f"gen_share_{k}": v for k, v in enumerate(values[1:-1])})
+    out["gen_share_tv"] = values[-1]
+    return out
 
 
 def load_digits(data_seed: int = 0, n_test: int = 497) -> RawData:

@@ -24,7 +24,8 @@ from ..data.registry import get_entry
 from ..errors import DivergenceError
 from ..methods import get_method
 from ..nn import distributed
-from ..nn.metrics import clustering_error, error_rate, nmi, predict_labels
+from ..methods.common import predict_labels
+from ..nn.metrics import clustering_error, error_rate, nmi
 from . import checkpoint
 
 Report = Callable[[dict[str, Any], "str | None"], None]

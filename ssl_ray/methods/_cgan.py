@@ -11,7 +11,7 @@ Not a method itself (the leading underscore keeps the registry away). It holds:
   paper's Algorithm 1 computes both losses before either update; sequential updates are what
   :meth:`Method.step` supports and are the usual practice);
 - the metrics (learned or fixed prior P(C), active categories, entropy, NMI, and on the Gaussian clusters
-  the off-cluster share and per-cluster share of generated points, :mod:`ssl_ray.nn.metrics`) and the
+  the off-cluster share and per-cluster share of generated points, :mod:`ssl_ray.data.synthetic`) and the
   pictures (:mod:`ssl_ray.nn.plots`).
 """
 from __future__ import annotations
@@ -26,13 +26,14 @@ from torch.nn import functional as F
 
 from ..config import BaseConfig, hp
 from ..data import Batch
+from ..data.synthetic import GAUSSIAN_CENTRES, GAUSSIAN_SIGMA, gaussian_generation_metrics
 from ..errors import ConfigError
 from ..models.conditional import CondDiscriminator, CondGenerator
-from ..nn.metrics import categorical_entropy, gaussian_generation_metrics, nmi, predict_labels
+from ..nn.metrics import categorical_entropy, nmi
 from ..nn.modes import eval_mode, frozen
 from ..nn.plots import image_grid, scatter_by_category
 from .base import Method
-from .common import adam
+from .common import adam, predict_labels
 
 ACTIVE_THRESHOLD = 0.01
 """Categories with P(C) below 1% are ignored (paper Fig. 4-7)."""
@@ -241,6 +242,7 @@ class CatGAN(Method[G_C]):
             xf, c = self.generate(self.cfg.eval_samples)
             return {"generated": scatter_by_category(xf.cpu().numpy(), c.cpu().numpy(), self.prior.cpu().numpy(),
                                                      f"{self.name}: generated points by category",
+                                                     centres=GAUSSIAN_CENTRES, sigma=GAUSSIAN_SIGMA,
                                                      label_min=ACTIVE_THRESHOLD)}
         if len(self.info.input_shape) == 3:
             return {"generated": self.category_grid()}

@@ -1,10 +1,10 @@
-"""Pieces several methods share: weight averaging (EMA), the classifier-architecture knob, Adam, the
-one-classifier method and the input-perturbing one (VAT, advgen)."""
+"""Pieces several methods share: weight averaging (EMA), the classifier-architecture knob, Adam, the class labels
+a predict function gives a split, the one-classifier method and the input-perturbing one (VAT, advgen)."""
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
@@ -87,6 +87,15 @@ def cross_entropy_or_zero(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     if len(y) == 0:
         return logits.sum() * 0.0
     return nn.functional.cross_entropy(logits, y)
+
+
+@torch.no_grad()
+def predict_labels(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   batch: int = 1024) -> torch.Tensor:
+    """The class (argmax of the logits) `predict` gives each raw input of `x` (uint8 images -> floats in [0, 1],
+    as the batches of training), `batch` inputs at a time."""
+    out = [predict(to_float(x[i:i + batch])).argmax(dim=1) for i in range(0, len(x), batch)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
 
 
 MC = TypeVar("MC", bound=BaseConfig)

@@ -17,7 +17,7 @@ from .base import Method
 M = TypeVar("M", bound=type[Method[Any]])
 
 METHODS: dict[str, type[Method[Any]]] = {}
-_NOT_METHODS = {"base", "common", "registry", "losses"}
+_NOT_METHODS = {"base", "common", "registry"}
 _loaded = False
 
 

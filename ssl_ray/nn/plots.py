@@ -6,8 +6,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data.synthetic import GAUSSIAN_CENTRES, GAUSSIAN_SIGMA
-
 
 def figure_to_array(fig) -> np.ndarray:
     import matplotlib.pyplot as plt
@@ -63,11 +61,10 @@ def image_grid(images: torch.Tensor, nrow: int) -> np.ndarray:
     return (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def scatter_by_category(points: np.ndarray, cats: np.ndarray, prior: np.ndarray, title: str,
-                        centres=GAUSSIAN_CENTRES, sigma: float = GAUSSIAN_SIGMA,
-                        label_min: float = 0.01) -> np.ndarray:
-    """Generated 2-D points coloured by their category (as in the paper's Fig. 2-4), true centres as black
-    crosses with their 3-sigma circles; the legend gives P(C) of each category with P(C) >= label_min."""
+def scatter_by_category(points: np.ndarray, cats: np.ndarray, prior: np.ndarray, title: str, *,
+                        centres, sigma: float, label_min: float = 0.01) -> np.ndarray:
+    """Generated 2-D points coloured by their category (as in the paper's Fig. 2-4), the true `centres` as black
+    crosses with their 3-`sigma` circles; the legend gives P(C) of each category with P(C) >= label_min."""
     fig, ax = new_figure(5.0, 5.0)
     import matplotlib.pyplot as plt
 

@@ -172,7 +172,7 @@ def load(exp: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 # ---- --resume: the experiment's settings, checked against the command line ------------------------------------
 RUNTIME_OPTIONS = {"address", "max_concurrent", "max_failures", "confirm_seeds", "as_json", "quiet", "storage",
-                   "name", "resume", "download", "mlflow", "wandb"}
+                   "name", "resume", "download", "mlflow", "wandb", "wait_for_resources"}
 """Options a resume may change: where and how fast it runs, not what it computes."""
 OPTION_FIELDS = {"cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial", "workers": "workers",
                  "seed": "seed", "amp": "amp", "compile_": "compile"}
@@ -271,7 +271,7 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
             raise SSLRayError(f"{_flag(k)} cannot be given with --resume: {where} keeps its own")
     opts = TuneOptions(**{k: v for k, v in saved_opts.items() if k in TuneOptions.__dataclass_fields__})
     opts.storage, opts.name, opts.resume = root, name, True
-    for k in ("address", "max_concurrent", "max_failures", "confirm_seeds", "mlflow", "wandb"):
+    for k in ("address", "max_concurrent", "max_failures", "confirm_seeds", "mlflow", "wandb", "wait_for_resources"):
         if given.get(k) is not None:
             setattr(opts, k, given[k])
     if given.get("quiet"):
