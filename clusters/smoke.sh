@@ -53,14 +53,22 @@ fi
 # A private /tmp/ray (Ray's session folders and the local provider's state) and a private home directory
 # (~/.ray, ~/.ssh, ~/ray_bootstrap_*), with the host's Python mounted back into it when it lives there.
 PY=$(python3 -c 'import sys; print(sys.executable)')
-PREFIX=$(python3 -c 'import sys; print(sys.base_prefix)')
 mkdir -p /tmp/ray "$SMOKE/tmp-ray" "$SMOKE/home/.ssh" /run/sshd
 mount --bind "$SMOKE/tmp-ray" /tmp/ray
-case "$PREFIX/" in
-  "$HOME"/*) top="${PREFIX#"$HOME"/}"; top="${top%%/*}"
-             mkdir -p "$SMOKE/home/$top"; mount --bind "$HOME/$top" "$SMOKE/home/$top" ;;
-esac
+# The base interpreter and, when smoke.sh runs inside a virtualenv, that venv too
+for PREFIX in $(python3 -c 'import sys; print(sys.base_prefix); print(sys.prefix)' | sort -u); do
+  case "$PREFIX/" in
+    "$HOME"/*) top="${PREFIX#"$HOME"/}"; top="${top%%/*}"
+               if [ ! -d "$SMOKE/home/$top" ]; then mkdir -p "$SMOKE/home/$top"; mount --bind "$HOME/$top" "$SMOKE/home/$top"; fi ;;
+  esac
+done
 mount --rbind "$SMOKE/home" "$HOME"
+# What each node's venv adds to its path (smoke.yaml's setup_commands): this Python's site directories, with
+# their own .pth files (site.addsitedir), after the venv's own site-packages, so the wheel installed there wins.
+python3 -c '
+import site, sysconfig
+dirs = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()])
+print("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs))' > "$HOME/ssl-ray-outer-site.pth"
 
 # The key made for the check, and an sshd per node address (the worker's in a PID namespace of its own).
 ssh-keygen -q -t ed25519 -N '' -f "$HOME/.ssh/ssl_ray_smoke_key"
