@@ -16,7 +16,7 @@ from ssl_ray.data import DataSpec
 from ssl_ray.engine import checkpoint
 from ssl_ray.engine.loop import RunSpec
 from ssl_ray.errors import SSLRayError
-from tests.tb_read import read_scalars
+from tb_read import read_scalars
 
 pytestmark = pytest.mark.ray
 
