@@ -38,68 +38,17 @@ from torch import nn
 
 from .data import files as F
 from .errors import SSLRayError
-from .engine.loop import _plain  # plain containers for torch.load(weights_only=True)
+from .engine.spec import plain  # plain containers for torch.load(weights_only=True)
 
 FORMAT = "ssl-ray-model/1"
 MODEL_FILE, SCRIPT_FILE, META_FILE = "model.pt", "model.torchscript.pt", "model.json"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
-# ---- the classifier of a method, as one module --------------------------------------------------------------
-class _ClassHead(nn.Module):
-    """Class logits of a discriminator that returns (adversarial output, class logits) (vcagan, infogan)."""
-
-    def __init__(self, d: nn.Module):
-        super().__init__()
-        self.d = d
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.d(x)[1]
-
-
-class _NearestGenerated(nn.Module):
-    """The plain GAN's classifier: the category of the nearest of a fixed bank of generated samples."""
-
-    bank: torch.Tensor  # buffers
-    cats: torch.Tensor
-
-    def __init__(self, bank: torch.Tensor, cats: torch.Tensor, num: int):
-        super().__init__()
-        self.register_buffer("bank", bank)
-        self.register_buffer("cats", cats)
-        self.num = num
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nearest = torch.cdist(x.flatten(1).float(), self.bank).argmin(dim=1)
-        return nn.functional.one_hot(self.cats[nearest], self.num).float()
-
-
 def classifier_module(method: Any) -> nn.Module:
-    """The module computing `method.predict` (float inputs -> logits), in eval mode.
-
-    A method (a plugin's too) can say which by defining ``export_module()``; otherwise: the evaluation net of
-    the ImprovedGAN family (`eval_net`: EMA weights when kept), a ClassifierMethod's `net`, the class head of
-    a conditional GAN's discriminator, the plain GAN's nearest-generated-sample rule.
-    """
-    hook = getattr(method, "export_module", None)
-    if callable(hook):
-        return hook().eval()
-    net = getattr(method, "eval_net", None)
-    if isinstance(net, nn.Module):
-        return net.eval()
-    net = getattr(method, "net", None)
-    if isinstance(net, nn.Module):
-        return net.eval()
-    from .methods._cgan import CatGAN
-    from .methods.gan import GAN
-
-    if isinstance(method, GAN):
-        bank, c = method.generated_bank()
-        return _NearestGenerated(bank, c, method.cfg.d_c).eval()
-    if isinstance(method, CatGAN):
-        return _ClassHead(method.D).eval()
-    raise SSLRayError(f"cannot export method {type(method).__name__}: it has no `net`/`eval_net` module; give it "
-                      f"an export_module() that returns the module computing its predict()")
+    """The module computing `method.predict` (float inputs -> logits), in eval mode: the method's own
+    export_module() (methods/base.py says which module each kind of method gives)."""
+    return method.export_module()
 
 
 # ---- finding the checkpoint -------------------------------------------------------------------------------
@@ -116,11 +65,6 @@ def _checkpoints(d: Path, root: Path) -> list[Path]:
     found = [_inside(p, root).parent for p in d.rglob("state.pt") if p.parent.name.startswith("checkpoint")]
     return sorted(found, key=lambda p: (int(p.name.rsplit("_", 1)[-1]) if p.name.rsplit("_", 1)[-1].isdigit()
                                         else -1, p.stat().st_mtime))
-
-
-def _history(trial_dir: Path) -> list[dict[str, Any]]:
-    f = trial_dir / "result.json"
-    return F.json_lines(f, "trial record") if f.exists() else []
 
 
 def _recorded_checkpoint(run: Path, res: dict[str, Any]) -> Path | None:
@@ -175,19 +119,20 @@ def find_checkpoint(path: str, trial: str | None = None) -> dict[str, Any]:
 
 
 def _from_experiment(p: Path, trial: str | None, root: Path) -> dict[str, Any]:
+    from .tuning import experiment
     from .tuning.results import read_summary
 
     summary = read_summary(p) if (p / "summary.json").exists() else {}
     tid = trial or (summary.get("best") or {}).get("trial_id")
     if not tid:
         raise SSLRayError(f"{p}: no best trial in summary.json (did every trial fail?); pass --trial ID")
-    dirs = [d for d in p.iterdir() if d.is_dir() and f"_{tid}_" in d.name + "_"]
+    dirs = experiment.trial_folders(p, tid)
     if not dirs:
         raise SSLRayError(f"{p}: no trial directory for trial {tid}")
     cks = _checkpoints(_inside(dirs[0], root), root)
     if not cks:
         raise SSLRayError(f"{p}: trial {tid} left no checkpoint")
-    history = _history(dirs[0])
+    history = experiment.result_rows(None, str(dirs[0] / "result.json"))
     return {"checkpoint": _best_kept(cks, history), "kind": "tune", "experiment": str(p.resolve()),
             "trial_id": tid, "history": history, "summary": summary}
 
@@ -247,7 +192,7 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
     """Write model.pt, model.torchscript.pt and model.json for the best trial of `path` (see module doc)."""
     from .data import load_splits
     from .engine import checkpoint
-    from .engine.loop import RunSpec
+    from .engine.spec import RunSpec
     from .methods import get_method
 
     where = find_checkpoint(path, trial)
@@ -283,7 +228,7 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
         meta["cluster_to_class"] = [int(mapping[c]) for c in range(len(mapping))]
     out = F.output_folder(output if output else Path(where["experiment"]) / "export", "--output")
     sd = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    F.write_output(out / MODEL_FILE, lambda tmp: torch.save({"meta": _plain(meta), "state_dict": sd}, tmp))
+    F.write_output(out / MODEL_FILE, lambda tmp: torch.save({"meta": plain(meta), "state_dict": sd}, tmp))
     written = [str(out / MODEL_FILE)]
     meta["torchscript"] = None
     if torchscript:

@@ -475,7 +475,7 @@ def test_trial_that_asked_for_a_gpu_and_sees_none_fails_with_one_line(monkeypatc
     import torch
 
     from ssl_ray.errors import SSLRayError
-    from ssl_ray.tuning.train import require_gpu
+    from ssl_ray.engine.worker import require_gpu
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a node whose driver torch cannot use
     with pytest.raises(SSLRayError) as e:

@@ -16,7 +16,7 @@ from ssl_ray.data import DataSpec
 from ssl_ray.engine import checkpoint
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import ConfigError
-from ssl_ray.tuning.pbt import clip, hyperparam_mutations, mutable_keys
+from ssl_ray.tuning.schedulers.pbt import clip, hyperparam_mutations, mutable_keys
 from ssl_ray.tuning.spaces import parse_space
 
 SPACE = """\

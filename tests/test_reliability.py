@@ -142,7 +142,7 @@ def test_killed_data_parallel_worker_recovers_from_checkpoint(tmp_path):
 def test_asha_rungs_are_rebuilt_from_saved_results():
     from ray.tune.schedulers import ASHAScheduler
 
-    from ssl_ray.tuning.tune import replay_rungs
+    from ssl_ray.tuning.schedulers.asha import replay_rungs
 
     fresh = ASHAScheduler(time_attr="epoch", metric="val_error", mode="min", max_t=9, grace_period=1,
                           reduction_factor=3)

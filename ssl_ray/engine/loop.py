@@ -12,68 +12,22 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from .. import config as C
-from ..data import Batch, BatchStream, DataSpec, eval_tensors, load_splits
+from ..data import Batch, BatchStream, eval_tensors, load_splits
 from ..data.augment import AugmentConfig, augment_batch, flip_allowed
 from ..data.registry import get_entry
 from ..errors import DivergenceError
-from ..methods import get_method
-from ..nn import distributed
 from ..methods.common import predict_labels
+from ..nn import distributed
 from ..nn.metrics import clustering_error, error_rate, nmi
 from . import checkpoint
+from .spec import RunSpec, plain  # RunSpec: also imported from here
 
 Report = Callable[[dict[str, Any], "str | None"], None]
-
-
-@dataclass
-class RunSpec:
-    """What one run trains: everything but the resources it runs on."""
-
-    method: str
-    data: DataSpec = field(default_factory=DataSpec)
-    epochs: int = 10
-    seed: int = 0
-    config: dict[str, Any] = field(default_factory=dict)
-    """Hyperparameter overrides (validated against the method's Config)."""
-    eval_test: bool = True
-    """Also measure test error (logged; tuning looks only at val_error)."""
-    test_every: int = 1
-    """Measure test error every k epochs; 0 = only when the validation error improves (so
-    test_error_at_best_val stays exact) and at the last epoch, which `ssl-ray train` uses."""
-    picture_every: int = 0
-    """Log pictures every k epochs (and at the last one); 0 = only at the last epoch."""
-    checkpoint_every: int = 1
-    """Checkpoint every k epochs (and always at the last one); 0 = not by epoch count."""
-    checkpoint_seconds: float = 0.0
-    """Also checkpoint when this many seconds passed since the last checkpoint; 0 = off."""
-    amp: bool = False
-    """Mixed precision: training steps under bfloat16 autocast (backward and optimiser steps in float32)."""
-    compile: bool = False
-    """torch.compile every model of the method (in place: checkpoints keep their keys)."""
-    data_resident: bool = True
-    """Keep the training set on the accelerator (no per-step host-to-device copies); False gathers each batch
-    on the host and copies it. No effect on the CPU, where batches come from the shared memory map."""
-    searched: list[str] = field(default_factory=list)
-    """The hyperparameters a search varies: the HParams entry shows these (the rest goes to the run's text);
-    empty = show them all (a single run)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
-        d = dict(d)
-        d["data"] = DataSpec(**d.get("data", {}))
-        return cls(**d)
-
-    def method_config(self) -> Any:
-        return C.build(get_method(self.method).Config, self.config, source=f"method {self.method}")
 
 
 def _gather_labels(pred: torch.Tensor, n: int) -> torch.Tensor:
@@ -100,7 +54,7 @@ class Trainer:
         self.device = torch.device(device)
         if self.device.type == "cuda":
             configure_cuda()
-        self.method_cls = get_method(spec.method)
+        self.method_cls = spec.method_class
         self.cfg = spec.method_config()
         self.splits = load_splits(spec.data, spec.seed)
         self.info = self.splits.info
@@ -145,7 +99,7 @@ class Trainer:
         return {"method": self.method.state_dict(), "stream": self.stream.state_dict(), "rng": self._rng_states(),
                 "noise": self.method.noise_state(),
                 "epoch": self.epoch, "global_step": self.global_step, "best_val": self.best_val,
-                "test_at_best": self.test_at_best, "spec": _plain(self.spec.to_dict()), "world": self.world}
+                "test_at_best": self.test_at_best, "spec": plain(self.spec.to_dict()), "world": self.world}
 
     def _rng_states(self) -> list[dict[str, Any]]:
         """Every rank's random state, by rank (a collective under data parallelism)."""
@@ -382,14 +336,3 @@ def _steps(n: int, show: bool, label: str):
 
 def _loss_name(k: str) -> str:
     return k if k.startswith("loss_") else f"loss_{k}"
-
-
-def _plain(d: Any) -> Any:
-    """Config dicts in checkpoints must be plain containers (torch.load weights_only)."""
-    if isinstance(d, dict):
-        return {str(k): _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    if isinstance(d, (int, float, str, bool)) or d is None:
-        return d
-    return str(d)

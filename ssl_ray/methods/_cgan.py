@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from ..config import BaseConfig, hp
@@ -37,6 +38,18 @@ from .common import adam, predict_labels
 
 ACTIVE_THRESHOLD = 0.01
 """Categories with P(C) below 1% are ignored (paper Fig. 4-7)."""
+
+
+class ClassHead(nn.Module):
+    """The class logits of a discriminator that returns (adversarial output, class logits): what a conditional
+    GAN predicts with (CatGAN.export_module)."""
+
+    def __init__(self, d: nn.Module):
+        super().__init__()
+        self.d = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(x)[1]
 
 
 # ---- hyperparameters --------------------------------------------------------------------------------------
@@ -198,6 +211,9 @@ class CatGAN(Method[G_C]):
         with eval_mode(self.D):
             _, logits = self.D(x)
         return logits
+
+    def export_module(self) -> nn.Module:
+        return ClassHead(self.D).eval()
 
     def _eval_generator(self) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(12345)  # same eval samples every epoch

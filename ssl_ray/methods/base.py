@@ -10,7 +10,8 @@ A method is plain PyTorch and knows nothing of Ray:
 
 What the loop reads besides (each with a default here): ``num_clusters`` (clustering methods: how many
 cluster ids predictions take), ``all_modules()`` (every module whose buffers evaluation uses, including
-copies no optimiser steps, such as EMA weights), and the players: each optimiser in ``self.optimizers`` is
+copies no optimiser steps, such as EMA weights), ``export_module()`` (the module computing ``predict``, which
+`ssl-ray export` writes), and the players: each optimiser in ``self.optimizers`` is
 one player and steps exactly its own parameters (the registry test checks that a step of one player moves
 no other player's parameters).
 
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..config import BaseConfig
 from ..data import Batch, DataInfo
+from ..errors import SSLRayError
 from ..nn import distributed
 from ..nn.devices import to_device
 from ..nn.modes import no_autocast
@@ -110,6 +112,19 @@ class Method(Generic[C]):
         """Clustering methods: the number of cluster ids predictions can take (Hungarian matching maps them to
         classes); the dataset's number of classes by default."""
         return self.info.num_classes
+
+    def export_module(self) -> nn.Module:
+        """The module that computes :meth:`predict` (float inputs -> logits), in eval mode: what `ssl-ray export`
+        writes and traces. ClassifierMethod: its `net`; EMAEvaluated: the network it evaluates (EMA weights where
+        kept); a method whose predict is no single module's forward pass (the plain GAN's nearest generated
+        sample, a conditional GAN's class head) returns a module that computes it. By default the method's
+        `eval_net` or `net` module (a plugin's too)."""
+        for name in ("eval_net", "net"):
+            net = getattr(self, name, None)
+            if isinstance(net, nn.Module):
+                return net.eval()
+        raise SSLRayError(f"cannot export method {type(self).__name__}: it has no `net`/`eval_net` module; give it "
+                          f"an export_module() that returns the module computing its predict()")
 
     def all_modules(self) -> list[nn.Module]:
         """Every module the method uses: `modules` plus copies no optimiser steps (EMA weights, a teacher). All of

@@ -1,10 +1,11 @@
-"""Pieces several methods share: weight averaging (EMA), the classifier-architecture knob, Adam, the class labels
-a predict function gives a split, the one-classifier method and the input-perturbing one (VAT, advgen)."""
+"""Pieces several methods share: weight averaging (EMA, its hyperparameters EMAConfig, the method evaluated through
+it), the classifier-architecture knob, Adam, the class labels a predict function gives a split, the one-classifier
+method and the input-perturbing one (VAT, advgen)."""
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -78,6 +79,23 @@ class EMA:
             self.shadow.load_state_dict(s)
 
 
+@dataclass
+class EMAConfig(BaseConfig):
+    """The exponential moving average of a network's weights a method evaluates (improvedgan, fixmatch) or learns
+    from (meanteacher's teacher), as one pair of hyperparameters with one meaning everywhere (:class:`EMA`):
+    `ema_decay` is the decay d, `ema_warmup` the (1 + n) / (10 + n) warm-up. A method sets its own defaults (its
+    paper's d) and says in the field's doc what the average is for."""
+
+    ema_decay: float = hp(0.999, "d: decay of the weight average (0 = none: evaluate the raw weights)", low=0,
+                          high=1, high_open=True)
+    ema_warmup: bool = hp(True, "warm the weight average up: decay min(ema_decay, (1 + n) / (10 + n)) at update n "
+                          "(TensorFlow's num_updates rule), so it is right at any number of steps")
+
+    def make_ema(self, module: nn.Module) -> EMA | None:
+        """The average of `module`'s weights this config asks for (None when ema_decay is 0)."""
+        return EMA(module, self.ema_decay, self.ema_warmup) if self.ema_decay > 0 else None
+
+
 def adam(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
@@ -117,8 +135,20 @@ class EMAEvaluated(Method[MC]):
     def eval_net(self) -> nn.Module:
         return self.ema.shadow if self.ema is not None else self.trained_net()
 
+    def export_module(self) -> nn.Module:
+        return self.eval_net.eval()
+
     def all_modules(self) -> list[nn.Module]:
         return super().all_modules() + ([self.ema.shadow] if self.ema is not None else [])
+
+    def extra_state(self) -> dict[str, Any]:
+        """The average's state (its weights and update count) under "ema", besides the other bases' state."""
+        return {**super().extra_state(), **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,6 +176,9 @@ class ClassifierMethod(Method[CC]):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.net):
             return self.net(x)
+
+    def export_module(self) -> nn.Module:
+        return self.net.eval()
 
 
 class PerturbationMethod(ClassifierMethod[CC]):

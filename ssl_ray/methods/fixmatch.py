@@ -10,8 +10,8 @@ Defaults are the paper's (CIFAR-10): tau = 0.95, lambda_u = 1, mu = 7 unlabelled
 B = 64 (T = 512, R/T = 1/8), SGD with Nesterov momentum 0.9, lr 0.03, weight decay 5e-4, cosine decay
 lr * cos(7 pi k / 16 K) with K = 2^20, evaluation with an EMA of the weights (decay 0.999), RandAugment with
 N = 2 operations. Choices made here:
-- The EMA uses the warm-up min(0.999, (1 + n) / (10 + n)) (common.EMA), so that short runs do not evaluate
-  weights still close to the initialisation; `ema_decay: 0` evaluates the raw weights.
+- The EMA uses the warm-up min(0.999, (1 + n) / (10 + n)) (common.EMA; `ema_warmup`, on by default), so that
+  short runs do not evaluate weights still close to the initialisation; `ema_decay: 0` evaluates the raw weights.
 - `steps_per_epoch` defaults to 50: with T = 512 one pass over digits' 1,100 unlabelled images is 3 steps, and
   the default 20 epochs of `ssl-ray train` would be 60 SGD steps (a budget-driven choice; the paper counts
   training in steps, 2^20 of them).
@@ -28,12 +28,12 @@ from ..config import hp
 from ..data import Batch
 from ..data.augment import FlipConfig
 from ._baselines import BaselineMethod, SGDConfig, cosine_decay, pseudo_label_loss
-from .common import EMA, cross_entropy_or_zero
+from .common import EMAConfig, cross_entropy_or_zero
 from .registry import register
 
 
 @dataclass
-class FixMatchConfig(SGDConfig, FlipConfig):
+class FixMatchConfig(SGDConfig, FlipConfig, EMAConfig):
     batch_size: int = hp(512, "T: samples per batch, B + mu B (paper: B = 64, mu = 7)", low=2)
     labeled_ratio: float = hp(0.125, "R/T = 1 / (1 + mu): labelled share of each batch (paper: mu = 7)", low=0,
                               high=1, low_open=True, high_open=True)
@@ -56,7 +56,7 @@ class FixMatch(BaselineMethod[FixMatchConfig]):
         cfg = self.cfg
         super().build()
         self.build_sgd(self.cfg)
-        self.ema = EMA(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = cfg.make_ema(self.net)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from ..config import hp
@@ -52,6 +53,25 @@ class GAN(FixedPriorGAN[GANConfig]):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """One-hot 'logits' of the category of each point's nearest generated sample (see the module doc)."""
-        bank, c = self.generated_bank()
-        nearest = torch.cdist(x.flatten(1).float(), bank).argmin(dim=1)
-        return F.one_hot(c[nearest], self.cfg.d_c).float()
+        return self.export_module()(x)
+
+    def export_module(self) -> nn.Module:
+        return NearestGenerated(*self.generated_bank(), self.cfg.d_c).eval()
+
+
+class NearestGenerated(nn.Module):
+    """The plain GAN's classifier as a module: the category of the nearest of a fixed bank of generated samples
+    (one-hot), its bank and their categories kept as buffers (an exported model carries them)."""
+
+    bank: torch.Tensor  # buffers
+    cats: torch.Tensor
+
+    def __init__(self, bank: torch.Tensor, cats: torch.Tensor, num: int):
+        super().__init__()
+        self.register_buffer("bank", bank)
+        self.register_buffer("cats", cats)
+        self.num = num
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nearest = torch.cdist(x.flatten(1).float(), self.bank).argmin(dim=1)
+        return F.one_hot(self.cats[nearest], self.num).float()

@@ -10,11 +10,11 @@ after, and the EMA decay 0.99 during the ramp-up and 0.999 after. Predictions ar
 The teacher's update is the reference's plain EMA: teacher <- d * teacher + (1 - d) * student after each
 student step, with d = `ema_decay` while the step count is below `rampup_steps` and `ema_decay_after` from
 then on (tensorflow/mean_teacher/model.py: `tf.train.ExponentialMovingAverage(ema_decay)` without
-`num_updates`, the decay switched by `step_rampup`). There is no (1 + n) / (10 + n) warm-up (the rule of
-the evaluation averages of ImprovedGAN and FixMatch): it would hold d below 0.991 for the first 1,000
-steps, so `ema_decay_after` 0.999 and 0.9999 gave identical runs at the default budget. The reference's
-PyTorch version uses min(1 - 1 / (step + 1), ema_decay) with one decay throughout; the TensorFlow rule is
-the one followed here, as for the other defaults.
+`num_updates`, the decay switched by `step_rampup`). The (1 + n) / (10 + n) warm-up (`ema_warmup`, the
+rule of the evaluation averages of ImprovedGAN and FixMatch) is off by default: it would hold d below 0.991 for
+the first 1,000 steps, so `ema_decay_after` 0.999 and 0.9999 gave identical runs at the default budget. The
+reference's PyTorch version uses min(1 - 1 / (step + 1), ema_decay) with one decay throughout; the TensorFlow
+rule is the one followed here, as for the other defaults.
 
 Defaults follow the reference code (CuriousAI/mean-teacher, tensorflow/mean_teacher/model.py): consistency
 100 with the MSE averaged over classes, Adam lr 0.003 and beta1 0.9, input noise 0.15, translation of the
@@ -41,12 +41,12 @@ from ..data import Batch
 from ..data.augment import AugmentConfig
 from ..nn.modes import train_mode
 from ._baselines import BaselineMethod, sigmoid_rampup, softmax_mse
-from .common import EMA, ClassifierConfig, cross_entropy_or_zero
+from .common import EMA, ClassifierConfig, EMAConfig, cross_entropy_or_zero
 from .registry import register
 
 
 @dataclass
-class MeanTeacherConfig(ClassifierConfig, AugmentConfig):
+class MeanTeacherConfig(ClassifierConfig, AugmentConfig, EMAConfig):
     batch_size: int = hp(100, "T: samples per batch (reference: minibatch 100)", low=2)
     labeled_ratio: float = hp(0.25, "R/T: labelled share of each batch (reference PyTorch code: 62 of 256)",
                               low=0, high=1, low_open=True)
@@ -63,6 +63,8 @@ class MeanTeacherConfig(ClassifierConfig, AugmentConfig):
                           high_open=True)
     ema_decay_after: float = hp(0.999, "teacher EMA decay after the ramp-up (reference: 0.999)", low=0, high=1,
                                 high_open=True)
+    ema_warmup: bool = hp(False, "warm the teacher's average up: decay min(d, (1 + n) / (10 + n)) at update n "
+                          "(reference: off, the plain decay; see the docstring)")
     adam_beta2: float = hp(0.99, "Adam beta2 during the ramp-up (reference: 0.99; 0.999 after)", low=0, high=1,
                            high_open=True)
     input_noise: float = hp(0.15, "std of the Gaussian noise added to each pass's inputs, in units of each "
@@ -80,7 +82,7 @@ class MeanTeacher(BaselineMethod[MeanTeacherConfig]):
         super().build()
         self.optimizers["opt"] = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
                                                   weight_decay=cfg.weight_decay)
-        self.ema = EMA(self.net, cfg.ema_decay, warmup=False)  # the plain decay, set per step in train_step
+        self.ema = EMA(self.net, cfg.ema_decay, cfg.ema_warmup)  # the teacher; its decay is set per step
 
     def noisy_view(self, x: torch.Tensor, seed: int, salt: int) -> torch.Tensor:
         cfg = self.cfg

@@ -5,7 +5,7 @@ What ssl-ray writes in <storage>/<name>/ (JSON, read back with json.loads only):
   hyperparameters, drawn once at the start from the space with --seed. A resume reads the method, dataset,
   space, scheduler and plan from here, never from the command line.
 - ssl_ray_pbt.json (scheduler pbt only): every PBT exploit, which plan entry cloned which at which epochs, and
-  the config before and after (tuning/pbt.py).
+  the config before and after (tuning/schedulers/pbt.py).
 - ssl_ray_trials.json: one record per Tune trial, written by the driver as trials start and end: the plan
   index it runs, its folder, its status (RUNNING, TERMINATED, ERROR), its hyperparameters (the last ones: PBT
   changes them as it runs), and, for a resumed trial, the checkpoint and epoch it continued from.
@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..data import files as F
 from ..errors import SSLRayError
 from .options import TuneOptions, check_name, storage_root
 
@@ -77,6 +78,11 @@ def make_dirs(fs, path: str) -> None:
 
 
 # ---- the plan ---------------------------------------------------------------------------------------------
+def plan_key(index: int) -> str:
+    """A plan entry's key: what ASHA's rungs know a trial by (schedulers/asha), whichever Tune trial runs it."""
+    return f"plan{index:05d}"
+
+
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
@@ -96,16 +102,47 @@ def make_plan(space, seed: int, num_samples: int | None = None) -> list[dict[str
 
 
 # ---- reading an experiment back --------------------------------------------------------------------------
-def _result_rows(fs, path: str) -> list[dict[str, Any]]:
+def result_rows(fs, path: str) -> list[dict[str, Any]]:
+    """The rows of a trial's result.json (one JSON object per epoch; a line cut by a crash is skipped); [] when
+    there is none. `fs`: a pyarrow filesystem, None for a local path. A local file is read as every file from a
+    folder ssl-ray is given (data/files.read_bytes: a regular file, of bounded size)."""
+    import pyarrow.fs as pafs
+
+    if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        text = F.read_bytes(path, "trial record").decode("utf-8", "replace") if os.path.lexists(path) else None
+    else:
+        text = read_text(fs, path)
     rows = []
-    for line in (read_text(fs, path) or "").splitlines():
+    for line in (text or "").splitlines():
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a line cut by a crash
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+TRIAL_DIR = "trial_fn_{trial_id}_{index}"
+"""A trial's folder in the experiment: <trainable>_<Tune's trial id>_<plan index> (hooks.trial_dirname)."""
+
+
+def trial_folders(exp: str | Path, trial_id: str) -> list[Path]:
+    """The folders of Tune trial `trial_id` in the local experiment `exp`: the one ssl_ray_trials.json records,
+    else (an experiment without records) the folders named after it (TRIAL_DIR)."""
+    base = Path(exp)
+    records = load_records(base)
+    rec = records.get(trial_id) if isinstance(records, dict) else None
+    if isinstance(rec, dict) and isinstance(rec.get("dir"), str) and (base / rec["dir"]).is_dir():
+        return [base / rec["dir"]]
+    head = TRIAL_DIR.split("{trial_id}")[0]
+    return sorted(d for d in base.iterdir() if d.is_dir() and d.name.startswith(f"{head}{trial_id}_"))
+
+
+def load_records(base: Path) -> Any:
+    """ssl_ray_trials.json of a local experiment folder, as read (None when it has none)."""
+    f = base / TRIALS_FILE
+    return F.read_json(f, "trial records") if f.exists() else None
 
 
 def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,7 +165,7 @@ def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -
             d = f"{base}/{rec.get('dir')}"
             start = int((rec.get("resume") or {}).get("from_epoch", 0))
             hist = {e: r for e, r in hist.items() if e <= start}  # epochs after the checkpoint were run again
-            rows = _result_rows(fs, f"{d}/result.json")
+            rows = result_rows(fs, f"{d}/result.json")
             for r in rows:
                 if isinstance(r.get("epoch"), (int, float)):
                     hist[int(r["epoch"])] = r
@@ -148,7 +185,7 @@ def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -
             # Ctrl-C in between) has finished: there is nothing left to run, and a resumed trial with no epoch to
             # run would report nothing (Tune then fails it for the missing metric)
             status = "TERMINATED" if ckpt is not None and ckpt_epoch >= max_epochs else "INTERRUPTED"
-        out.append({"index": i, "trial_id": attempts[0][0] if attempts else f"plan{i:05d}", "config": hp,
+        out.append({"index": i, "trial_id": attempts[0][0] if attempts else plan_key(i), "config": hp,
                     "history": [hist[e] for e in sorted(hist)], "status": status, "error": error,
                     "checkpoint": ckpt, "checkpoint_epoch": ckpt_epoch, "seconds": seconds, "path": path})
     return out
@@ -202,14 +239,11 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
     if method != doc["method"]:
         raise SSLRayError(f"{where} is a {doc['method']} search, not {method}: resume it with "
                           f"`ssl-ray tune {doc['method']} --name {name} --resume`")
-    if (doc.get("scheduler") or {}).get("name") == "pbt":
-        raise SSLRayError(f"{where} is a PBT search, which cannot be resumed: Ray does not save PBT's population "
-                          f"state (scores, decision epochs, which checkpoint each trial cloned), so its trials could "
-                          f"not go on as PBT would; its results so far stay there; start a new experiment")
-    if (doc.get("scheduler") or {}).get("name") == "sha":
-        raise SSLRayError(f"{where} is a synchronous successive-halving search (sha), which cannot be resumed: "
-                          f"its rung decisions wait for every trial of the plan and are not saved; its results so "
-                          f"far stay there; start a new experiment (or use asha, which resumes)")
+    from . import schedulers
+
+    kind = (doc.get("scheduler") or {}).get("name")
+    if kind in schedulers.names(chosen_by_name=False):  # one it does not know: parse_space below says so
+        schedulers.get(kind).refuse_resume(where)  # PBT, SHA and BOHB keep state Ray does not save
 
     def refuse(flag: str, typed: Any, saved: Any) -> SSLRayError:
         return SSLRayError(f"{flag} {typed} contradicts {where} (it has {saved}); a resume takes the experiment's "

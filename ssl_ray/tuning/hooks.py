@@ -1,6 +1,5 @@
 """Ray Tune hooks of `ssl-ray tune`, defined at module level so Tune can save them by reference: the search
-over a fixed plan, ASHA keyed by plan entry, synchronous successive halving, PBT that keeps plan entries, the
-Ctrl-C stopper, and the recorder of ssl_ray_trials.json.
+over a fixed plan, the Ctrl-C stopper, and the recorder of ssl_ray_trials.json (the schedulers: schedulers/).
 (Tune writes its own tuner.pkl; ssl-ray never reads it back.)"""
 from __future__ import annotations
 
@@ -8,16 +7,11 @@ import os
 from typing import Any
 
 from ray.tune import Callback, Stopper
-from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, PopulationBasedTraining
 from ray.tune.search import Searcher
 
-from .experiment import INTERRUPT, TRIALS_FILE, fs_of, write_json
+from .experiment import INTERRUPT, TRIAL_DIR, TRIALS_FILE, fs_of, write_json
 from .options import SPEC_KEY, hparams
-from .ray_internals import push_result_file, sha_arrived, sha_bracket, sha_join
-
-
-def plan_key(index: int) -> str:
-    return f"plan{index:05d}"
+from .ray_internals import push_result_file
 
 
 class PlanSearcher(Searcher):
@@ -81,133 +75,8 @@ class PlanSearcher(Searcher):
 
 
 def trial_dirname(trial) -> str:
-    """<trainable>_<trial id>_<plan index>: short, and `ssl-ray tensorboard` finds the plan entry in it."""
-    return f"trial_fn_{trial.trial_id}_{trial.config[SPEC_KEY]['index']}"
-
-
-class _Alias:
-    """A trial seen under its plan entry's key (for ASHA's rung records)."""
-
-    def __init__(self, trial):
-        self._t, self.trial_id = trial, plan_key(trial.config[SPEC_KEY]["index"])
-
-    def __getattr__(self, k):
-        return getattr(self._t, k)
-
-
-class PlanASHA(ASHAScheduler):
-    """ASHA that knows a trial by its plan entry, not by Tune's trial id: a trial resumed in a new Tune trial
-    keeps the rungs it already passed (they are replayed under the same key: tune.replay_rungs)."""
-
-    def on_trial_add(self, tc, trial):
-        super().on_trial_add(tc, _Alias(trial))
-
-    def on_trial_result(self, tc, trial, result):
-        return super().on_trial_result(tc, _Alias(trial), result)
-
-    def on_trial_complete(self, tc, trial, result):
-        super().on_trial_complete(tc, _Alias(trial), result)
-
-    def on_trial_remove(self, tc, trial):
-        super().on_trial_remove(tc, _Alias(trial))
-
-
-class PlanSHA(HyperBandScheduler):
-    """Synchronous successive halving (`scheduler: {name: sha}`): all n trials of the plan in one bracket, deciding
-    at ASHA's rungs (plan.asha_rungs) and then at max_epochs. A trial that reaches a rung pauses (its slot goes to
-    another trial; Tune restarts it later from that epoch's checkpoint) until every live trial has reached the
-    rung; then the best ceil(alive / reduction_factor) go on and the others stop. Unlike asynchronous ASHA, no trial
-    is promoted for lack of competition (the first to reach a rung), at the price of the wait at each rung.
-    Ray's HyperBandScheduler does the bookkeeping; this class only holds it to one bracket (Ray's would open
-    several, sized for HyperBand) and makes it wait for the whole plan."""
-
-    def __init__(self, *, n_trials: int, time_attr: str, max_t: int, grace_period: int, reduction_factor: int):
-        from .plan import asha_rungs
-
-        super().__init__(time_attr=time_attr, max_t=max_t, reduction_factor=reduction_factor)
-        self._n_trials, self._max_t, self._deciding = n_trials, max_t, False
-        self._bracket = sha_bracket(time_attr, n_trials, grace_period, max_t, reduction_factor,
-                                    len(asha_rungs(max_t, grace_period, reduction_factor)))
-
-    def on_trial_add(self, tc, trial):
-        sha_join(self, self._bracket, trial)
-
-    def on_trial_result(self, tc, trial, result):
-        if result.get(self._time_attr, 0) >= self._max_t:  # its last epoch: the trial ends by itself, no pause
-            self._bracket.update_trial_stats(trial, result)
-            return self.CONTINUE
-        return super().on_trial_result(tc, trial, result)
-
-    def on_trial_remove(self, tc, trial):
-        # Ray decides on a removal only before the bracket's first decision; a trial that ends (or errors) while
-        # the others wait at a later rung must let them go on too
-        self._bracket.cleanup_trial(trial)
-        if not self._deciding and not self._bracket.finished():
-            self._process_bracket(tc, self._bracket)
-
-    def _process_bracket(self, tc, bracket):
-        if sha_arrived(bracket) < self._n_trials:  # trials of the plan not started yet: the rung waits for them
-            return self.PAUSE
-        self._deciding = True  # stopping the losers calls on_trial_remove: no decision inside a decision
-        try:
-            return super()._process_bracket(tc, bracket)
-        finally:
-            self._deciding = False
-
-
-class _WithoutSearch:
-    """A TuneController seen without its search algorithm (PlanPBT.on_trial_add)."""
-
-    search_alg = None
-
-    def __init__(self, tc):
-        self._tc = tc
-
-    def __getattr__(self, k):
-        return getattr(self._tc, k)
-
-
-class PlanPBT(PopulationBasedTraining):
-    """Ray's PBT (tuning/pbt.py) over plan entries. Ray's exploit copies the whole config of the trial it clones,
-    our SPEC_KEY meta with its plan index included: the exploiting trial keeps its own meta (so its own plan
-    entry, folder and records), takes the clone's hyperparameters mutated and clipped into their distributions
-    (pbt.clip), and every exploit is appended to <experiment>/ssl_ray_pbt.json."""
-
-    def __init__(self, *, space, exp: str, **kw):
-        from .pbt import hyperparam_mutations
-
-        super().__init__(hyperparam_mutations=hyperparam_mutations(space), **kw)
-        self.space, self.exp = space, exp
-        self.exploits: list[dict[str, Any]] = []
-
-    def on_trial_result(self, tc, trial, result):
-        # No decision at a trial's last epoch: Ray's PBT would still clone another trial into it (the config it
-        # "ended with" then never trained) and, synchronous, wait there for the others.
-        if result.get(self._time_attr, 0) >= self.space.scheduler.max_epochs:
-            return self.CONTINUE
-        return super().on_trial_result(tc, trial, result)
-
-    def on_trial_add(self, tc, trial):
-        # Ray's PBT refuses every search algorithm, since a model-based one would learn from configs PBT changes
-        # under it. PlanSearcher only hands out the fixed random plan (tune.apply_options refuses the others with
-        # pbt), so PBT is shown the controller without it.
-        super().on_trial_add(_WithoutSearch(tc), trial)
-
-    def _get_new_config(self, trial, trial_to_clone):
-        from .pbt import PBT_FILE, clip
-
-        new, ops = super()._get_new_config(trial, trial_to_clone)
-        new = {**clip(self.space, new), SPEC_KEY: trial.config[SPEC_KEY]}
-        # the results at this decision (Ray updates trial.last_result only after the scheduler has decided)
-        mine, donor = (self._trial_state[t].last_result or {} for t in (trial, trial_to_clone))
-        self.exploits.append({
-            "index": trial.config[SPEC_KEY]["index"], "epoch": mine.get("epoch"),
-            "clone_of": trial_to_clone.config[SPEC_KEY]["index"], "clone_epoch": donor.get("epoch"),
-            "config_before": hparams(trial.config), "clone_config": hparams(trial_to_clone.config),
-            "config": hparams(new), "operations": {k: str(v) for k, v in ops.items()}})
-        fs, base = fs_of(self.exp)
-        write_json(fs, f"{base}/{PBT_FILE}", self.exploits)
-        return new, ops
+    """experiment.TRIAL_DIR: short, and it names the trial and its plan entry."""
+    return TRIAL_DIR.format(trial_id=trial.trial_id, index=trial.config[SPEC_KEY]["index"])
 
 
 class InterruptStopper(Stopper):

@@ -26,7 +26,7 @@ class TuneOptions:
     grace_epochs: int | None = None
     reduction_factor: int | None = None
     scheduler: str | None = None
-    perturbation_interval: int | None = None  # PBT: epochs between decisions (tuning/pbt.py)
+    perturbation_interval: int | None = None  # PBT: epochs between decisions (tuning/schedulers/pbt.py)
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 1 per worker when the cluster has or can add GPUs, else 0

@@ -1,7 +1,7 @@
 """The pre-flight check shared by `ssl-ray train` and `ssl-ray tune`: build the run before any trial runs."""
 from __future__ import annotations
 
-from ..engine.loop import RunSpec
+from ..engine.spec import RunSpec
 from ..errors import SSLRayError
 
 
@@ -10,10 +10,9 @@ def preflight(spec: RunSpec) -> None:
     config x dataset error (bad hyperparameter, absent or corrupt dataset, labels the dataset cannot give,
     a model that does not fit the input) is one readable line before any trial runs (`ssl-ray train`: before
     Ray starts; `ssl-ray tune`: while it starts, tune.preflight_while_ray_starts), not a traceback from inside a
-    Ray worker."""
+    Ray worker. (An unknown key or a bad value is refused before, when the RunSpec is made.)"""
     from ..engine.loop import Trainer
 
-    spec.method_config()  # unknown key or bad value first: the cheapest check
     try:
         Trainer(spec, device="cpu", log_dir=None, progress=False)
     except SSLRayError:

@@ -1,34 +1,37 @@
 """Every use of Ray's private internals, in one place (written for Ray 2.60; setup.py pins ray 2.60.x).
 
-Ray offers no public way to do these things; each is reached here and nowhere else, and
-`tests/test_ray_internals.py` fails loudly, naming the internal, when a Ray upgrade moves one:
+Ray offers no public way to do these things; each is reached here and nowhere else, each has a probe in `check()`
+(tests/test_ray_internals.py fails, naming it, when a Ray upgrade moves one), and each is weighed against what
+it buys, i.e. what happens without it (figures: BENCHMARKS.md):
 
-1. ASHA's rung state (`ASHAScheduler._brackets[0]`, its `on_result` and `_rungs`): Ray does not save it, so a
-   resumed search replays the saved results into it (tune.replay_rungs -> asha_replay).
-2. A local instance on loopback only (`ray._private.ray_constants.ENABLE_RAY_CLUSTER`): with it off, Ray keeps
-   every server of the node on 127.0.0.1 (cluster.init_ray; measured in docs/RELIABILITY.md); and
-   `ray.init(_node_ip_address=...)`, a private argument, names the node 127.0.0.1 (LOOPBACK_NODE).
-3. Train V2's per-report INFO logger (`ray.train.v2._internal.execution.context.logger`), which RunConfig's
-   LoggingConfig does not reach; and the logger of Ray's token set-up
-   (`ray._private.authentication.authentication_token_setup.logger`), whose "Token authentication is enabled"
-   warning comes before ray.init's `logging_level` applies (no_token_warning).
-5. A retried trial's result.json (`Trial.local_path`, `Trial.storage`): when Tune restarts a failed trial
-   (--max-failures) its JSON logger copies result.json back from the storage over the driver's local copy
-   (ray/tune/logger/logger.py, `_restore_from_remote`), and the storage copy lags by the rows reported since
-   the last sync; `push_result_file` sends the local copy first, so those epochs are not lost. hooks.TrialRecorder
-   also pushes it at each result and before recording a trial finished, so a killed driver leaves the
-   storage's copy (which `--resume` reads) complete.
-4. `RAY_TRAIN_ENABLE_PREEMPTION_WATCHER`, `TUNE_DISABLE_SIGINT_HANDLER`, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`,
-   `RAY_GCS_SERVER_PORT` (the local instance's GCS port: cluster.init_ray), `RAY_TRAIN_ENABLE_PRINT_PATCH`,
-   `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S` (Train V2's worker polling, TRAIN_POLL_S), `RAY_prestart_worker_first_driver`
-   (the raylet's system config `prestart_worker_first_driver`, read from the environment it starts in: off for a
-   local instance, cluster.init_ray): environment switches Ray reads but does not document as API.
-6. Synchronous successive halving (hooks.PlanSHA) is Ray's `HyperBandScheduler` held to one bracket: the bracket
-   class (`ray.tune.schedulers.hyperband._Bracket`), the scheduler's bracket records (`_hyperbands`, `_state`,
-   `_trial_info`), its decision step (`_process_bracket`, overridden) and the bracket's list of the trials it
-   was given (`_all_trials`): sha_bracket, sha_join and sha_arrived.
-7. A local instance started without the dashboard starts no dashboard process either: `Node.start_api_server`
-   (ray._private.node) is skipped for that start (no_api_server; cluster.init_ray).
+1. ASHA's rungs (`ASHAScheduler._brackets[0]`, `on_result`, `_rungs`), replayed on resume (schedulers/asha):
+   a correct resume; without it every resumed trial passes the rungs it reaches first, for lack of competition.
+2. A local instance on loopback only (`ray._private.ray_constants.ENABLE_RAY_CLUSTER`, `ray.init(
+   _node_ip_address=...)`; cluster.init_ray): nothing of a local run listens beyond this machine (measured in
+   docs/RELIABILITY.md); without it Ray's gRPC servers listen on all interfaces, its metrics on 0.0.0.0.
+3. Train V2's per-report INFO logger (`ray.train.v2._internal.execution.context.logger`) and the logger of Ray's
+   token set-up (`ray._private.authentication.authentication_token_setup.logger`): quiet output only (a line per
+   report and worker; a warning before every run's output and before a pre-flight error's one line).
+4. Environment switches Ray reads but does not document: RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (TRAIN_POLL_S: with
+   Ray's 2 s a 20-epoch train waited 34 of its 64 s, section 0); RAY_prestart_worker_first_driver (idle workers
+   that took CPU from ray.init, section 2); RAY_GCS_SERVER_PORT (a private instance that Train's placement-group
+   cleaner cannot confuse with another's: it once removed a live run's group); RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+   (item 2); TUNE_DISABLE_SIGINT_HANDLER (Ctrl-C records trials as interrupted, not finished);
+   RAY_TRAIN_ENABLE_PRINT_PATCH (prints not shown twice); RAY_TRAIN_ENABLE_PREEMPTION_WATCHER (off locally: an
+   error-level log line per run; its 0.2 CPU-s of a 29 s run, section 1, buys nothing measurable).
+5. A retried trial's result.json (`Trial.local_path`, `StorageContext.trial_fs_path`; Tune's JSON logger copies
+   the lagging storage copy back, `LoggerCallback._restore_from_remote`): push_result_file keeps every epoch of a
+   retried trial, and of a killed driver's (`--resume` reads the storage's copy).
+6. Ray's HyperBandScheduler held to one bracket (`hyperband._Bracket`, its `_all_trials`; the scheduler's
+   `_hyperbands`, `_state`, `_trial_info`, `_process_bracket`): the whole `sha` scheduler (Ray has none).
+7. No dashboard process for a local instance without the dashboard (`ray._private.node.Node.start_api_server`
+   skipped for that start: no_api_server): 1.4-1.6 s of every `ssl-ray tune` start (ray.init median 2.12 s
+   against 4.03 s, "No dashboard process").
+8. PBT over plan entries (`PopulationBasedTraining._get_new_config`, `_trial_state[t].last_result`; its
+   on_trial_add reads `search_alg`): each trial keeps its plan entry, folder and records; every exploit recorded.
+9. What a joined cluster can grow to (`ray._private.state.state.get_max_resources_from_cluster_config`, the
+   autoscaler's status via `ray.experimental.internal_kv._internal_kv_get`; cluster.autoscaler_view): a request
+   larger than the cluster waits where it can grow, is refused at once where it cannot; a change in Ray: "unknown".
 """
 from __future__ import annotations
 
@@ -36,10 +39,9 @@ import contextlib
 import inspect
 import logging
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-WRITTEN_FOR = "2.60"
-"""The Ray minor version these internals were read in."""
+WRITTEN_FOR = "2.60"  # the Ray minor version these internals were read in
 
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 SIGINT_HANDLER_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
@@ -49,15 +51,16 @@ PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 PRESTART_ENV = "RAY_prestart_worker_first_driver"
 TRAIN_POLL_S = "0.2"
-"""How often Train V2's controller polls its workers (Ray's default 2 s). A worker's `ray.train.report` waits
-until the controller has taken its previous result, so every report costs up to one interval: with Ray's 2 s,
-a 20-epoch `ssl-ray train --ray-train` of digits spent 34 of its 64 s waiting (BENCHMARKS.md, section 0, run C)."""
-API_SERVER_STEP = "start_api_server"
-"""The step of Ray's `Node` (ray._private.node) that starts the dashboard process (no_api_server)."""
-LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}
-"""ray.init's private argument that names the local node 127.0.0.1 (with loopback_only: nothing listens beyond it)."""
+"""How often Train V2's controller polls its workers (Ray's default 2 s); each report waits for a poll (item 4)."""
+API_SERVER_STEP = "start_api_server"  # the step of ray._private.node.Node that starts the dashboard (item 7)
+LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}  # ray.init's private argument (item 2)
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+RESULT_FILE = "result.json"
+AUTOSCALING_STATUS_KEY = "__autoscaling_status"
+"""Where Ray's autoscaler monitor writes its status (`ray status` reads it; ray_constants.DEBUG_AUTOSCALING_STATUS)."""
 
 
+# ---- 1. ASHA's rungs ------------------------------------------------------------------------------------------
 def asha_bracket(scheduler: Any) -> Any:
     """The single bracket of an ASHAScheduler (ssl-ray uses Ray's default of one bracket)."""
     brackets = scheduler._brackets
@@ -71,21 +74,17 @@ def asha_rungs(scheduler: Any) -> dict[float, dict[str, float]]:
     return {milestone: dict(rec) for milestone, rec in asha_bracket(scheduler)._rungs}
 
 
-class _TrialKey:
-    """What ASHA's bracket reads of a trial: its id (here a plan entry's key, hooks.plan_key)."""
-
-    def __init__(self, trial_id: str):
-        self.trial_id = trial_id
-
-
 def asha_replay(scheduler: Any, results: Iterable[tuple[float, str, float]], mode: str) -> None:
     """Record (time, trial key, metric value) results in the scheduler's rungs, in the order given, as if the
     trials had reported them (the bracket's own rules decide; ASHA keeps values sign-flipped in min mode)."""
+    from types import SimpleNamespace
+
     bracket = asha_bracket(scheduler)
-    for time, trial_id, value in results:
-        bracket.on_result(_TrialKey(trial_id), time, -value if mode == "min" else value)
+    for time, trial_id, value in results:  # a trial as the bracket reads it: its id (experiment.plan_key)
+        bracket.on_result(SimpleNamespace(trial_id=trial_id), time, -value if mode == "min" else value)
 
 
+# ---- 2., 3., 7. starting a local instance -------------------------------------------------------------------
 @contextlib.contextmanager
 def loopback_only() -> Iterator[None]:
     """While Ray starts a local node: every server on 127.0.0.1 (Ray's behaviour where it supports no clusters).
@@ -105,15 +104,10 @@ def loopback_only() -> Iterator[None]:
             os.environ[CLUSTER_ENV] = saved_env
 
 
-TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
-
-
 @contextlib.contextmanager
 def no_token_warning() -> Iterator[None]:
-    """While Ray starts a local node: no "Token authentication is enabled for this Ray cluster" warning. Ray 2.60
-    turns token authentication on for every new local instance and says so on the driver's stderr, before
-    ray.init's logging_level applies: a line before every run's output, and before a pre-flight error's one line
-    (tune.preflight_while_ray_starts). The authentication itself is unchanged (cluster._private_token)."""
+    """While Ray starts a local node: no "Token authentication is enabled" warning on stderr (Ray 2.60 says it
+    before ray.init's logging_level applies). The authentication itself is unchanged (cluster._private_token)."""
     log = logging.getLogger(TOKEN_SETUP_LOGGER)
     saved = log.level
     log.setLevel(logging.ERROR)
@@ -125,12 +119,9 @@ def no_token_warning() -> Iterator[None]:
 
 @contextlib.contextmanager
 def no_api_server() -> Iterator[None]:
-    """While Ray starts a local node without the dashboard: no dashboard process at all. With
-    `include_dashboard=False` Ray 2.60 still starts its dashboard process as an "API server" that loads only the
-    usage-statistics module (`--modules-to-load=UsageStatsHead`: no State API, no jobs), and ray.init waits for it
-    to boot (1.3-1.7 s here) before it starts the raylet. Nothing of ssl-ray uses it; a node started with the
-    dashboard (Ray Train's runs: cluster.init_ray) is unchanged. `Node.start_api_server` is replaced, for this
-    start only, by a step that records no dashboard URL, as Ray does when its dashboard cannot start."""
+    """While Ray starts a local node without the dashboard: no dashboard process at all (Ray 2.60 still starts one
+    loading only its usage statistics, and waits for it). `Node.start_api_server` is replaced, for this start
+    only, by a step that records no dashboard URL, as Ray does when its dashboard cannot start."""
     from ray._private import node
 
     saved = node.Node.__dict__[API_SERVER_STEP]
@@ -155,9 +146,7 @@ def quiet_train_reports() -> None:
         pass
 
 
-RESULT_FILE = "result.json"
-
-
+# ---- 5. a retried trial's result.json -----------------------------------------------------------------------
 def push_result_file(trial: Any) -> None:
     """Copy a trial's driver-side result.json to its folder in the storage (before Tune restores it from there)."""
     import pyarrow.fs
@@ -169,6 +158,7 @@ def push_result_file(trial: Any) -> None:
                               destination_filesystem=trial.storage.storage_filesystem)
 
 
+# ---- 6. one HyperBand bracket (sha) -------------------------------------------------------------------------
 def sha_bracket(time_attr: str, n_trials: int, first_rung: int, max_t: int, rf: int, decisions: int) -> Any:
     """One HyperBand bracket: n_trials trials, the first decision at first_rung, then every rf times later (capped
     at max_t), `decisions` halvings in all, each keeping ceil(alive / rf)."""
@@ -192,104 +182,218 @@ def sha_arrived(bracket: Any) -> int:
     return len(bracket._all_trials)
 
 
+def sha_record(bracket: Any, trial: Any, result: dict[str, Any]) -> None:
+    """Record a result in the bracket without a decision (a trial's last epoch)."""
+    bracket.update_trial_stats(trial, result)
+
+
+def sha_remove(bracket: Any, trial: Any) -> bool:
+    """Take a trial that ended out of the bracket; whether the bracket has finished."""
+    bracket.cleanup_trial(trial)
+    return bracket.finished()
+
+
+def sha_decide(scheduler: Any, tc: Any, bracket: Any) -> Any:
+    """Run the scheduler's decision step on the bracket now (Ray decides on a removal only before its first one)."""
+    return scheduler._process_bracket(tc, bracket)
+
+
+class BracketDecisionHook:
+    """A HyperBandScheduler base whose decision step (`_process_bracket`) first asks `self.may_decide(bracket)`
+    (no: the trial pauses) and tells `self.deciding_now(True / False)` around the decision."""
+
+    def _process_bracket(self, tc: Any, bracket: Any) -> Any:
+        if not self.may_decide(bracket):  # type: ignore[attr-defined]
+            return self.PAUSE  # type: ignore[attr-defined]
+        self.deciding_now(True)  # type: ignore[attr-defined]
+        try:
+            return super()._process_bracket(tc, bracket)  # type: ignore[misc]
+        finally:
+            self.deciding_now(False)  # type: ignore[attr-defined]
+
+
+# ---- 8. PBT over plan entries --------------------------------------------------------------------------------
+class ExploitHook:
+    """A PopulationBasedTraining base whose exploit step (`_get_new_config(trial, trial_to_clone)`) hands Ray's new
+    config to `self.exploited(trial, clone, config, operations, trial's result, clone's result)`, which returns the
+    config the trial continues with (the results: those at this decision; Ray updates trial.last_result only after
+    the scheduler has decided)."""
+
+    def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        new, ops = super()._get_new_config(trial, trial_to_clone)  # type: ignore[misc]
+        mine, donor = (self._trial_state[t].last_result or {} for t in (trial, trial_to_clone))  # type: ignore
+        return self.exploited(trial, trial_to_clone, new, ops, mine, donor), ops  # type: ignore[attr-defined]
+
+
+class _WithoutSearch:
+    """A TuneController seen without its search algorithm."""
+
+    search_alg = None
+
+    def __init__(self, tc: Any):
+        self.controller = tc
+
+    def __getattr__(self, k: str) -> Any:
+        return getattr(self.controller, k)
+
+
+def without_search(tc: Any) -> Any:
+    """The controller without its search algorithm, as PopulationBasedTraining.on_trial_add reads it."""
+    return _WithoutSearch(tc)
+
+
+# ---- 9. what a joined cluster can grow to ---------------------------------------------------------------------
+def cluster_config_max() -> dict[str, float] | None:
+    """The most the cluster can hold, from the cluster config Ray Train checks its worker groups against (in Ray's
+    GCS when an autoscaler reported one); None when there is none or it cannot be read."""
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config()
+        return {k: float(v) for k, v in most.items()} if most else None
+    except Exception:  # noqa: BLE001 - private API: unknown rather than an error
+        return None
+
+
+def autoscaler_status() -> dict[str, Any]:
+    """The autoscaler monitor's last report ({} when there is none, or it cannot be read)."""
+    try:
+        import json
+
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(AUTOSCALING_STATUS_KEY)
+        return (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
+    except Exception:  # noqa: BLE001 - private API: unknown rather than an error
+        return {}
+
+
+# ---- the probes: (what, the private names it covers, probe), each True when the internal is there as written ----
+PROBES: list[tuple[str, tuple[str, ...], Callable[[], bool]]] = []
+
+
+def probe(what: str, *covers: str) -> Callable[[Callable[[], bool]], Callable[[], bool]]:
+    def register(f: Callable[[], bool]) -> Callable[[], bool]:
+        PROBES.append((what, covers, f))
+        return f
+
+    return register
+
+
 def check() -> list[str]:
     """The internals this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray
 
-    missing = []
-    if not ray.__version__.startswith(WRITTEN_FOR + "."):
-        missing.append(f"ray {ray.__version__} (written for {WRITTEN_FOR}.x)")
+    missing = [] if ray.__version__.startswith(WRITTEN_FOR + ".") else [f"ray {ray.__version__} (written for "
+                                                                         f"{WRITTEN_FOR}.x)"]
+    return missing + [what for what, _, f in PROBES if not _passes(f)]
+
+
+def _passes(f: Callable[[], bool]) -> bool:
+    try:
+        return f()
+    except (ImportError, AttributeError, TypeError, KeyError, ValueError, OSError):
+        return False
+
+
+def _params(f: Any) -> list[str]:  # a function's parameter names
+    return list(inspect.signature(f).parameters)
+
+
+@probe("ASHAScheduler._brackets[0].on_result(trial, cur_iter, cur_rew) and ._rungs", "_brackets", "_rungs")
+def _asha() -> bool:
     from ray.tune.schedulers import ASHAScheduler
 
-    s = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3, metric="m", mode="min")
-    b = getattr(s, "_brackets", None)
-    if not b or not hasattr(b[0], "on_result") or not hasattr(b[0], "_rungs"):
-        missing.append("ASHAScheduler._brackets[0].on_result/_rungs")
-    elif list(inspect.signature(b[0].on_result).parameters) != ["trial", "cur_iter", "cur_rew"]:
-        missing.append("ASHAScheduler._brackets[0].on_result(trial, cur_iter, cur_rew)")
-    from ray.tune.schedulers import HyperBandScheduler
-
-    try:
-        hb = HyperBandScheduler(time_attr="epoch", max_t=9, metric="m", mode="min")
-        b = sha_bracket("epoch", 4, 1, 9, 3, 2)
-        if not (isinstance(hb._hyperbands, list) and isinstance(hb._state, dict) and isinstance(hb._trial_info, dict)
-                and callable(getattr(hb, "_process_bracket", None)) and sha_arrived(b) == 0):
-            raise TypeError
-    except (ImportError, AttributeError, TypeError):
-        missing.append("ray.tune.schedulers.hyperband: _Bracket(time_attr, max_trials, init_t_attr, max_t_attr, eta, "
-                       "s, stop_last_trials), HyperBandScheduler._hyperbands/_state/_trial_info/_process_bracket, "
-                       "_Bracket._all_trials")
-    if f'"{next(iter(LOOPBACK_NODE))}"' not in inspect.getsource(ray.init):
-        missing.append(f"ray.init({next(iter(LOOPBACK_NODE))}=...)")
-    try:
-        import ray._private.ray_constants as ray_constants
-
-        if not isinstance(getattr(ray_constants, "ENABLE_RAY_CLUSTER", None), bool):
-            missing.append("ray._private.ray_constants.ENABLE_RAY_CLUSTER")
-        for attr, env in (("ENABLE_RAY_CLUSTERS_ENV_VAR", CLUSTER_ENV),
-                          ("GCS_PORT_ENVIRONMENT_VARIABLE", GCS_PORT_ENV)):
-            if getattr(ray_constants, attr, None) != env:
-                missing.append(f"ray._private.ray_constants.{attr} == {env!r}")
-    except ImportError:
-        missing.append("ray._private.ray_constants")
-    try:
-        from ray.train.v2._internal import constants as train_constants
-
-        for attr, env in (("ENABLE_PRINT_PATCH_ENV_VAR", PRINT_PATCH_ENV),
-                          ("ENABLE_PREEMPTION_WATCHER_ENV_VAR", PREEMPTION_WATCHER_ENV),
-                          ("HEALTH_CHECK_INTERVAL_S_ENV_VAR", TRAIN_POLL_ENV)):
-            if getattr(train_constants, attr, None) != env:
-                missing.append(f"ray.train.v2._internal.constants.{attr} == {env!r}")
-    except ImportError:
-        missing.append("ray.train.v2._internal.constants")
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-
-        if not isinstance(getattr(train_context, "logger", None), logging.Logger):
-            missing.append("ray.train.v2._internal.execution.context.logger")
-    except ImportError:
-        missing.append("ray.train.v2._internal.execution.context")
-    try:
-        from ray._private.authentication import authentication_token_setup as token_setup
-
-        log = getattr(token_setup, "logger", None)
-        if not (isinstance(log, logging.Logger) and log.name == TOKEN_SETUP_LOGGER
-                and callable(getattr(token_setup, "_warn_token_auth_enabled", None))):
-            missing.append(f"{TOKEN_SETUP_LOGGER}.logger (its _warn_token_auth_enabled)")
-    except ImportError:
-        missing.append(TOKEN_SETUP_LOGGER)
-    from ray._private import node
-
-    step = node.Node.__dict__.get(API_SERVER_STEP)
-    if not (callable(step) and list(inspect.signature(step).parameters) == ["self", "include_dashboard",
-                                                                          "raise_on_failure"]
-            and f"self.{API_SERVER_STEP}(" in inspect.getsource(node.Node.start_head_processes)
-            and "self._webui_url" in inspect.getsource(step)):
-        missing.append(f"ray._private.node.Node.{API_SERVER_STEP}(self, *, include_dashboard, raise_on_failure), "
-                       f"called by start_head_processes, setting _webui_url")
-    raylet = os.path.join(os.path.dirname(ray.__file__), "core", "src", "ray", "raylet", "raylet")
-    if not _binary_contains(raylet, PRESTART_ENV[len("RAY_"):].encode()):
-        missing.append(f"the raylet's system config {PRESTART_ENV[len('RAY_'):]!r} ({PRESTART_ENV})")
-    from ray.tune.experiment import Trial
-
-    from ray.train._internal.storage import StorageContext
-
-    for cls, attr in ((Trial, "local_path"), (Trial, "path"), (StorageContext, "trial_fs_path")):
-        if not isinstance(getattr(cls, attr, None), property):
-            missing.append(f"{cls.__module__}.{cls.__name__}.{attr}")
-    from ray.tune.logger import logger as tune_logger
-
-    if not hasattr(tune_logger.LoggerCallback, "_restore_from_remote"):
-        missing.append("ray.tune.logger.LoggerCallback._restore_from_remote (push_result_file may be unneeded)")
-    return missing
+    b = ASHAScheduler(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3, metric="m", mode="min")._brackets
+    return len(b) == 1 and hasattr(b[0], "_rungs") and _params(b[0].on_result) == ["trial", "cur_iter", "cur_rew"]
 
 
-def _binary_contains(path: str, needle: bytes) -> bool:
-    """Whether the file at `path` holds `needle` (a system-config name compiled into a Ray binary)."""
+@probe("ray._private.ray_constants.ENABLE_RAY_CLUSTER, ENABLE_RAY_CLUSTERS_ENV_VAR, GCS_PORT_ENVIRONMENT_VARIABLE and "
+       "DEBUG_AUTOSCALING_STATUS; ray.init(_node_ip_address=...)", "ray._private.ray_constants", *LOOPBACK_NODE)
+def _loopback() -> bool:
+    import ray
+    import ray._private.ray_constants as c
+
+    return (isinstance(c.ENABLE_RAY_CLUSTER, bool) and c.ENABLE_RAY_CLUSTERS_ENV_VAR == CLUSTER_ENV
+            and c.GCS_PORT_ENVIRONMENT_VARIABLE == GCS_PORT_ENV and c.DEBUG_AUTOSCALING_STATUS == AUTOSCALING_STATUS_KEY
+            and all(f'"{k}"' in inspect.getsource(ray.init) for k in LOOPBACK_NODE))
+
+
+@probe(f"ray.train.v2._internal.execution.context.logger; {TOKEN_SETUP_LOGGER}.logger (its _warn_token_auth_enabled)",
+       "ray.train.v2._internal.execution", "ray._private.authentication", "_warn_token_auth_enabled")
+def _loggers() -> bool:
+    from ray._private.authentication import authentication_token_setup as token_setup
+    from ray.train.v2._internal.execution import context as train_context
+
+    return (isinstance(train_context.logger, logging.Logger) and isinstance(token_setup.logger, logging.Logger)
+            and token_setup.logger.name == TOKEN_SETUP_LOGGER and callable(token_setup._warn_token_auth_enabled))
+
+
+@probe(f"ray.train.v2._internal.constants: {PRINT_PATCH_ENV}, {PREEMPTION_WATCHER_ENV}, {TRAIN_POLL_ENV}; the raylet's "
+       f"system config {PRESTART_ENV[len('RAY_'):]!r}", "ray.train.v2._internal.constants")
+def _switches() -> bool:
     import mmap
 
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return m.find(needle) >= 0
-    except (OSError, ValueError):
-        return False
+    import ray
+    from ray.train.v2._internal import constants as c
+
+    raylet = os.path.join(os.path.dirname(ray.__file__), "core", "src", "ray", "raylet", "raylet")
+    with open(raylet, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        prestart = m.find(PRESTART_ENV[len("RAY_"):].encode()) >= 0
+    return prestart and (c.ENABLE_PRINT_PATCH_ENV_VAR, c.ENABLE_PREEMPTION_WATCHER_ENV_VAR,
+                         c.HEALTH_CHECK_INTERVAL_S_ENV_VAR) == (PRINT_PATCH_ENV, PREEMPTION_WATCHER_ENV, TRAIN_POLL_ENV)
+
+
+@probe("Trial.local_path/path, StorageContext.trial_fs_path (properties); LoggerCallback._restore_from_remote (else "
+       "push_result_file may be unneeded)", "ray.train._internal.storage", "_restore_from_remote")
+def _result_file() -> bool:
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+    from ray.tune.logger import logger as tune_logger
+
+    return (all(isinstance(getattr(c, a), property) for c, a in ((Trial, "local_path"), (Trial, "path"),
+                                                                 (StorageContext, "trial_fs_path")))
+            and hasattr(tune_logger.LoggerCallback, "_restore_from_remote"))
+
+
+@probe("ray.tune.schedulers.hyperband: _Bracket(time_attr, max_trials, init_t_attr, max_t_attr, eta, s, "
+       "stop_last_trials) with add_trial, update_trial_stats, cleanup_trial, finished, _all_trials; HyperBandScheduler."
+       "_hyperbands/_state/_trial_info and _process_bracket(tune_controller, bracket)", "_Bracket", "_all_trials",
+       "_hyperbands", "_state", "_trial_info", "_process_bracket")
+def _sha() -> bool:
+    from ray.tune.schedulers import HyperBandScheduler
+
+    hb = HyperBandScheduler(time_attr="epoch", max_t=9, metric="m", mode="min")
+    b = sha_bracket("epoch", 4, 1, 9, 3, 2)
+    return (isinstance(hb._hyperbands, list) and isinstance(hb._state, dict) and isinstance(hb._trial_info, dict)
+            and _params(hb._process_bracket) == ["tune_controller", "bracket"] and sha_arrived(b) == 0
+            and all(callable(getattr(b, m)) for m in ("add_trial", "update_trial_stats", "cleanup_trial", "finished")))
+
+
+@probe(f"ray._private.node.Node.{API_SERVER_STEP}(self, *, include_dashboard, raise_on_failure), called by "
+       f"start_head_processes, setting _webui_url", "ray._private.node", "_webui_url")
+def _api_server() -> bool:
+    from ray._private import node
+
+    step = node.Node.__dict__[API_SERVER_STEP]
+    return (_params(step) == ["self", "include_dashboard", "raise_on_failure"] and "self._webui_url" in
+            inspect.getsource(step) and f"self.{API_SERVER_STEP}(" in inspect.getsource(node.Node.start_head_processes))
+
+
+@probe("PopulationBasedTraining._get_new_config(trial, trial_to_clone), its _trial_state[t].last_result; its "
+       "on_trial_add reads tune_controller.search_alg", "_get_new_config", "_trial_state", "_PBTTrialState")
+def _pbt() -> bool:
+    from ray.tune.schedulers.pbt import PopulationBasedTraining as P, _PBTTrialState
+
+    return (_params(P._get_new_config) == ["self", "trial", "trial_to_clone"]
+            and "self._trial_state" in inspect.getsource(P.__init__) and "last_result" in inspect.getsource(_PBTTrialState)
+            and "search_alg" in inspect.getsource(P.on_trial_add))
+
+
+@probe("ray._private.state.state.get_max_resources_from_cluster_config; ray.experimental.internal_kv._internal_kv_get",
+       "ray._private.state", "_internal_kv_get")
+def _cluster() -> bool:
+    from ray._private.state import state
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return callable(state.get_max_resources_from_cluster_config) and callable(_internal_kv_get)

@@ -29,34 +29,18 @@ import torch
 
 from ..engine import checkpoint
 from ..engine.loop import RunSpec, Trainer
+from ..engine.worker import diverged, require_gpu, run_worker
 from ..errors import DivergenceError, SSLRayError
 
 LOCAL_CHECKPOINT = "checkpoint"  # <output>/checkpoint/state.pt: the in-process path's checkpoint
 RAY_RUN = "ray_train"  # <output>/ray_train/checkpoint_*: Ray Train's checkpoints
-DIVERGED_KEY = "diverged"
-
-
-def _threads(cpus: float) -> None:
-    torch.set_num_threads(max(1, int(cpus)))
-
-
-def require_gpu(gpus: float) -> None:
-    """Fail loudly when Ray gave this process GPUs but torch cannot use them (a torch build that needs a
-    newer CUDA than the node's driver, or no driver at all), instead of silently training on the CPU."""
-    if gpus > 0 and not torch.cuda.is_available():
-        raise SSLRayError(f"asked for {gpus:g} GPU(s) but torch {torch.__version__} (CUDA {torch.version.cuda}) "
-                          f"sees none on this node: check `nvidia-smi` against the torch build (clusters/README.md)")
-
-
-def resume(trainer: Trainer, ckpt) -> None:
-    """Restore `trainer` from a Ray checkpoint (Train's or Tune's), when there is one."""
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            trainer.restore(checkpoint.load(d))
 
 
 def worker_loop(config: dict[str, Any]) -> None:
-    """The body of every Ray Train worker (and, with report=tune, of a single-worker Tune trial)."""
+    """The body of every Ray Train worker: engine.worker.run_worker between Ray's lines."""
+    import contextlib
+    import tempfile
+
     import ray.train
     import ray.train.torch
 
@@ -64,51 +48,42 @@ def worker_loop(config: dict[str, Any]) -> None:
 
     quiet_train_reports()  # Train V2 logs every report at INFO, out of LoggingConfig's reach (Ray 2.60)
     spec = RunSpec.from_dict(config["spec"])
-    _threads(config.get("cpus_per_worker", 1))
-    require_gpu(config.get("gpus_per_worker", 0))
+    gpus = config.get("gpus_per_worker", 0)
+    require_gpu(gpus)  # before asking Ray for the device: a GPU torch cannot use would give "cpu" there
     device = ray.train.torch.get_device()  # [1] the worker's device (GPU when given one, else CPU)
     log_dir, sync_tb = _tensorboard_dir(config.get("log_dir"), config.get("log_fs"))
-    trainer = Trainer(spec, device=device, log_dir=log_dir, progress=config.get("progress", True))
-    # [2] resume: Ray's checkpoint (a restart after a failure in this run) or the one `--resume` names,
-    # whichever is further along
-    states = []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            if os.path.exists(os.path.join(d, checkpoint.STATE_FILE)):  # not the record of a divergence
-                states.append(checkpoint.load(d))
-    if config.get("resume_from") is not None:  # a ray.train.Checkpoint: read from the run's storage on this node
-        with config["resume_from"].as_directory() as d:
-            states.append(checkpoint.load(d))
-    if states:
-        trainer.restore(max(states, key=lambda s: int(s["epoch"])))
+    rank = ray.train.get_context().get_world_rank()
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
         from ray.train import Checkpoint
 
-        if trainer.rank == 0:
+        if rank == 0:
             sync_tb()  # this epoch's TensorBoard files into the run's storage, before the driver may read them
         # [3] every worker reports each epoch; rank 0 attaches the checkpoint
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
-    try:
-        trainer.fit(report)
-        if trainer.rank == 0:
-            sync_tb()  # the files as closed by fit
-    except DivergenceError as e:
-        # Divergence is the same on every worker (the loop sums losses over workers before its check) and a
-        # retry would diverge again: report it as the run's last result and end normally, so that Ray Train
-        # neither restarts the group (--max-failures) nor raises a WorkerGroupError at the driver. The driver
-        # reads the metrics of the last checkpoint, so rank 0 attaches one that holds only the message.
-        import tempfile
+    # [2] resume: Ray's checkpoint (a restart after a failure in this run) and the one `--resume` names (a
+    # ray.train.Checkpoint, read from the run's storage on this node): run_worker continues the one further along
+    trainer: list[Trainer] = []
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ssl_ray_diverged_") as marker:
+        folders = [stack.enter_context(c.as_directory())
+                   for c in (ray.train.get_checkpoint(), config.get("resume_from")) if c is not None]
+        try:
+            run_worker(spec, device, report, folders, threads=config.get("cpus_per_worker", 1), gpus=gpus,
+                       log_dir=log_dir, progress=config.get("progress", True), marker_dir=marker,
+                       started=trainer.append)
+        except DivergenceError:
+            # Divergence is the same on every worker (the loop sums losses over workers before its check) and a
+            # retry would diverge again: rank 0 reports the marker as the run's last checkpoint and every worker
+            # ends normally, so that Ray Train neither restarts the group (--max-failures) nor raises a
+            # WorkerGroupError at the driver, which finds the marker there (_run_ray).
+            from ray.train import Checkpoint
 
-        from ray.train import Checkpoint
-
-        with tempfile.TemporaryDirectory(prefix="ssl_ray_diverged_") as d:
-            with open(os.path.join(d, "DIVERGED.txt"), "w") as f:
-                f.write(str(e))
-            ray.train.report({DIVERGED_KEY: str(e), "epoch": trainer.epoch},
-                             checkpoint=Checkpoint.from_directory(d) if trainer.rank == 0 else None)
+            ray.train.report({"epoch": trainer[0].epoch},
+                             checkpoint=Checkpoint.from_directory(marker) if rank == 0 else None)
+            return
+    if rank == 0:
+        sync_tb()  # the files as closed by fit
 
 
 def _tensorboard_dir(log_dir: str | None, fs: Any) -> tuple[str | None, Any]:
@@ -251,7 +226,7 @@ def _check_resumable(state: dict[str, Any], spec: RunSpec, world: int, where: An
     """A checkpoint continues only the run that wrote it: same method, data, seed, hyperparameters, workers."""
     saved = RunSpec.from_dict({k: v for k, v in state["spec"].items() if k in RunSpec.__dataclass_fields__})
     a, b = saved.to_dict(), spec.to_dict()
-    a["config"], b["config"] = _config_dict(saved), _config_dict(spec)
+    a["config"], b["config"] = saved.config_dict(), spec.config_dict()
     diff = [k for k in b if k not in RESUME_IGNORES and json.dumps(a.get(k), sort_keys=True, default=str)
             != json.dumps(b[k], sort_keys=True, default=str)]
     if diff:
@@ -276,7 +251,6 @@ def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: 
     whose storage layer writes it. resume: continue from the newest checkpoint under `output` (an error when the
     options contradict it). wait_for_resources: see cluster.cluster_state.
     KeyboardInterrupt is re-raised after result.json is written with "interrupted": true."""
-    spec.method_config()  # validate before any start-up
     folder = RunFolder(output, storage_filesystem, shared)
     if folder.fs is not None:
         newest = folder.latest()
@@ -313,7 +287,7 @@ def _summary(spec: RunSpec, out: Path | RunFolder, metrics: dict[str, Any], *, e
         "test_error": metrics.get("test_error"), "best_val_error": metrics.get("best_val_error"),
         "test_error_at_best_val": metrics.get("test_error_at_best_val"),
         "seconds": round(seconds, 2), "workers": workers, "path": path,
-        "config": _config_dict(spec), "data": spec.data.to_dict(), "output": str(out),
+        "config": spec.config_dict(), "data": spec.data.to_dict(), "output": str(out),
         "checkpoint": ckpt,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         **extra,
@@ -324,17 +298,14 @@ def _summary(spec: RunSpec, out: Path | RunFolder, metrics: dict[str, Any], *, e
 
 def _run_local(spec: RunSpec, out: Path, cpus: float, gpus: float | None, progress: bool,
                start: Path | None) -> dict[str, Any]:
-    """One worker in this process: the training loop, its checkpoints in <output>/checkpoint, no Ray."""
+    """One worker in this process (engine.worker.run_worker): its checkpoints in <output>/checkpoint, no Ray."""
     t0 = time.time()
-    _threads(cpus)
-    require_gpu(gpus or 0)  # asked for a GPU and sees none: an error, not a silent CPU run
     device = "cuda" if (gpus is None or gpus > 0) and torch.cuda.is_available() else "cpu"
-    trainer = Trainer(spec, device=device, log_dir=str(out / "tensorboard"), progress=progress)
-    if start is not None:
-        trainer.restore(checkpoint.load(start))
     ckpt_dir = out / LOCAL_CHECKPOINT
+    started: list[Trainer] = []
 
     def done(checkpoint_epoch: int | None = None, **extra: Any) -> dict[str, Any]:
+        trainer = started[0]
         last = trainer.history[-1] if trainer.history else _previous_metrics(out)  # resumed a finished run
         has = (ckpt_dir / checkpoint.STATE_FILE).is_file()
         return _summary(spec, out, last, epochs=trainer.epoch, seconds=time.time() - t0, workers=1,
@@ -343,16 +314,20 @@ def _run_local(spec: RunSpec, out: Path, cpus: float, gpus: float | None, progre
                         **extra)
 
     try:
-        trainer.fit(checkpoint_dir=str(ckpt_dir))
+        run_worker(spec, device, None, [start] if start else [], threads=cpus, gpus=gpus or 0,
+                   log_dir=str(out / "tensorboard"), progress=progress, checkpoint_dir=str(ckpt_dir),
+                   started=started.append)
     except KeyboardInterrupt:
-        # Ctrl-C can land after a checkpoint is written and before the loop notes its epoch: the file decides
-        saved = trainer.checkpoint_epoch
-        if (ckpt_dir / checkpoint.STATE_FILE).is_file():
-            saved = int(checkpoint.load(ckpt_dir)["epoch"])
-        done(interrupted=True, checkpoint_epoch=saved)
+        if started:
+            # Ctrl-C can land after a checkpoint is written and before the loop notes its epoch: the file decides
+            saved = started[0].checkpoint_epoch
+            if (ckpt_dir / checkpoint.STATE_FILE).is_file():
+                saved = int(checkpoint.load(ckpt_dir)["epoch"])
+            done(interrupted=True, checkpoint_epoch=saved)
         raise
     except DivergenceError as e:
-        done(error=str(e))
+        if started:
+            done(error=str(e))
         raise
     return done()
 
@@ -428,14 +403,23 @@ def _run_ray(spec: RunSpec, out: RunFolder, workers: int, cpus_per_worker: float
     if result.error is not None:
         raise _readable(result.error) from None
     metrics = dict(result.metrics or {})
-    if DIVERGED_KEY in metrics:
+    message = _diverged(result.checkpoint)
+    if message is not None:
         ckpt = _latest(out)
         _summary(spec, out, {}, epochs=int(metrics.get("epoch", 0)), seconds=time.time() - t0, workers=workers,
-                 ckpt=str(ckpt) if ckpt else None, path="ray-train", error=metrics[DIVERGED_KEY])
-        raise DivergenceError(metrics[DIVERGED_KEY])
+                 ckpt=str(ckpt) if ckpt else None, path="ray-train", error=message)
+        raise DivergenceError(message)
     return _summary(spec, out, metrics, epochs=int(metrics.get("epoch", 0)), seconds=time.time() - t0,
                     workers=workers, ckpt=result.checkpoint.path if result.checkpoint else None, path="ray-train",
                     checkpoint_epoch=int(metrics.get("epoch", 0)))
+
+
+def _diverged(ckpt: Any) -> str | None:
+    """The divergence the run's last checkpoint records (worker_loop), or None."""
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return diverged(d)
 
 
 def _latest(out: RunFolder) -> str | None:
@@ -499,12 +483,6 @@ def _readable(err: BaseException) -> BaseException:
                  *(getattr(x, "worker_failures", None) or {}).values(),
                  getattr(x, "controller_failure", None)]
     return err
-
-
-def _config_dict(spec: RunSpec) -> dict[str, Any]:
-    from ..config import to_dict
-
-    return to_dict(spec.method_config())
 
 
 def default_output(kind: str, name: str) -> str:

@@ -16,54 +16,48 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..engine.loop import RunSpec, Trainer
-from ..errors import DivergenceError, SSLRayError
+from ..engine.spec import RunSpec
+from ..engine.worker import run_worker
+from ..errors import SSLRayError
 from . import experiment
 from .experiment import INTERRUPT
 from .options import SPEC_KEY, TuneOptions, hparams, check_name, storage_root  # TuneOptions: also imported from here
-from .spaces import SearchSpace, check_pbt, check_scheduler
-from .train import require_gpu, resume, torch_trainer
+from . import schedulers
+from .spaces import SearchSpace
+from .train import torch_trainer
 
 METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
 DRIVER_ONLY: dict[str, float] = {"cpu": 0, "memory": 1 << 20}
-DIVERGED = "DIVERGED.txt"  # in a trial's folder: the message of its divergence (a retry fails at once)
 
 
 # ---- the trial --------------------------------------------------------------------------------------------
 def trial_fn(config: dict[str, Any]) -> None:
-    """Tune's function trainable: one Trainer run, reporting once per epoch."""
+    """Tune's function trainable: one worker (engine.worker.run_worker) reporting once per epoch, or an N-worker
+    trial's TorchTrainer."""
+    import contextlib
+
     import ray.tune
 
     meta = config[SPEC_KEY]
     spec = RunSpec.from_dict({**meta["spec"], "config": {**meta["spec"]["config"], **hparams(config)}})
     if meta["workers"] > 1:
         return _trial_data_parallel(spec, meta)
-    import torch
-
-    torch.set_num_threads(max(1, int(meta["cpus"])))
     trial_dir = ray.tune.get_context().get_trial_dir()  # [1] this trial's directory
-    marker = os.path.join(trial_dir, DIVERGED)
-    if os.path.exists(marker):  # a retry of a diverged trial would diverge again: fail at once, no compute
-        raise DivergenceError(open(marker).read())
-    require_gpu(meta["gpus"])  # a trial that asked for a GPU and sees none fails, never falls back to the CPU
-    device = "cuda" if meta["gpus"] > 0 else "cpu"
-    trainer = Trainer(spec, device=device, log_dir=os.path.join(trial_dir, "tensorboard"), progress=False)
-    ckpt = ray.tune.get_checkpoint()  # [2] resume after a crash (--max-failures)...
-    if ckpt is None and meta.get("resume"):  # ...or continue an earlier attempt (ssl-ray tune --resume)
-        ckpt = ray.tune.Checkpoint(meta["resume"]["checkpoint"])
-    resume(trainer, ckpt)
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
         from ray.tune import Checkpoint
 
         ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)  # [3]
 
-    try:
-        trainer.fit(report)
-    except DivergenceError as e:
-        with open(marker, "w") as f:
-            f.write(str(e))
-        raise
+    # [2] resume after a crash (--max-failures), or continue an earlier attempt (ssl-ray tune --resume); the
+    # trial's folder holds the record of a divergence, which a retry would repeat: it then fails at once
+    ckpts = [ray.tune.get_checkpoint()] + ([ray.tune.Checkpoint(meta["resume"]["checkpoint"])] if meta.get("resume")
+                                           else [])
+    with contextlib.ExitStack() as stack:
+        folders = [trial_dir] + [stack.enter_context(c.as_directory()) for c in ckpts if c is not None]
+        run_worker(spec, "cuda" if meta["gpus"] > 0 else "cpu", report, folders, threads=meta["cpus"],
+                   gpus=meta["gpus"], log_dir=os.path.join(trial_dir, "tensorboard"), progress=False,
+                   marker_dir=trial_dir)
 
 
 def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
@@ -81,29 +75,6 @@ def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
 
 
 # ---- the search -------------------------------------------------------------------------------------------
-def _scheduler(space: SearchSpace, exp: str, n_trials: int):
-    from ray.tune.schedulers import FIFOScheduler
-
-    s = space.scheduler
-    if s.name == "fifo":
-        return FIFOScheduler()
-    if s.name == "pbt":  # [5] PBT on our own epoch counter (tuning/pbt.py)
-        from .hooks import PlanPBT
-
-        return PlanPBT(space=space, exp=exp, time_attr=TIME_ATTR, perturbation_interval=s.perturbation_interval,
-                       quantile_fraction=s.quantile_fraction, resample_probability=s.resample_probability,
-                       perturbation_factors=(1.2, 0.8), synch=s.synch)
-    if s.name == "sha":  # [5] synchronous successive halving over the whole plan, at ASHA's rungs
-        from .hooks import PlanSHA
-
-        return PlanSHA(n_trials=n_trials, time_attr=TIME_ATTR, max_t=s.max_epochs, grace_period=s.grace_epochs,
-                       reduction_factor=s.reduction_factor)
-    from .hooks import PlanASHA
-
-    return PlanASHA(time_attr=TIME_ATTR, max_t=s.max_epochs, grace_period=s.grace_epochs,
-                    reduction_factor=s.reduction_factor)  # [5] ASHA on our own epoch counter
-
-
 def _on_sigint(signum, frame) -> None:
     if INTERRUPT.is_set():
         raise KeyboardInterrupt  # a second Ctrl-C: quit at once
@@ -126,28 +97,17 @@ def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
         s.perturbation_interval = o.perturbation_interval
     if o.num_samples:
         space.num_samples = o.num_samples
-    check_scheduler(s)
-    check_pbt(space)
-    if s.name == "sha" and o.workers > 1:
-        raise SSLRayError("--scheduler sha runs single-worker trials: it pauses trials at each rung and restarts "
-                          "them from their checkpoints, which is tested for single-worker trials only; drop "
-                          "--workers, or use asha")
-    if s.name == "sha" and o.max_concurrent:
-        raise SSLRayError("--max-concurrent does not combine with --scheduler sha: Tune counts a trial paused at a "
-                          "rung as running, so the search would stop at the first rung; sha runs as many trials at "
-                          "once as the resources allow (--cpus-per-trial sets how many)")
-    if s.name == "pbt" and o.workers > 1:
-        raise SSLRayError("--scheduler pbt runs single-worker trials: a data-parallel trial's TorchTrainer would "
-                          "not load the checkpoint PBT clones into it; drop --workers")
+    schedulers.validate(s)
+    schedulers.validate_space(space)
     if o.search or space.searcher:
         from .searchers import check_searcher
 
         space.searcher = check_searcher(o.search or space.searcher, space)
-        if s.name == "pbt" and space.searcher != "random":
-            raise SSLRayError(f"--scheduler pbt explores by mutating its population; it takes the random plan, not "
-                              f"searcher {space.searcher}")
-        if space.searcher == "bohb":
-            s.name = "bohb"  # TuneBOHB's own HyperBand replaces ASHA (run_tune); summaries say so
+    schedulers.get(s.name).check(space, o)
+    brought = schedulers.brought_by(space.searcher)
+    if brought is not None:
+        s.name = brought.name  # e.g. TuneBOHB's own HyperBand replaces ASHA; summaries say so
+        brought.check(space, o)
     return space
 
 
@@ -203,8 +163,7 @@ def trial_meta(space: SearchSpace, o: TuneOptions, storage: str, *, seed: int, c
     return {"spec": RunSpec(space.method, space.data, epochs=s.max_epochs, seed=seed,
                             config=config, amp=o.amp, compile=o.compile, data_resident=o.data_resident,
                             searched=list(searched or []),
-                            # PBT clones a trial's checkpoint at its decision epochs, every perturbation_interval
-                            checkpoint_every=s.perturbation_interval if s.name == "pbt" else 1).to_dict(),
+                            checkpoint_every=schedulers.get(s.name).checkpoint_every(s)).to_dict(),
             "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
             "storage": storage, "max_failures": o.max_failures}
 
@@ -269,7 +228,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
 
     from . import results
     from .cluster import init_ray
-    from .hooks import InterruptStopper, PlanSearcher, TrialRecorder, plan_key, trial_dirname
+    from .hooks import InterruptStopper, PlanSearcher, TrialRecorder, trial_dirname
 
     storage, name = experiment_path(o, space)
     exp = storage.rstrip("/") + "/" + name
@@ -328,13 +287,10 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         search_alg = PlanSearcher(configs, METRIC, MODE, inner=inner, space=space.param_space(), meta=meta,
                                   doc=doc, new=max(0, space.num_samples - len(doc["plan"])),
                                   write_plan=lambda d: experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", d))
-    scheduler = _scheduler(space, exp, n_trials=len(configs) + search_alg.new)
-    if o.resume:  # [6] ASHA's rungs are not saved anywhere: rebuild them from the saved results
-        replay_rungs(scheduler, {plan_key(t["index"]): t["history"] for t in trials})
-    if space.searcher == "bohb":  # BOHB brings its own HyperBand
-        from .searchers import bohb_scheduler
-
-        scheduler = bohb_scheduler(TIME_ATTR, space.scheduler.max_epochs, space.scheduler.reduction_factor)
+    kind = schedulers.get(space.scheduler.name)
+    scheduler = kind.build(space, exp, len(configs) + search_alg.new)  # [5] on our own epoch counter
+    if o.resume:  # [6] Ray saves no scheduler state (ASHA's rungs): rebuild it from the saved results
+        kind.replay(scheduler, {experiment.plan_key(t["index"]): t["history"] for t in trials})
     reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
                            parameter_columns=list(space.search), max_report_frequency=15, sort_by_metric=True)
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -346,7 +302,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         stop=InterruptStopper(),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
         # PBT may clone any trial's checkpoint of its last decision: keep them all (max_epochs / interval + 1)
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if space.scheduler.name == "pbt" else 2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=kind.keep_checkpoints),
         # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
         sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=1 if o.progress else 0)
@@ -354,8 +310,7 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
         trainable,
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
                                     num_samples=max(1, len(configs) + search_alg.new),
-                                    # sha: Tune's limit would count the trials paused at a rung and stop there
-                                    max_concurrent_trials=None if space.scheduler.name == "sha" else concurrent,
+                                    max_concurrent_trials=concurrent if kind.limits_concurrency else None,
                                     trial_dirname_creator=trial_dirname,
                                     # reuse saves a process start per trial; Train-driving trials cannot
                                     reuse_actors=o.workers == 1),
@@ -378,16 +333,13 @@ def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
     trials = experiment.collect(exp, doc, records)
     summary = results.summarize(exp, space, trials, max_epochs=space.scheduler.max_epochs,
                                 seconds=time.time() - t0, interrupted=interrupted, ray_init_seconds=ray_init_s)
-    if space.scheduler.name == "pbt":  # what PBT did, and where it is written down
-        from .pbt import PBT_FILE
-
-        summary["pbt"] = {"exploits": len(scheduler.exploits), "log": f"{exp}/{PBT_FILE}",
-                          "policy_log": f"{exp}/pbt_global.txt"}
+    said = kind.summary(scheduler, exp)  # what the scheduler did (PBT's exploits), and where it is written down
+    if said is not None:
+        summary[kind.name] = said
         results.write_summary(exp, summary)
     if interrupted:
-        then = ("\na PBT search cannot be resumed (its population state is not saved)" if space.scheduler.name == "pbt"
-                else "\na synchronous successive-halving (sha) search cannot be resumed (its rungs are not saved)"
-                if space.scheduler.name == "sha" else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
+        then = (f"\nit is {kind.not_resumable}" if not kind.resumable
+                else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
         print(f"interrupted: {summary['num_interrupted']} of {summary['num_trials']} trials unfinished, their "
               f"checkpoints kept in {exp}{then}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
@@ -415,24 +367,6 @@ def _save_space(exp: str, space: SearchSpace, o: TuneOptions, plan: list[dict[st
            "plan": plan}
     experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", doc)
     return json.loads(json.dumps(doc, default=str))
-
-
-def replay_rungs(scheduler, histories: dict[str, list[dict[str, Any]]]) -> int:
-    """ASHA's rung state is not saved by Tuner.restore (RAY.md). Rebuild it: every saved (epoch, val_error)
-    of every trial is fed to ASHA's bracket in epoch order, so the rungs hold what they held before the
-    interruption; trials that resume are judged against the same cut-offs, and a rung a trial already
-    passed is never re-decided (ASHA's own rule). Returns the number of results replayed."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    if not isinstance(scheduler, ASHAScheduler):
-        return 0
-    rows = sorted((r["epoch"], tid, r["val_error"]) for tid, rs in histories.items() for r in rs
-                  if isinstance(r.get("val_error"), (int, float)) and math.isfinite(r["val_error"])
-                  and isinstance(r.get("epoch"), (int, float)))
-    from .ray_internals import asha_replay
-
-    asha_replay(scheduler, rows, MODE)  # Ray internal: ssl-ray uses ASHA with one bracket (Ray's default)
-    return len(rows)
 
 
 def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage: str, name: str) -> dict[str, Any]:
