@@ -480,28 +480,55 @@ def _tune_text(s: dict) -> str:
 @click.argument("experiments", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "parquet", "json"]), default="md",
               show_default=True)
-@click.option("--trials", is_flag=True, help="one row per trial instead of one per experiment")
+@click.option("--trials", is_flag=True, help="one row per trial instead of one per experiment: the searched "
+              "hyperparameters, sorted by validation error")
+@click.option("--all-columns", is_flag=True, help="with --trials: every column of results.parquet")
 @click.option("--output", default=None, help="file to write (required for parquet)")
-def report(experiments, fmt, trials, output):
-    """Compare finished experiments side by side (e.g. i2gan vs improvedgan)."""
+@click.option("--plot", is_flag=True, help="also draw the figures (learning curves, validation error against each "
+              "searched hyperparameter, rungs, importance) and index.html into EXPERIMENT/figures")
+@click.option("--plot-dir", default=None, help="with --plot: the folder for the figures instead (one sub-folder per "
+              "experiment when several are given)")
+def report(experiments, fmt, trials, all_columns, output, plot, plot_dir):
+    """Compare finished experiments side by side (e.g. i2gan vs improvedgan); --plot draws their figures."""
     from .data.files import check_output, write_output
     from .tuning import results as R
 
     if output:
         check_output(output)  # a missing folder, a folder, a FIFO: refused before anything is read
-    rows = R.trial_rows(list(experiments)) if trials else R.comparison(list(experiments))
+    if all_columns and not trials:
+        raise SSLRayError("--all-columns goes with --trials")
+    if plot_dir and not plot:
+        raise SSLRayError("--plot-dir goes with --plot")
+    exps = list(experiments)
+    names = [os.path.basename(os.path.normpath(e)) for e in exps]
+    if plot_dir and len(set(names)) < len(names):
+        raise SSLRayError("--plot-dir with experiments of the same folder name: plot them one at a time")
+    rows = R.trial_table(exps, all_columns=all_columns) if trials else R.comparison(exps)
     if fmt == "parquet":
         if not output:
             raise SSLRayError("--format parquet needs --output FILE")
         R.write_parquet(rows, output)
         click.echo(f"wrote {output}")
-        return
-    text = R.report_text(rows, fmt)
-    if output:
-        write_output(output, text + "\n")
-        click.echo(f"wrote {output}")
     else:
-        click.echo(text)
+        text = R.report_text(rows, fmt)
+        if output:
+            write_output(output, text + "\n")
+            click.echo(f"wrote {output}")
+        else:
+            click.echo(text)
+    if plot:  # the paths go to stderr where stdout holds a table in a machine format
+        _plot(exps, plot_dir, err=fmt in ("csv", "json") and not output)
+
+
+def _plot(experiments: list[str], plot_dir: str | None, err: bool) -> None:
+    """report --plot: each experiment's figures (figures.write_figures), one path a line."""
+    from .tuning.figures import write_figures
+
+    names = [os.path.basename(os.path.normpath(e)) for e in experiments]
+    for exp, name in zip(experiments, names):
+        out = None if plot_dir is None else plot_dir if len(experiments) == 1 else os.path.join(plot_dir, name)
+        for path in write_figures(exp, out, echo=lambda line: click.echo(line, err=True)):
+            click.echo(f"figure: {path}", err=err)
 
 
 @main.command()

@@ -125,11 +125,21 @@ def test_report_formats(tmp_path):
     got = list(csv.DictReader(r.output.splitlines()))
     assert len(got) == 1 and got[0]["experiment"] == "exp-a" and got[0]["trials"] == "2"
     assert got[0]["stopped_early"] == "1" and got[0]["best_config"] == "lr=0.01"
-    r = CliRunner().invoke(main, ["report", exp, "--trials", "--format", "csv"])
+    r = CliRunner().invoke(main, ["report", exp, "--trials", "--all-columns", "--format", "csv"])
     got = list(csv.DictReader(r.output.splitlines()))
     assert [g["trial_id"] for g in got] == ["t1", "t2"] and [g["extra"] for g in got] == ["", "7"]  # every column
+    r = CliRunner().invoke(main, ["report", exp, "--trials", "--format", "csv"])  # the searched columns only
+    got = list(csv.DictReader(r.output.splitlines()))
+    assert list(got[0]) == ["experiment", "trial_id", "status", "epochs", "best_val_error", "test_error_at_best_val",
+                            "epoch_of_best_val", "lr"]
+    assert [(g["trial_id"], g["lr"]) for g in got] == [("t1", "0.01"), ("t2", "0.1")]
+    for bad, needle in ((["--all-columns"], "--all-columns goes with --trials"),
+                        (["--plot-dir", str(tmp_path)], "--plot-dir goes with --plot")):
+        r = CliRunner().invoke(main, ["report", exp, *bad])
+        assert r.exit_code == 2 and needle in r.output
     out = tmp_path / "t.parquet"
-    r = CliRunner().invoke(main, ["report", exp, "--trials", "--format", "parquet", "--output", str(out)])
+    r = CliRunner().invoke(main, ["report", exp, "--trials", "--all-columns", "--format", "parquet", "--output",
+                                  str(out)])
     assert r.exit_code == 0 and f"wrote {out}" in r.output
     table = pq.read_table(out).to_pylist()
     assert [(t["experiment"], t["trial_id"], t["extra"]) for t in table] == [("exp-a", "t1", None), ("exp-a", "t2", 7)]

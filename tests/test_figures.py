@@ -235,3 +235,31 @@ def test_no_space_file_fifo_and_too_few_trials(tmp_path):
         G.load("s3://bucket/exp")
     with pytest.raises(SSLRayError, match="is not a finished ssl-ray experiment"):
         G.load(tmp_path / "nothing")
+
+
+@pytest.mark.ray
+def test_report_plot_writes_the_pngs_and_prints_their_paths(search, tmp_path):
+    """`ssl-ray report EXP --plot [--plot-dir DIR]` through click, on the module's real search."""
+    from click.testing import CliRunner
+
+    from ssl_ray.cli import main
+
+    exp_dir, _ = search
+    out = tmp_path / "figs"
+    r = CliRunner().invoke(main, ["report", str(exp_dir), "--trials", "--plot", "--plot-dir", str(out)])
+    assert r.exit_code == 0, r.output
+    printed = [line[len("figure: "):] for line in r.output.splitlines() if line.startswith("figure: ")]
+    assert printed == [str(out / n) for n in PNGS + ["index.html"]]
+    for name in PNGS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert (out / "index.html").read_text().startswith("<!doctype html>")
+    table = [line for line in r.output.splitlines() if line.startswith("| small |")]
+    assert len(table) == 8  # the trials table came first, as without --plot
+    # the default folder is EXP/figures; with --format csv the paths go to stderr, stdout stays a CSV
+    r = CliRunner().invoke(main, ["report", str(exp_dir), "--format", "csv", "--plot"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("experiment,") and "figure:" not in r.stdout
+    assert f"figure: {exp_dir / 'figures' / 'rungs.png'}" in r.stderr
+    assert (exp_dir / "figures" / "importance.png").read_bytes()[:4] == b"\x89PNG"
+    r = CliRunner().invoke(main, ["report", str(exp_dir / "nothing"), "--plot"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
