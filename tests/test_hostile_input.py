@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -510,9 +511,43 @@ print(json.dumps({"results": out, "maxrss_kib": resource.getrusage(resource.RUSA
 """
 
 
+def _alias_bomb(tmp_path: Path, depth: int = 9) -> Path:
+    """A search space whose `fixed:` holds a YAML alias bomb: anchors nested `depth` x 10 (10^9 leaves at 9), a few
+    hundred bytes on disk. Before, parsing it reached a MemoryError after 115 s."""
+    lines = ["method: i2gan", "search: {tau: {uniform: [2.5, 3.0]}}", "fixed:", "  b0: &a0 [x,x,x,x,x,x,x,x,x,x]"]
+    lines += [f"  b{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, depth)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_yaml_alias_bombs_cycles_and_keys_given_twice_are_refused_while_parsing(tmp_path):
+    from ssl_ray.data.files import YAML_MAX_NODES, load_yaml
+    from ssl_ray.errors import ConfigError
+    from ssl_ray.tuning.spaces import load_space
+
+    for depth in (6, 9):  # 10^6 nodes expanded and 10^9: both refused without expanding anything
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError, match="bomb.yaml: expands to more than 100,000 YAML nodes"):
+            load_space(_alias_bomb(tmp_path, depth), method="i2gan")
+        assert time.monotonic() - t0 < 1.0
+    with pytest.raises(ConfigError, match="contains itself"):
+        load_yaml("a: &a [ &b [*a] ]\n", "s.yaml", ConfigError)
+    with pytest.raises(ConfigError, match=r"s.yaml:3: key 'tau' given twice in one mapping \(first at line 2\)"):
+        load_yaml("search:\n  tau: {uniform: [1, 2]}\n  tau: {uniform: [3, 4]}\n", "s.yaml", ConfigError)
+    # what is allowed: aliases shared a few times, merge keys with an explicit override, up to the cap exactly
+    assert load_yaml("b: &b {x: 1, y: 2}\nc: {<<: *b, x: 5}\nd: [*b, *b]\n", "s", ConfigError) == {
+        "b": {"x": 1, "y": 2}, "c": {"x": 5, "y": 2}, "d": [{"x": 1, "y": 2}, {"x": 1, "y": 2}]}
+    flat = "[" + ",".join(["0"] * (YAML_MAX_NODES - 1)) + "]"  # the list and its items: exactly the cap
+    assert len(load_yaml(flat, "s", ConfigError)) == YAML_MAX_NODES - 1
+    with pytest.raises(ConfigError, match="more than 100,000"):
+        load_yaml("[0, " + flat[1:], "s", ConfigError)
+
+
 def test_memory_hungry_files_are_refused_under_a_memory_cap(runs, tmp_path):
     """Under `ulimit -v 4 GiB`, in one subprocess: a 20000 x 20000 PNG, .npy / .npz / own-data .npz headers that
-    declare 128 GB, and a summary.json nested 200,000 deep. Each is one line, exit 2 (before, each was a
+    declare 128 GB, a summary.json nested 200,000 deep, `--space /dev/zero` and a search space holding an alias bomb
+    (before: read until the kernel's OOM killer acted; a MemoryError after 115 s). Each is one line, exit 2 (before, each was a
     MemoryError / DecompressionBombError / RecursionError traceback); the process's peak memory stays low."""
     exp = _experiment(tmp_path / "exp", b"[" * 200_000 + b"]" * 200_000)
     own = _own(tmp_path, "huge_member.npz")
@@ -522,7 +557,9 @@ def test_memory_hungry_files_are_refused_under_a_memory_cap(runs, tmp_path):
              (["predict", model, str(_predict_input(tmp_path, "huge.npz"))], "the file is truncated or damaged"),
              (["train", "supervised", "--dataset", "npz", "--data-opt", f"path={own}", "--labels", "9"],
               "the file is truncated or damaged"),
-             (["report", str(exp)], "JSON nested too deeply")]
+             (["report", str(exp)], "JSON nested too deeply"),
+             (["tune", "i2gan", "--space", "/dev/zero", "--dry-run"], "is a device, not a regular file"),
+             (["tune", "i2gan", "--space", str(_alias_bomb(tmp_path)), "--dry-run"], "an alias bomb")]
 
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))

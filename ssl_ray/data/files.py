@@ -6,6 +6,9 @@
   allocation: an object (pickled) array is refused, and so is an array that declares more bytes than its file
   holds (a truncated file, or a header written to make the reader allocate what is not there). An .npy is
   memory-mapped first, so the header's shape is checked against the file's size by the mapping itself.
+- YAML (search spaces) is read up to YAML_MAX_BYTES and composed by a safe loader that counts aliases and nodes:
+  a "billion laughs" document (anchors nested under anchors) is refused while it is parsed, before anything
+  walks or prints its expansion; a key given twice in one mapping is refused (PyYAML keeps the last silently).
 - Images: the pixel count in the header is checked before the image is decoded (a 20000 x 20000 PNG of a few
   hundred kilobytes would otherwise decode into 1.2 GB).
 - Outputs are written to a temporary file in the target's folder and renamed onto the target: an existing
@@ -31,6 +34,10 @@ from ..errors import SSLRayError
 
 JSON_MAX_BYTES = 64 * 2 ** 20
 """Cap on a JSON file ssl-ray reads back (summary.json, result.json): the real ones are kilobytes."""
+YAML_MAX_BYTES = 2 ** 20
+"""Cap on a YAML file ssl-ray reads (a search space is a few hundred bytes)."""
+YAML_MAX_ALIASES, YAML_MAX_NODES = 1_000, 100_000
+"""Caps while composing YAML: aliases (`*name`) and nodes; real search spaces use a handful of each."""
 MAX_IMAGE_PIXELS = 89_478_485
 """Largest image decoded (width x height): PIL's own bound, above which it only warns (Image.MAX_IMAGE_PIXELS)."""
 
@@ -93,6 +100,91 @@ def json_lines(path: str | os.PathLike, what: str = "file", limit: int = JSON_MA
 
 
 # ---- arrays ------------------------------------------------------------------------------------------------
+def load_yaml(text: str, source: str, error: type[SSLRayError] = SSLRayError) -> Any:
+    """The YAML document in `text` through PyYAML's SafeLoader, refused (`error`, naming `source`[:line]) when it
+    expands to more than YAML_MAX_NODES nodes (counted with every alias expanded, before anything is built: an
+    alias bomb of a few hundred bytes is refused at once), uses more than YAML_MAX_ALIASES aliases, or gives a key
+    twice in one mapping. PyYAML's own YAMLError is left to the caller (which reports it with its mark)."""
+    import yaml
+
+    class _Checked(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > YAML_MAX_ALIASES:
+                    line = self.peek_event().start_mark.line + 1
+                    raise error(f"{source}:{line}: more than {YAML_MAX_ALIASES:,} YAML aliases (*name)")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for k, _ in node.value:
+                    if k.tag == "tag:yaml.org,2002:merge" or not isinstance(k, yaml.ScalarNode):
+                        continue  # `<<: *base` merges; an explicit key may then override a merged one
+                    line = k.start_mark.line + 1
+                    first = seen.setdefault(self.construct_object(k), line)
+                    if first != line:
+                        raise error(f"{source}:{line}: key {str(k.value)[:80]!r} given twice in one mapping "
+                                    f"(first at line {first}); YAML would keep only the last")
+            return super().construct_mapping(node, deep=deep)
+
+    loader = _Checked(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            _expanded_size(root, source, error)
+            return loader.construct_document(root)
+        return None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: Any, source: str, error: type[SSLRayError]) -> int:
+    """Nodes in the YAML graph `root` with every alias expanded (a shared node counts each time it is used),
+    computed once per distinct node; `error` past YAML_MAX_NODES. Iterative: a deep document is no RecursionError."""
+    import yaml
+
+    size: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose children are being counted: meeting one again is a cycle
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in size:
+            continue
+        kids = ([c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode)
+                else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if not done:
+            if id(node) in open_:
+                raise error(f"{source}:{node.start_mark.line + 1}: a YAML node that contains itself (an anchor "
+                            f"used inside its own value)")
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in kids if id(c) not in size)
+            continue
+        open_.discard(id(node))
+        total = 1 + sum(size.get(id(c), 1) for c in kids)
+        if total > YAML_MAX_NODES:
+            raise error(f"{source}: expands to more than {YAML_MAX_NODES:,} YAML nodes (aliases of aliases: an "
+                        f"alias bomb); a search space has tens")
+        size[id(node)] = total
+    return size[id(root)]
+
+
+def read_yaml_text(path: str | os.PathLike, what: str = "YAML file",
+                   error: type[SSLRayError] = SSLRayError) -> str:
+    """The text of the YAML file `path`: a regular file (not /dev/zero, not a FIFO) of at most YAML_MAX_BYTES,
+    UTF-8."""
+    p = Path(path)
+    data = read_bytes(p, what, YAML_MAX_BYTES, error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{p}: not UTF-8 text (byte {e.start}): a {what} is a YAML file") from None
+
+
 def _check_header(shape: tuple[int, ...], dtype: np.dtype, available: int | None, where: str,
                   error: type[SSLRayError]) -> None:
     if dtype.hasobject:

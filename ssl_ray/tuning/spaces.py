@@ -18,7 +18,7 @@ Format (docs/ADDING_A_METHOD.md)::
   (synchronous successive halving: the same rungs, but each waits until every trial has reached it, so no trial
   is promoted for lack of competition; hooks.PlanSHA), ``fifo`` (every trial runs max_epochs) or ``pbt``
   (Population Based Training: poor trials continue from a good trial's checkpoint with mutated
-  hyperparameters; tuning/pbt.py);
+  hyperparameters; tuning/schedulers/pbt.py);
 - ``max_epochs`` (20): the epochs of a trial that is never stopped;
 - ASHA and SHA only: ``grace_epochs`` (2), epochs before a trial can be stopped; ``reduction_factor`` (3), keep
   1/factor of the trials at each rung;
@@ -26,7 +26,7 @@ Format (docs/ADDING_A_METHOD.md)::
   checkpoint at each; below max_epochs); ``quantile_fraction`` (0.25), the bottom fraction of trials that
   clones the top fraction, in (0, 0.5]; ``resample_probability`` (0.25), the chance that a mutated value is
   drawn afresh from its distribution instead of perturbed; ``mutate`` (all), the searched hyperparameters PBT
-  mutates: by default every searched one but ``grid`` ones (tuning/pbt.py says how each distribution mutates);
+  mutates: by default every searched one but ``grid`` ones (tuning/schedulers/pbt.py says how each distribution mutates);
   ``synch`` (false): Ray's synchronous PBT, every trial waits at each decision epoch and the whole population
   is ranked at once (false: each trial decides on its own against the others' latest scores).
 
@@ -46,8 +46,10 @@ import yaml
 
 from .. import config as C
 from ..data import DataSpec
+from ..data.files import load_yaml, read_yaml_text
 from ..errors import ConfigError
 from ..methods import Method, get_method
+from . import schedulers
 
 # A wheel (or any non-editable install) carries the spaces inside the package, at ssl_ray/search_spaces/
 # (setup.py maps the top-level search_spaces/ folder there); a source checkout or an editable install reads
@@ -66,8 +68,6 @@ TOP_KEYS = ("method", "description", "dataset", "fixed", "search", "scheduler", 
 SCHEDULER_KEYS = {"name": str, "max_epochs": int, "grace_epochs": int, "reduction_factor": int,
                   "perturbation_interval": int, "quantile_fraction": float, "resample_probability": float,
                   "mutate": list, "synch": bool}
-SCHEDULERS = ("asha", "sha", "fifo", "pbt")
-PBT_KEYS = ("perturbation_interval", "quantile_fraction", "resample_probability", "mutate", "synch")
 DATASET_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
 
 
@@ -179,12 +179,7 @@ def load_space(path: str | Path | None = None, *, method: str | None = None,
         if not path.exists():
             raise ConfigError(f"no default search space for {method!r} (expected {path}); pass --space FILE")
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read search space {p}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): a search space is a YAML file") from None
+    text = read_yaml_text(p, "search space", ConfigError)  # a regular file of at most 1 MiB: not /dev/zero, a FIFO
     space = parse_space(text, source=str(p), method=method)
     if sets:
         apply_sets(space, sets)
@@ -193,7 +188,7 @@ def load_space(path: str | Path | None = None, *, method: str | None = None,
 
 def parse_space(text: str, *, source: str = "<string>", method: str | None = None) -> SearchSpace:
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text, source, ConfigError)  # alias bombs and keys given twice refused
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -201,6 +196,8 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{source}: malformed YAML: nested too deeply") from None
+    except ConfigError:
+        raise
     except Exception as e:  # PyYAML's constructors raise ValueError, IndexError... on e.g. `!!float ''`
         raise ConfigError(f"{source}: malformed YAML: {type(e).__name__}: {e}") from None
     ctx = _Ctx(source, _lines(text))
@@ -242,7 +239,7 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
             raise ctx.err(("search", k), "is both fixed and searched; keep one")
         space.search[k] = _parse_param(cls.Config, k, v, ctx)
     space.scheduler = _parse_scheduler(doc.get("scheduler") or {}, ctx)
-    check_pbt(space, ctx.err)
+    schedulers.validate_space(space, ctx.err)
     ns = doc.get("num_samples", 8)
     if isinstance(ns, bool) or not isinstance(ns, int) or ns < 1:
         raise ctx.err(("num_samples",), f"must be a positive integer, got {ns!r}")
@@ -388,47 +385,12 @@ def _parse_scheduler(d: Any, ctx: _Ctx) -> Scheduler:
             raise ctx.err(("scheduler", k), f"must be a non-empty list of searched hyperparameters, got {v!r}")
         if want is bool and not isinstance(v, bool):
             raise ctx.err(("scheduler", k), f"must be true or false, got {v!r}")
-        if want is str and v not in SCHEDULERS:
-            raise ctx.err(("scheduler", k), f"must be {', '.join(SCHEDULERS[:-1])} or {SCHEDULERS[-1]}, got {v!r}")
+        known = schedulers.names()
+        if want is str and v not in known:
+            raise ctx.err(("scheduler", k), f"must be {', '.join(known[:-1])} or {known[-1]}, got {v!r}")
         setattr(s, k, float(v) if want is float else v)
-    check_scheduler(s, ctx.err)
+    schedulers.validate(s, ctx.err)
     return s
-
-
-def check_scheduler(s: Scheduler, err=None) -> None:
-    def fail(path, msg):
-        raise (err(path, msg) if err else ConfigError(f"{'.'.join(path)}: {msg}"))
-
-    if s.name in ("asha", "sha") and s.reduction_factor < 2:
-        fail(("scheduler", "reduction_factor"), f"must be at least 2, got {s.reduction_factor}")
-    if s.name != "pbt" and s.grace_epochs > s.max_epochs:
-        fail(("scheduler", "grace_epochs"), f"{s.grace_epochs} exceeds max_epochs {s.max_epochs}")
-    if s.name != "pbt":
-        default = Scheduler()
-        for k in PBT_KEYS:
-            if getattr(s, k) != getattr(default, k):
-                fail(("scheduler", k), f"a PBT setting, but the scheduler is {s.name}: add name: pbt, or remove it")
-        return
-    if s.perturbation_interval >= s.max_epochs:
-        fail(("scheduler", "perturbation_interval"), f"{s.perturbation_interval} must be below max_epochs "
-             f"{s.max_epochs}: PBT decides every perturbation_interval epochs")
-    if not 0 < s.quantile_fraction <= 0.5:
-        fail(("scheduler", "quantile_fraction"), f"must be in (0, 0.5], got {s.quantile_fraction}")
-    if not 0 <= s.resample_probability <= 1:
-        fail(("scheduler", "resample_probability"), f"must be in [0, 1], got {s.resample_probability}")
-
-
-def check_pbt(space: SearchSpace, err=None) -> None:
-    """A PBT space needs searched hyperparameters to mutate; `mutate` names only searched, non-grid ones."""
-    if space.scheduler.name != "pbt":
-        return
-    from .pbt import mutable_keys
-
-    try:
-        mutable_keys(space)
-    except ConfigError as e:
-        path = ("scheduler", "mutate") if space.scheduler.mutate else ("scheduler", "name")
-        raise (err(path, str(e)) if err else ConfigError(f"{'.'.join(path)}: {e}")) from None
 
 
 def _check_defaults(cls: type[Method], space: SearchSpace, ctx: _Ctx) -> None:
