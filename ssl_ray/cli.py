@@ -184,8 +184,7 @@ def train(method, dataset, data_root, download, labels, val_size, val_per_label,
     One local worker trains in this process; --workers N > 1, --address or --max-failures run through
     Ray Train. Ctrl-C records the run as interrupted (exit 130); --resume continues it."""
     from . import config as C
-    from .data import load_splits
-    from .engine.loop import RunSpec
+    from .engine.spec import RunSpec
     from .errors import DivergenceError
     from .methods import get_method
     from .tuning.preflight import preflight
@@ -212,7 +211,6 @@ def train(method, dataset, data_root, download, labels, val_size, val_per_label,
     spec = RunSpec(method, data, epochs=epochs, seed=seed, config=overrides, amp=amp, compile=compile_,
                    data_resident=not host_data, test_every=0, checkpoint_every=checkpoint_every,
                    checkpoint_seconds=checkpoint_seconds)
-    spec.method_config()  # unknown key / bad value: error before any compute
     preflight(spec)  # absent or corrupt dataset, too few/many labels, config x dataset: error before any compute
     out = _train_output(storage, output, default_output("train", f"{method}-{data.name}"))
     _check_writable(out)
@@ -316,6 +314,8 @@ TUNE_OPTIONS = [  # `ssl-ray tune`'s options after the data options, in --help o
     Opt(("--search",), dict(type=click.Choice(["random", "optuna", "hyperopt", "bohb"]), default=None,
                             help="search algorithm (default: the space's `searcher`, else random); "
                                  "optuna/hyperopt/bohb are extras"), "search"),
+    Opt(("--optuna-storage",), dict(default=None, metavar="URL", help="--search optuna: the study's storage "
+                                    "(default sqlite:///EXPERIMENT/optuna.db; give it again with --resume)")),
     Opt(("--max-concurrent",), dict(type=int, default=None, help="cap on trials running at once (default: what "
                                     "the cluster's resources allow)"), "max_concurrent"),
     Opt(("--cpus-per-trial",), dict(type=float, default=1, show_default=True, help="CPUs per trial (per worker "
@@ -375,6 +375,7 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
     from .tuning.tune import apply_options
 
     data = {k: params.pop(k) for k in DATA_PARAMS}
+    optuna_storage = params.pop("optuna_storage")
     opts = tune_options(params)
     if opts.storage:
         from .tuning.experiment import check_storage
@@ -390,11 +391,11 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         from .tuning.experiment import resume_setup
 
         ctx = click.get_current_context()
-        given = {k: v for k, v in ctx.params.items()
-                 if k != "method" and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        given = {k: v for k, v in ctx.params.items() if k not in ("method", "optuna_storage")
+                 and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         space, opts = resume_setup(method, given, opts.storage, opts.name)
-        summary = _run_tune(space, opts, as_json)
-        _emit(summary, as_json, _tune_text(summary))
+        _check_extras(space, opts, optuna_storage)
+        _search(space, opts, as_json, optuna_storage)
         return
     space = load_space(space_file, method=method, sets=C.parse_set(sets))
     space.data = _data_spec(data["dataset"], data["data_root"], data["download"], data["labels"], data["val_size"],
@@ -412,6 +413,7 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         check_gpu_split(opts.workers, opts.gpus_per_trial, "--gpus-per-trial")
     _check_seed(opts.seed, opts.confirm_seeds)
     apply_options(space, opts)
+    _check_extras(space, opts, optuna_storage)
     load_splits(space.data, opts.seed)  # missing dataset, bad label count: error before any compute
     if dry_run:
         from .tuning.plan import plan, plan_text
@@ -420,18 +422,53 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         text = plan_text(p)
         if opts.gpus_per_trial is None and opts.address:
             text += f"\nGPUs per worker: the default ({GPU_RULE}), decided when the search starts"
+        p["rough_time"] = _rough_time(p, opts)
+        text += "\n" + p["rough_time"]
         _emit(p, as_json, text)
         return
-    if opts.mlflow or opts.wandb:
-        from .tuning.trackers import check_trackers
-
-        check_trackers(opts.mlflow, opts.wandb)
     if opts.storage and "://" not in opts.storage:
         _check_writable(opts.storage)
     elif not opts.storage:
         _check_writable(os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune")
-    summary = _run_tune(space, opts, as_json)
+    _search(space, opts, as_json, optuna_storage)
+
+
+def _check_extras(space, opts: TuneOptions, optuna_storage: str | None) -> None:
+    """The searcher's and the trackers' packages, the MLflow URI and --optuna-storage: one line, exit 2, before
+    Ray starts or anything is written (also under --dry-run)."""
+    from .tuning.searchers import check_packages
+    from .tuning.trackers import check_trackers
+
+    check_packages(space.searcher)
+    check_trackers(opts.mlflow, opts.wandb)
+    if optuna_storage and space.searcher != "optuna":
+        raise SSLRayError(f"--optuna-storage is for --search optuna (this search uses {space.searcher or 'random'})")
+
+
+def _search(space, opts: TuneOptions, as_json: bool, optuna_storage: str | None) -> None:
+    """run_tune and its summary; an Optuna search keeps its study in EXPERIMENT/optuna.db (or --optuna-storage)."""
+    if space.searcher != "optuna":
+        summary = _run_tune(space, opts, as_json)
+    else:
+        from .tuning.searchers import optuna_study
+        from .tuning.tune import experiment_path
+
+        storage, opts.name = experiment_path(opts, space)  # the name fixed now: the study is named after it
+        with optuna_study(storage.rstrip("/") + "/" + opts.name, optuna_storage) as url:
+            summary = _run_tune(space, opts, as_json)
+        summary["optuna"] = {"study_name": opts.name, "storage": url}
     _emit(summary, as_json, _tune_text(summary))
+
+
+def _rough_time(p: dict, opts: TuneOptions) -> str:
+    """--dry-run's time estimate (progress.dry_run_estimate); trials at once: --max-concurrent, else this
+    machine's CPUs / --cpus-per-trial for a local instance, else 1 (a cluster's size is not known here)."""
+    from .tuning.options import storage_root
+    from .tuning.progress import dry_run_estimate
+
+    slots = opts.max_concurrent or (1 if opts.address else
+                                    max(1, int((os.cpu_count() or 1) // (opts.cpus_per_trial * opts.workers))))
+    return dry_run_estimate(p, storage_root(opts.storage), slots)
 
 
 def _planned_gpus(opts: TuneOptions) -> TuneOptions:
@@ -470,6 +507,10 @@ def _tune_text(s: dict) -> str:
                      f"{c['test_error_std']:.2f}%")
     for tid, err in (s.get("errors") or {}).items():
         lines.append(f"trial {tid} failed: {err}")
+    study = s.get("optuna")
+    if study:
+        lines.append(f"optuna study {study['study_name']}: optuna-dashboard {study['storage']}" if study["storage"]
+                     else "optuna study kept in memory (an experiment in a bucket): --optuna-storage URL keeps it")
     lines.append(f"results: {s['results']}\ncompare: ssl-ray report {s['experiment']}   |   "
                  f"ssl-ray tensorboard {s['experiment']}")
     return "\n".join(lines)
@@ -549,7 +590,15 @@ def tensorboard(experiments, port, host, print_only):
     import shutil
     import signal
 
-    logdir = tempfile.mkdtemp(prefix="ssl_ray_tb_")
+    if print_only:  # one folder per set of experiments, rebuilt by each call: they do not pile up in /tmp
+        import hashlib
+
+        key = hashlib.sha1("\0".join(os.path.abspath(e) for e in experiments).encode()).hexdigest()[:12]
+        logdir = os.path.join(tempfile.gettempdir(), f"ssl_ray_tb_{key}")
+        shutil.rmtree(logdir, ignore_errors=True)
+        os.makedirs(logdir)
+    else:
+        logdir = tempfile.mkdtemp(prefix="ssl_ray_tb_")
     try:
         build_logdir(list(experiments), logdir)
     except BaseException:
@@ -560,6 +609,8 @@ def tensorboard(experiments, port, host, print_only):
         for run in sorted(p.relative_to(logdir).parent for p in Path(logdir).rglob("events.out.tfevents.*")):
             click.echo(f"run: {run}")
         click.echo(" ".join(shlex.quote(c) for c in cmd))
+        click.echo(f"(links in {logdir}, rebuilt by the next --print-only of these experiments; delete it when done)",
+                   err=True)
         return
     click.echo(f"TensorBoard on http://{host}:{port} (Ctrl-C to stop)", err=True)
     child = subprocess.Popen(cmd)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ssl_ray.cli import main
+from ssl_ray.errors import SSLRayError
 from tb_read import has_hparams, read_scalars
 
 
@@ -50,7 +51,7 @@ def test_train_supervised_digits_json_end_to_end(tmp_path):
     (["train", "supervised", "--dataset", "circles", "--data-opt", "noyse=0.1"], "noyse"),
     (["train", "supervised", "--epochs", "0"], "--epochs must be positive"),
     (["tune", "nosuch"], "unknown method"),
-    (["tune", "supervised", "--space", "/nonexistent.yaml"], "cannot read search space"),
+    (["tune", "supervised", "--space", "/nonexistent.yaml"], "search space /nonexistent.yaml: no such file"),
     (["tune", "supervised", "--grace-epochs", "50", "--max-epochs", "5"], "grace_epochs"),
 ])
 def test_bad_input_is_one_readable_error(args, needle):
@@ -176,3 +177,47 @@ def test_read_histories_groups_each_trials_epochs_in_order(tmp_path):
     got = results.read_histories(str(tmp_path))
     assert {t: [(r["epoch"], r["val_error"]) for r in rs] for t, rs in got.items()} == \
         {"a": [(1, 9.0)], "b": [(1, 7.0), (2, 5.0)]}
+
+
+@pytest.mark.parametrize("alive, grows", [(2, False), (1, True)])
+def test_a_fixed_launcher_cluster_with_every_node_up_cannot_grow(tmp_path, monkeypatch, alive, grows):
+    """clusters/smoke.yaml as `ray up` leaves it on the head (Ray's own prepare_config: the local provider, one
+    node type for head and worker, worker_ips fixed): with both nodes up it cannot grow, so tune's GPU default is
+    0 instead of "no GPU now and can add nodes whose kinds this node cannot read" (smoke.sh's job was refused)."""
+    import yaml
+    from ray.autoscaler._private.util import prepare_config
+
+    from ssl_ray.tuning import cluster
+    from ssl_ray.tuning.resources import ClusterState, default_gpus
+
+    config = prepare_config(yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "clusters",
+                                                             "smoke.yaml"))))
+    assert cluster.launcher_nodes(config) == 2
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(cluster, "alive_nodes", lambda: alive)
+    can_grow, most, why = cluster.autoscaler_view()
+    assert can_grow is grows and most is None and "~/ray_bootstrap_config.yaml" in why
+    state = ClusterState({"CPU": 2.0, "GPU": 0.0}, grows=can_grow, most=most, where="the cluster", why=why)
+    if grows:  # a worker still to come, of a kind nobody declared: the default cannot be decided
+        with pytest.raises(SSLRayError, match="can add nodes whose kinds this node cannot read"):
+            default_gpus(state, "--gpus-per-trial")
+    else:
+        assert why.endswith("all 2 nodes it allows are up, it cannot add more")
+        assert default_gpus(state, "--gpus-per-trial") == 0.0
+
+
+def test_launcher_node_bounds():
+    from ssl_ray.tuning.cluster import launcher_full, launcher_nodes
+
+    cloud = {"available_node_types": {"head": {"max_workers": 0, "resources": {"CPU": 4}},
+                                      "gpu": {"min_workers": 0, "max_workers": 4, "resources": {"GPU": 1}},
+                                      "cpu": {"min_workers": 2, "max_workers": 2, "resources": {"CPU": 8}}},
+             "head_node_type": "head", "max_workers": 5}
+    assert launcher_nodes(cloud) == 6  # 1 + min(0 + 4 + 2, 5)
+    assert launcher_full(cloud, 5) == "" and launcher_full(cloud, 6).startswith("all 6 nodes")
+    del cloud["available_node_types"]["gpu"]["max_workers"]  # no bound on a type: unknown, it may grow
+    assert launcher_nodes(cloud) is None and launcher_full(cloud, 99) == ""
+    local = {"available_node_types": {"n": {"min_workers": 0, "max_workers": 9}}, "max_workers": 9,
+             "provider": {"type": "local", "worker_ips": ["a", "b"]}}
+    assert launcher_nodes(local) == 3  # the local provider has only its worker_ips

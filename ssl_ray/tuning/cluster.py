@@ -150,9 +150,6 @@ def _free_port() -> int:
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 """The launcher config `ray up` leaves on the head node (its autoscaler's), where `ray job submit`'s and `ray exec`'s
 drivers run; Tune itself takes its presence for "an autoscaling cluster" (ray.tune.execution.cluster_info)."""
-AUTOSCALING_STATUS_KEY = "__autoscaling_status"
-"""The key under which Ray's autoscaler monitor (v1, on every head) writes its status each few seconds (`ray status`
-reads it); Ray 2.60, ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS."""
 
 
 def cluster_state(local: bool, wait: bool | None = None):
@@ -182,18 +179,15 @@ def autoscaler_view() -> tuple[bool | None, dict[str, float] | None, str]:
     the cluster config Ray Train checks its worker groups against (Ray's GCS, when an autoscaler reported one);
     the launcher config on this node (the head of a `ray up` cluster); the autoscaler monitor's status, whose
     node types are anonymous (`node_<node id>`) on a cluster whose nodes were started by hand (`ray start`, no
-    autoscaler: it cannot grow). (None, None, "") when none of them can be read. Ray 2.60 private state, each
-    read guarded: a change in Ray degrades to "unknown", never to an error."""
+    autoscaler: it cannot grow). (None, None, "") when none of them can be read. Ray's own records are private
+    (ray_internals, item 9); each read is guarded: a change in Ray degrades to "unknown", never to an error."""
     import ray
 
-    try:
-        from ray._private.state import state
+    from .ray_internals import autoscaler_status, cluster_config_max
 
-        most = state.get_max_resources_from_cluster_config()
-        if most:
-            return True, {k: float(v) for k, v in most.items()}, "its autoscaler's cluster config"
-    except Exception:  # noqa: BLE001 - private API: unknown rather than an error
-        pass
+    most = cluster_config_max()
+    if most:
+        return True, most, "its autoscaler's cluster config"
     path = os.path.expanduser(BOOTSTRAP_CONFIG)
     if os.path.isfile(path):
         try:
@@ -203,28 +197,52 @@ def autoscaler_view() -> tuple[bool | None, dict[str, float] | None, str]:
 
             with open(path, encoding="utf-8") as f:
                 config = yaml.safe_load(f)
-            fixed = all(t.get("min_workers", 0) >= t.get("max_workers", 0)
-                        for k, t in (config.get("available_node_types") or {}).items() if k != config.get("head_node_type"))
-            return True, launcher_max(config), f"its launcher config {BOOTSTRAP_CONFIG}" + (
-                " (its nodes start with it)" if fixed else "")
+            full = launcher_full(config, alive_nodes())
+            if full:
+                return False, None, f"its launcher config {BOOTSTRAP_CONFIG}: {full}"
+            return True, launcher_max(config), f"its launcher config {BOOTSTRAP_CONFIG}"
         except Exception:  # noqa: BLE001 - unreadable: unknown
             pass
+    report = autoscaler_status()
+    types = set((report.get("node_type_mapping") or {}).values()) | set(report.get("active_nodes") or {})
     try:
-        import json
-
-        from ray.experimental.internal_kv import _internal_kv_get
-
-        raw = _internal_kv_get(AUTOSCALING_STATUS_KEY)
-        report = (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
-        types = set((report.get("node_type_mapping") or {}).values()) | set(report.get("active_nodes") or {})
         ids = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-        if types and all(t.startswith("node_") and t[len("node_"):] in ids for t in types):
-            return False, None, "no autoscaler: its nodes were started by hand (`ray start`)"
-        if types:
-            return True, None, "an autoscaler runs"
     except Exception:  # noqa: BLE001
-        pass
+        return None, None, ""
+    if types and all(t.startswith("node_") and t[len("node_"):] in ids for t in types):
+        return False, None, "no autoscaler: its nodes were started by hand (`ray start`)"
+    if types:
+        return True, None, "an autoscaler runs"
     return None, None, ""
+
+
+def launcher_nodes(config: dict[str, Any]) -> int | None:
+    """The most nodes (head included) a launcher config (as `ray up` leaves it in ~/ray_bootstrap_config.yaml,
+    after Ray's prepare_config) can have: 1 + the workers its node types allow, within its max_workers; on the
+    local provider also within its worker_ips (a fixed list of machines). None when a type sets no bound."""
+    types = config.get("available_node_types") or {}
+    if not types:
+        return None
+    caps = [t.get("max_workers") for t in types.values()]
+    if any(not isinstance(c, int) for c in caps):
+        return None
+    workers = sum(caps)
+    if isinstance(config.get("max_workers"), int):
+        workers = min(workers, config["max_workers"])
+    provider = config.get("provider") or {}
+    if provider.get("type") == "local" and isinstance(provider.get("worker_ips"), list):
+        workers = min(workers, len(provider["worker_ips"]))
+    return 1 + workers
+
+
+def launcher_full(config: dict[str, Any], alive: int) -> str:
+    """Why a cluster made from `config` cannot grow when `alive` nodes are up ("" when it can): every node the
+    config allows is up (launcher_nodes), so its autoscaler has nothing to add (e.g. a local-provider cluster of
+    fixed worker_ips, or node types with min_workers == max_workers, all started)."""
+    most = launcher_nodes(config)
+    if most is None or alive < most:
+        return ""
+    return f"all {most} nodes it allows are up, it cannot add more"
 
 
 def alive_nodes() -> int:

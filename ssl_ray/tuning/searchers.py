@@ -7,16 +7,29 @@
 
 The model-based searchers suggest one configuration at a time from the results so far; ASHA still stops
 poor trials early (BOHB brings its own HyperBand). Grid dimensions exist only for ``random``.
+A searcher whose package is missing is refused by check_searcher, which the space's parser and tune's options
+call, so the error comes before Ray starts and before anything is written (also under --dry-run).
+
+Optuna keeps its study in an SQLite file in the experiment folder (EXPERIMENT/optuna.db, study named after the
+experiment) unless --optuna-storage gives another URL (e.g. postgresql://...); `optuna.load_study(study_name=NAME,
+storage="sqlite:///EXPERIMENT/optuna.db")` or `optuna-dashboard sqlite:///EXPERIMENT/optuna.db` opens it, and a
+resumed search continues the same study (Ray's OptunaSearch loads it: load_if_exists). An experiment in a bucket
+(s3://, gs://) keeps it in memory unless --optuna-storage is given: SQLite needs a local file.
 The Ray-specific lines are numbered [1]..[4].
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+from typing import Any, Iterator
 
 from ..errors import ConfigError, SSLRayError
 
 SEARCHERS = ("random", "optuna", "hyperopt", "bohb")
 EXTRAS = {"optuna": "optuna", "hyperopt": "hyperopt", "bohb": "bohb"}
+PACKAGES = {"optuna": ("optuna",), "hyperopt": ("hyperopt",), "bohb": ("hpbandster", "ConfigSpace")}
+OPTUNA_DB = "optuna.db"
+_STUDY: dict[str, str | None] = {}  # optuna_study(): where build_searcher puts the study when not told
 
 
 def check_searcher(name: str | None, space: Any) -> str:
@@ -31,21 +44,64 @@ def check_searcher(name: str | None, space: Any) -> str:
                               f"or --search random")
         if not space.search:
             raise ConfigError(f"searcher {name} needs at least one searched hyperparameter")
+    check_packages(name)
     return name
 
 
-def _need(module: str, name: str) -> None:
+def check_packages(name: str | None) -> None:
+    """The searcher's packages import; the missing ones are named in one line, with the extra to install."""
     import importlib
 
+    missing = []
+    for module in PACKAGES.get(name or "random", ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # also a package blocked as None in sys.modules, or one whose own imports fail
+            missing.append(repr(module))
+    if missing:
+        raise SSLRayError(f"--search {name} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}"
+                          f": pip install \"ssl-ray[{EXTRAS[name]}]\"")  # type: ignore[index]
+
+
+def optuna_storage(experiment: str, storage: str | None = None) -> str | None:
+    """The URL of an Optuna search's study: `storage` (--optuna-storage), else sqlite:///EXPERIMENT/optuna.db for
+    a local experiment; None (in memory) for one in a bucket."""
+    if storage:
+        return storage
+    if "://" in experiment:
+        return None
+    return "sqlite:///" + os.path.join(os.path.abspath(os.path.expanduser(experiment)), OPTUNA_DB)
+
+
+@contextlib.contextmanager
+def optuna_study(experiment: str, storage: str | None = None) -> Iterator[str | None]:
+    """While it lasts, build_searcher("optuna") called without `experiment` keeps its study for `experiment`
+    (the CLI wraps run_tune in it; run_tune does not pass the experiment folder to build_searcher)."""
+    previous = dict(_STUDY)
+    _STUDY.update(experiment=experiment, storage=storage)
     try:
-        importlib.import_module(module)
-    except ImportError:
-        raise SSLRayError(f"--search {name} needs the {module!r} package: pip install \"ssl-ray[{EXTRAS[name]}]\""
-                          ) from None
+        yield optuna_storage(experiment, storage)
+    finally:
+        _STUDY.clear()
+        _STUDY.update(previous)
 
 
-def build_searcher(name: str | None, *, metric: str, mode: str, seed: int, max_concurrent: int) -> Any:
-    """The search_alg for tune.TuneConfig; None = Ray's default sampling (unseeded random, as before)."""
+def _optuna_storage_object(url: str, experiment: str | None) -> Any:
+    import optuna
+
+    if url.startswith("sqlite:///") and experiment and "://" not in experiment:
+        os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable database: one line
+        raise SSLRayError(f"--optuna-storage {url}: Optuna cannot open it: {type(e).__name__}: {e}") from None
+
+
+def build_searcher(name: str | None, *, metric: str, mode: str, seed: int, max_concurrent: int,
+                   experiment: str | None = None, storage: str | None = None) -> Any:
+    """The search_alg for tune.TuneConfig; None = Ray's default sampling (unseeded random, as before).
+    Optuna: its study is named after `experiment` (its folder or URL) and kept at optuna_storage(experiment,
+    storage); without `experiment`, the one optuna_study() set, else in memory."""
     if name is None:
         return None
     if name == "random":
@@ -53,19 +109,25 @@ def build_searcher(name: str | None, *, metric: str, mode: str, seed: int, max_c
 
         return BasicVariantGenerator(max_concurrent=max_concurrent, random_state=seed)  # [1]
     if name == "optuna":
-        _need("optuna", name)
+        check_packages(name)
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))  # [2]
+        if experiment is None and _STUDY.get("experiment"):
+            experiment, storage = _STUDY["experiment"], storage or _STUDY.get("storage")
+        url = optuna_storage(experiment, storage) if experiment else storage
+        kw: dict[str, Any] = {}
+        if url:
+            kw = {"storage": _optuna_storage_object(url, experiment),
+                  "study_name": os.path.basename(experiment.rstrip("/")) if experiment else "ssl-ray"}
+        return OptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed), **kw)  # [2]
     if name == "hyperopt":
-        _need("hyperopt", name)
+        check_packages(name)
         from ray.tune.search.hyperopt import HyperOptSearch
 
         return HyperOptSearch(metric=metric, mode=mode, random_state_seed=seed)  # [3]
     if name == "bohb":
-        _need("hpbandster", name)
-        _need("ConfigSpace", name)
+        check_packages(name)
         from ray.tune.search.bohb import TuneBOHB
 
         return TuneBOHB(metric=metric, mode=mode, seed=seed)  # [4]

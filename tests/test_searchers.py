@@ -1,0 +1,116 @@
+"""Searchers (tuning/searchers.py) as `ssl-ray tune` uses them: a missing package is one line before Ray starts
+(nothing written, also under --dry-run, also for `compare`), and an Optuna search keeps its study in
+EXPERIMENT/optuna.db, which optuna.load_study opens and a --resume continues."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from ssl_ray.cli import main
+from ssl_ray.tuning import searchers as S
+
+SPACE = """\
+method: supervised
+dataset: {name: digits, labels: 30}
+fixed: {steps_per_epoch: 2}
+search:
+  lr: {loguniform: [1.0e-4, 1.0e-1]}
+  batch_size: {choice: [16, 32]}
+scheduler: {name: fifo, max_epochs: 1, grace_epochs: 1}
+num_samples: 3
+"""
+
+
+def _no_ray_and_nothing_written(root: Path) -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    assert not (root / "runs").exists(), list((root / "runs").rglob("*"))
+
+
+@pytest.mark.parametrize("search, blocked", [("optuna", "optuna"), ("hyperopt", "hyperopt"), ("bohb", "hpbandster"),
+                                             ("bohb", "ConfigSpace")])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_missing_searcher_package_is_one_line_before_anything(tmp_path, monkeypatch, search, blocked, dry_run):
+    monkeypatch.setitem(sys.modules, blocked, None)  # `import blocked` raises ImportError, as if not installed
+    (tmp_path / "space.yaml").write_text(SPACE)
+    r = CliRunner().invoke(main, ["tune", "supervised", "--space", str(tmp_path / "space.yaml"), "--search", search,
+                                  "--storage", str(tmp_path / "runs"), "--name", "x"]
+                           + (["--dry-run"] if dry_run else []))
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --search {search} needs the "), lines
+    assert repr(blocked) in lines[0] and lines[0].endswith(f" package{'s' if ' and ' in lines[0] else ''}: "
+                                                           f"pip install \"ssl-ray[{search}]\"")
+    _no_ray_and_nothing_written(tmp_path)
+
+
+def test_a_space_file_naming_a_missing_searcher_stops_compare_before_anything(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    (tmp_path / "space.yaml").write_text(SPACE + "searcher: optuna\n")
+    r = CliRunner().invoke(main, ["compare", "supervised", "--space", f"supervised={tmp_path / 'space.yaml'}",
+                                  "--storage", str(tmp_path / "runs"), "--num-samples", "2", "--max-epochs", "1",
+                                  "--grace-epochs", "1", "--seeds", "1"])
+    assert r.exit_code == 2 and "--search optuna needs the 'optuna' package" in r.output, r.output
+    _no_ray_and_nothing_written(tmp_path)
+
+
+def test_optuna_storage_option_only_with_optuna(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    r = CliRunner().invoke(main, ["tune", "supervised", "--space", str(tmp_path / "space.yaml"), "--dry-run",
+                                  "--optuna-storage", "sqlite:///x.db", "--storage", str(tmp_path / "runs")])
+    assert r.exit_code == 2 and "--optuna-storage is for --search optuna (this search uses random)" in r.output
+    _no_ray_and_nothing_written(tmp_path)
+
+
+def test_optuna_storage_defaults(tmp_path):
+    assert S.optuna_storage(str(tmp_path / "exp")) == f"sqlite:///{tmp_path / 'exp' / 'optuna.db'}"
+    assert S.optuna_storage("s3://bucket/exp") is None  # SQLite needs a local file: in memory
+    assert S.optuna_storage("s3://bucket/exp", "postgresql://h/db") == "postgresql://h/db"
+    optuna = pytest.importorskip("optuna")
+    s = S.build_searcher("optuna", metric="val_error", mode="min", seed=0, max_concurrent=1,
+                         experiment=str(tmp_path / "exp2"))
+    assert (tmp_path / "exp2" / "optuna.db").is_file() and s._study_name == "exp2"
+    with S.optuna_study(str(tmp_path / "exp3")) as url:  # the CLI's way: run_tune does not pass the folder
+        s = S.build_searcher("optuna", metric="val_error", mode="min", seed=0, max_concurrent=1)
+    assert url == f"sqlite:///{tmp_path / 'exp3' / 'optuna.db'}" and s._study_name == "exp3"
+    assert S._STUDY == {}  # restored
+    assert S.build_searcher("optuna", metric="val_error", mode="min", seed=0, max_concurrent=1)._storage is None
+    del optuna
+
+
+def _tune(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SSL_RAY_CACHE": str(root / "cache")}
+    return subprocess.run([sys.executable, "-m", "ssl_ray.cli", "tune", "supervised", "--space", str(root / "s.yaml"),
+                           "--storage", str(root / "runs"), "--name", "opt", "--search", "optuna", "--seed", "3",
+                           "--quiet", *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.ray
+def test_an_optuna_search_keeps_its_study_in_the_experiment_and_a_resume_continues_it(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    (tmp_path / "s.yaml").write_text(SPACE)
+    r = _tune(tmp_path, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    exp = Path(summary["experiment"])
+    url = f"sqlite:///{exp / 'optuna.db'}"
+    assert summary["optuna"] == {"study_name": "opt", "storage": url}
+    assert f"optuna study opt: optuna-dashboard {url}" in r.stderr  # --json: the human summary on stderr
+    study = optuna.load_study(study_name="opt", storage=url)
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    rows = {round(r["config/lr"], 12): r for r in pq.read_table(exp / "results.parquet").to_pylist()}
+    for t in trials:  # the study's values are the trials' validation errors (one epoch: the best is the last)
+        assert t.value == pytest.approx(rows[round(t.params["lr"], 12)]["best_val_error"])
+    r = _tune(tmp_path, "--resume", "--num-samples", "5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"optuna-dashboard {url}" in r.stdout
+    trials = optuna.load_study(study_name="opt", storage=url).get_trials()
+    assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(json.loads((exp / "ssl_ray_space.json").read_text())["plan"]) == 5
