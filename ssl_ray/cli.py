@@ -121,9 +121,20 @@ def _data_spec(dataset, data_root, download, labels, val_size, data_opts, base=N
     return spec
 
 
+def _quiet_ray_analysis() -> None:
+    """Ray's ResultGrid warns "Failed to fetch metrics for N trial(s)" for runs without Tune's own result files
+    (the --confirm-seeds runs: ssl-ray reads its results from its own files, results.parquet and summary.json),
+    once per method under `compare`: noise to a user, so that logger (Ray 2.60's) shows only errors."""
+    import logging
+
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
 def _run_tune(space, opts, as_json: bool) -> dict:
     """run_tune; with --json, Tune's live trial table goes to stderr so that stdout holds only the JSON."""
     from .tuning.tune import run_tune
+
+    _quiet_ray_analysis()
 
     if not as_json:
         return run_tune(space, opts)
@@ -773,6 +784,7 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
                        reduction_factor=reduction_factor, scheduler=scheduler, cpus_per_trial=cpus_per_trial,
                        gpus_per_trial=gpus_per_trial, address=address, storage=storage, seed=seed,
                        progress=not quiet)
+    _quiet_ray_analysis()
     result = run_compare(list(methods_), data, opts, seeds=seeds, spaces=space_files, name=name)
     text = {"md": result["markdown"], "csv": result["csv"].rstrip("\n"),
             "json": json.dumps(result["rows"], default=str)}[fmt]

@@ -26,11 +26,17 @@ num_samples: 3
 """
 
 
-def _no_ray_and_nothing_written(root: Path) -> None:
+def _no_ray_and_nothing_written(root: Path, ray_was: bool) -> None:
     import ray
 
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == ray_was  # not started (a session fixture may hold one from another test)
     assert not (root / "runs").exists(), list((root / "runs").rglob("*"))
+
+
+def _ray_now() -> bool:
+    import ray
+
+    return ray.is_initialized()
 
 
 @pytest.mark.parametrize("search, blocked", [("optuna", "optuna"), ("hyperopt", "hyperopt"), ("bohb", "hpbandster"),
@@ -39,6 +45,7 @@ def _no_ray_and_nothing_written(root: Path) -> None:
 def test_a_missing_searcher_package_is_one_line_before_anything(tmp_path, monkeypatch, search, blocked, dry_run):
     monkeypatch.setitem(sys.modules, blocked, None)  # `import blocked` raises ImportError, as if not installed
     (tmp_path / "space.yaml").write_text(SPACE)
+    was = _ray_now()
     r = CliRunner().invoke(main, ["tune", "supervised", "--space", str(tmp_path / "space.yaml"), "--search", search,
                                   "--storage", str(tmp_path / "runs"), "--name", "x"]
                            + (["--dry-run"] if dry_run else []))
@@ -47,25 +54,27 @@ def test_a_missing_searcher_package_is_one_line_before_anything(tmp_path, monkey
     assert len(lines) == 1 and lines[0].startswith(f"error: --search {search} needs the "), lines
     assert repr(blocked) in lines[0] and lines[0].endswith(f" package{'s' if ' and ' in lines[0] else ''}: "
                                                            f"pip install \"ssl-ray[{search}]\"")
-    _no_ray_and_nothing_written(tmp_path)
+    _no_ray_and_nothing_written(tmp_path, was)
 
 
 def test_a_space_file_naming_a_missing_searcher_stops_compare_before_anything(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     (tmp_path / "space.yaml").write_text(SPACE + "searcher: optuna\n")
+    was = _ray_now()
     r = CliRunner().invoke(main, ["compare", "supervised", "--space", f"supervised={tmp_path / 'space.yaml'}",
                                   "--storage", str(tmp_path / "runs"), "--num-samples", "2", "--max-epochs", "1",
                                   "--grace-epochs", "1", "--seeds", "1"])
     assert r.exit_code == 2 and "--search optuna needs the 'optuna' package" in r.output, r.output
-    _no_ray_and_nothing_written(tmp_path)
+    _no_ray_and_nothing_written(tmp_path, was)
 
 
 def test_optuna_storage_option_only_with_optuna(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
+    was = _ray_now()
     r = CliRunner().invoke(main, ["tune", "supervised", "--space", str(tmp_path / "space.yaml"), "--dry-run",
                                   "--optuna-storage", "sqlite:///x.db", "--storage", str(tmp_path / "runs")])
     assert r.exit_code == 2 and "--optuna-storage is for --search optuna (this search uses random)" in r.output
-    _no_ray_and_nothing_written(tmp_path)
+    _no_ray_and_nothing_written(tmp_path, was)
 
 
 def test_optuna_storage_defaults(tmp_path):
