@@ -365,6 +365,50 @@ def one_search(a, tmp: str, n: int, sched: str) -> dict:
     return out
 
 
+def rare_tune_snapshots() -> None:
+    """Tune snapshots the experiment (experiment_state-*.json: every trial) and uploads the driver's whole staging
+    folder (every trial's result.json, progress.csv, params.json) at least every TUNE_GLOBAL_CHECKPOINT_S (auto:
+    10 s or more), and is forced to whenever a trial has saved CheckpointConfig.num_to_keep checkpoints since the
+    last one (ray.tune.execution.tune_controller.TuneController._create_checkpoint_manager). ssl-ray never reads
+    these snapshots (--resume reads its own files). This what-if makes them rare: a measure of what they cost."""
+    import os
+
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+    from ray.tune.execution.tune_controller import TuneController
+
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "600"
+
+    def manager(self):
+        return _ExperimentCheckpointManager(storage=self._storage, checkpoint_period=self._checkpoint_period,
+                                            sync_every_n_trial_checkpoints=None)
+
+    TuneController._create_checkpoint_manager = manager
+
+
+def table(paths: list[str]) -> str:
+    """The BENCHMARKS.md table from the JSON lines of earlier runs (--table)."""
+    import json
+    import os
+
+    head = ("| code | sched | N | results | wall s | theor. s | wall / theor. | trial s / slots | driver CPU ms / result | "
+            "storage req. / result | storage KB / result | of which Tune snapshots KB | records KB | report s | "
+            "export s | resume read s | resume s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for path in paths:
+        for line in open(path):
+            r = json.loads(line)
+            kinds = r["storage"].get("by_kind", {})
+            res = max(r["results"], 1)
+            lines.append("| " + " | ".join(str(x) for x in (
+                f"{r.get('label') or os.path.basename(path)}{' (rare snapshots)' if r.get('tune_snapshots') == 'rare' else ''}",
+                r["scheduler"], r["n"], r["results"], r["wall_s"], r["theoretical_s"], r["wall_over_theoretical"],
+                r["trial_time_over_slots_s"], r["driver_cpu_ms_per_result"], r["requests_per_result"],
+                round(r["put_bytes_per_result"] / 1000, 1), round(kinds.get("tune state", [0, 0])[1] / res / 1000, 1),
+                round(kinds.get("records", [0, 0])[1] / 1000, 1), r["report_s"], r["export_s"],
+                r.get("resume_read_back_s", ""), r.get("resume_s", ""))) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     import argparse
     import json
@@ -379,17 +423,30 @@ def main() -> None:
     ap.add_argument("--epoch-seconds", type=float, default=0.1)
     ap.add_argument("--cpus", type=int, default=16, help="logical CPUs of the local Ray instance (= trial slots)")
     ap.add_argument("--resume-at-half", action="store_true")
+    ap.add_argument("--tune-snapshots", choices=["as-is", "rare"], default="as-is",
+                    help="rare: what-if for Tune's own experiment snapshots (not ssl-ray code): no snapshot forced "
+                         "each time a trial saved num_to_keep checkpoints (TuneController's checkpoint manager "
+                         "patched in this driver) and TUNE_GLOBAL_CHECKPOINT_S=600; each snapshot uploads every "
+                         "trial's driver-side files")
     ap.add_argument("--json", default=None, help="append one JSON line per search to this file")
+    ap.add_argument("--table", nargs="+", default=None, metavar="JSONL",
+                    help="print the markdown table of earlier runs' --json files instead of running")
+    ap.add_argument("--label", default="", help="a name for this code in --json (e.g. old, new)")
     ap.add_argument("--watch", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--watch-out", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.watch:
         return watch(a.watch, a.watch_out)
+    if a.table:
+        print(table(a.table))
+        return
     here = os.path.dirname(os.path.abspath(__file__))
     os.environ["SSL_RAY_PLUGINS"] = ",".join(filter(None, [os.environ.get("SSL_RAY_PLUGINS"), PLUGIN]))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     sys.path.insert(0, here)
     torch.set_num_threads(1)
+    if a.tune_snapshots == "rare":
+        rare_tune_snapshots()
     with tempfile.TemporaryDirectory(prefix="ssl_ray_scale_") as tmp:
         os.environ.setdefault("SSL_RAY_CACHE", os.path.join(tmp, "cache"))
         from ssl_ray.tuning.cluster import init_ray
@@ -400,6 +457,9 @@ def main() -> None:
             for sched in a.schedulers:
                 r = one_search(a, tmp, n, sched)
                 r["load_after"] = os.getloadavg()[0]
+                r["tune_snapshots"] = a.tune_snapshots
+                r["label"] = a.label
+                r["code"] = os.path.dirname(os.path.dirname(os.path.abspath(__import__("ssl_ray").__file__)))
                 print(json.dumps(r), flush=True)
                 if a.json:
                     with open(a.json, "a") as f:
