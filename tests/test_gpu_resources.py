@@ -44,7 +44,7 @@ def test_default_gpus_is_not_guessed_on_a_cluster_that_grows_into_unknown_nodes(
 def test_tune_and_train_take_the_same_gpu_default(state):
     """`ssl-ray tune` (trial_gpus) and `ssl-ray train` (_resources) decide the default GPUs by the same rule."""
     from ssl_ray.tuning.options import TuneOptions
-    from ssl_ray.tuning.train import _resources
+    from ssl_ray.tuning.train_ray import _resources
     from ssl_ray.tuning.tune import trial_gpus
 
     assert TuneOptions().gpus_per_trial is None  # not 0: decided from the cluster
@@ -64,7 +64,7 @@ def test_the_gpu_default_is_stated_in_both_helps():
 
 # ------------------------------------------------------------------------------------- GPUs that cannot serve
 def test_more_workers_than_gpus_is_refused_in_one_line():
-    from ssl_ray.tuning.train import _resources
+    from ssl_ray.tuning.train_ray import _resources
 
     with pytest.raises(SSLRayError) as e:
         _resources(3, 1, None, FIXED_GPUS)
@@ -157,7 +157,7 @@ def test_explicit_gpus_per_worker_fits_a_local_instance_with_gpus(tmp_path):
     code = FAKE_TWO_GPUS + f"""
 import json, ray, sys
 from ssl_ray.cli import main
-from ssl_ray.tuning import train
+from ssl_ray.tuning import train_ray as train
 seen = {{}}
 real = train.torch_trainer
 def spy(*a, **k):

@@ -124,3 +124,76 @@ def test_push_result_file_sends_the_driver_copy_to_the_storage(tmp_path, ray_loc
     ray_internals.push_result_file(trial)
     with open(os.path.join(trial.path, "result.json")) as f:
         assert f.read() == rows
+
+
+# ---- every private name the adapter uses has a probe ----------------------------------------------------------
+def _private_uses(source: str) -> set[str]:
+    """The private Ray names `source` (ray_internals.py's text) uses: attributes named `_x` of objects it does not
+    define, modules with a private part (`ray._private.node`, also as `from ray._private import node`), and
+    private names imported from Ray."""
+    import ast
+
+    tree = ast.parse(source)
+    own = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    used: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__") \
+                and n.attr not in own:
+            used.add(n.attr)
+        elif isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "ray":
+            for a in n.names:
+                if a.name.startswith("_"):
+                    used.add(a.name)
+                elif any(p.startswith("_") for p in n.module.split(".")):
+                    used.add(f"{n.module}.{a.name}")
+        elif isinstance(n, ast.Import):
+            used |= {a.name for a in n.names if any(p.startswith("_") for p in a.name.split(".")[1:])}
+    return used
+
+
+def _uncovered(used: set[str], covers: set[str]) -> list[str]:
+    return sorted(u for u in used if not any(u == c or u.startswith(c + ".") for c in covers))
+
+
+def _probe_bodies() -> str:
+    import inspect
+
+    return "\n".join(inspect.getsource(f) for _, _, f in ray_internals.PROBES)
+
+
+def test_check_probes_every_private_name_the_adapter_uses():
+    """Each private Ray name ray_internals.py reaches (an attribute, a module, an imported name) is covered by a
+    probe of check(), and each switch it sets (an environment variable, a key, a step, a private argument) is read
+    by one: a Ray upgrade that moves any of them fails test_every_internal_is_there_in_the_installed_ray."""
+    import pathlib
+
+    source = pathlib.Path(ray_internals.__file__).read_text(encoding="utf-8")
+    covers = {c for _, cs, _ in ray_internals.PROBES for c in cs}
+    used = _private_uses(source)
+    assert {"_brackets", "_process_bracket", "ray._private.node", "_internal_kv_get"} <= used  # the reader reads
+    assert _uncovered(used, covers) == []
+    switches = [k for k in vars(ray_internals) if k.endswith(("_ENV", "_KEY", "_STEP")) or k == "LOOPBACK_NODE"]
+    assert len(switches) >= 9
+    bodies = _probe_bodies() + "\n".join(w for w, _, _ in ray_internals.PROBES)
+    assert [k for k in switches if k not in bodies] == []
+
+
+def test_the_probe_coverage_check_can_fail():
+    """A private attribute or module added without a probe is found (the check above is not vacuous)."""
+    covers = {c for _, cs, _ in ray_internals.PROBES for c in cs}
+    extra = "from ray._private import worker\n\ndef f(s):\n    return s._new_private_thing\n"
+    assert _uncovered(_private_uses(extra), covers) == ["_new_private_thing", "ray._private.worker"]
+
+
+def test_no_other_module_imports_a_private_ray_module():
+    """Outside ray_internals.py no module of ssl_ray imports a private Ray module or name (read from the imports,
+    in addition to the text search of test_no_other_module_reaches_into_ray_internals)."""
+    import pathlib
+
+    import ssl_ray
+
+    root = pathlib.Path(ssl_ray.__file__).parent
+    found = {str(p.relative_to(root)): sorted(u for u in _private_uses(p.read_text(encoding="utf-8")) if "." in u
+                                              or u.startswith("_internal"))
+             for p in root.rglob("*.py") if p.name != "ray_internals.py"}
+    assert {k: v for k, v in found.items() if v} == {}

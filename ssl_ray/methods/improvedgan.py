@@ -72,7 +72,7 @@ from ..models import MLP, Classifier, ConvGenerator, ConvNet, MLPGenerator, buil
 from ..nn import distributed
 from ..nn.modes import eval_mode, frozen, train_mode
 from ..nn.plots import image_grid
-from .common import EMA, ClassifierConfig, EMAEvaluated, adam, cross_entropy_or_zero
+from .common import EMA, ClassifierConfig, EMAConfig, EMAEvaluated, adam, cross_entropy_or_zero
 from .registry import register
 
 MNIST_D_HIDDEN = (1000, 500, 250, 250, 250)
@@ -113,7 +113,7 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
 
 # ---- config ------------------------------------------------------------------------------------------------
 @dataclass
-class ImprovedGANConfig(ClassifierConfig, AugmentConfig):
+class ImprovedGANConfig(ClassifierConfig, AugmentConfig, EMAConfig):
     batch_size: int = hp(200, "T: samples per batch; the reference uses 100 labelled + 100 unlabelled", low=2)
     labeled_ratio: float = hp(0.5, "R/T: the labelled share of each batch (reference: 100 of 200)",
                               low=0, high=1, low_open=True, high_open=True)
@@ -136,8 +136,6 @@ class ImprovedGANConfig(ClassifierConfig, AugmentConfig):
     data_init: bool = hp(True, "data-dependent init of D's weight-normed layers on the first batch (reference)")
     ema_decay: float = hp(0.9999, "decay of the weight average used for evaluation (reference 1 - 1e-4; "
                           "0 = evaluate the raw weights)", low=0, high=1, high_open=True)
-    ema_warmup: bool = hp(True, "warm the weight average up: decay min(ema_decay, (1 + n) / (10 + n)) at update n "
-                          "(TensorFlow's num_updates rule), so it is right at any number of steps")
     fm_batch: int = hp(0, "N: real samples (of the second unlabelled batch) in G's feature matching; 0 = the "
                        "unlabelled batch T - R (the reference's batch of 100; the slides' N); at most max(T - R, R)",
                        low=0)
@@ -226,7 +224,7 @@ class ImprovedGAN(EMAEvaluated[IGC]):
                            "G": adam(trainable(self.G), lr, betas)}
         factor = linear_decay(cfg.lr_decay_start, cfg.lr_decay_end)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
-        self.ema = EMA(self.D, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
+        self.ema = cfg.make_ema(self.D)
         self.initialised = not cfg.data_init
         # Fixed noise for the sample grids and the evaluation metrics (their own generator: the training noise
         # stream is untouched by evaluation).

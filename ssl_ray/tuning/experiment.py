@@ -6,9 +6,11 @@ What ssl-ray writes in <storage>/<name>/ (JSON, read back with json.loads only):
   space, scheduler and plan from here, never from the command line.
 - ssl_ray_pbt.json (scheduler pbt only): every PBT exploit, which plan entry cloned which at which epochs, and
   the config before and after (tuning/schedulers/pbt.py).
-- ssl_ray_trials.json: one record per Tune trial, written by the driver as trials start and end: the plan
-  index it runs, its folder, its status (RUNNING, TERMINATED, ERROR), its hyperparameters (the last ones: PBT
-  changes them as it runs), and, for a resumed trial, the checkpoint and epoch it continued from.
+- ssl_ray_trials/<trial id>.json: one record per Tune trial, written by the driver as trials start and end (only
+  that trial's file: records.py): the plan index it runs, its folder, its status (RUNNING, TERMINATED, ERROR), its
+  hyperparameters (the last ones: PBT changes them as it runs), and, for a resumed trial, the checkpoint and epoch
+  it continued from; all of them in ssl_ray_trials.json when a search ends. A trial's results not yet in the
+  storage's result.json are in <trial>/ssl_ray_rows/ (one file per result).
 Ray Tune writes per trial folder: params.json, result.json (one JSON line per epoch), error.txt and
 checkpoint_NNNNNN/state.pt (loaded with torch.load(weights_only=True)). Ray's own tuner.pkl, params.pkl,
 error.pkl and experiment_state-*.json (which embeds cloudpickled objects) are never read by ssl-ray.
@@ -27,62 +29,19 @@ from typing import Any
 
 from ..data import files as F
 from ..errors import SSLRayError
-from .options import TuneOptions, check_name, storage_root
+from .options import TuneOptions, check_name, plan_key, storage_root
+from .storage import fs_of, make_dirs, read_json, read_text, write_json
+
+__all__ = ["FINISHED", "INTERRUPT", "SPACE_FILE", "TRIALS_FILE", "TRIAL_DIR", "check_storage", "collect", "fs_of",
+           "load", "make_dirs", "make_plan", "plan_key", "read_json", "read_text", "result_rows", "resume_setup",
+           "trial_folders", "write_json"]
 
 SPACE_FILE, TRIALS_FILE = "ssl_ray_space.json", "ssl_ray_trials.json"
 FINISHED = ("TERMINATED", "ERROR")
 INTERRUPT = threading.Event()  # set by the driver's SIGINT handler (tune.py)
 
 
-# ---- files, local or remote (pyarrow filesystems: local, s3://, gs://) ----------------------------------------
-def fs_of(exp: str):
-    import pyarrow.fs as pafs
-
-    if "://" in exp:
-        try:
-            return pafs.FileSystem.from_uri(exp)
-        except Exception as e:  # ArrowInvalid for an unknown scheme, OSError for a bad bucket...
-            raise SSLRayError(f"cannot use storage {exp!r}: {str(e).splitlines()[0]}") from None
-    return pafs.LocalFileSystem(), str(Path(exp).resolve())
-
-
-def read_text(fs, path: str) -> str | None:
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read().decode("utf-8")
-    except (FileNotFoundError, NotADirectoryError):  # nothing there (a path through a file holds nothing)
-        return None
-    except UnicodeDecodeError:
-        raise SSLRayError(f"{path} is not UTF-8 text: not a file ssl-ray wrote") from None
-
-
-def read_json(fs, path: str) -> Any:
-    text = read_text(fs, path)
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise SSLRayError(f"{path} is not valid JSON ({e}): the experiment's files are damaged") from None
-
-
-def write_json(fs, path: str, doc: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(doc, indent=1, default=str).encode())
-    fs.move(tmp, path)  # complete files only, even if the driver dies mid-write
-
-
-def make_dirs(fs, path: str) -> None:
-    fs.create_dir(path, recursive=True)
-
-
 # ---- the plan ---------------------------------------------------------------------------------------------
-def plan_key(index: int) -> str:
-    """A plan entry's key: what ASHA's rungs know a trial by (schedulers/asha), whichever Tune trial runs it."""
-    return f"plan{index:05d}"
-
-
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
@@ -140,9 +99,15 @@ def trial_folders(exp: str | Path, trial_id: str) -> list[Path]:
 
 
 def load_records(base: Path) -> Any:
-    """ssl_ray_trials.json of a local experiment folder, as read (None when it has none)."""
-    f = base / TRIALS_FILE
-    return F.read_json(f, "trial records") if f.exists() else None
+    """The trial records of a local experiment folder (records.load), None when it has none."""
+    import pyarrow.fs as pafs
+
+    from . import records as R
+
+    try:
+        return R.load(pafs.LocalFileSystem(), str(base)) or None
+    except ValueError as e:
+        raise SSLRayError(f"{base}: trial records damaged ({e})") from None
 
 
 def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,6 +115,8 @@ def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -
     it), merged per-epoch history over its attempts, status, error, last checkpoint and folders. Status:
     TERMINATED/STOPPED/ERROR when finished (TERMINATED also when its last checkpoint is at max_epochs, whatever
     the record says), else INTERRUPTED."""
+    from . import records as R
+
     fs, base = fs_of(exp)
     max_epochs = int(doc["scheduler"]["max_epochs"])
     by_index: dict[int, list[tuple[str, dict]]] = {}
@@ -165,7 +132,8 @@ def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -
             d = f"{base}/{rec.get('dir')}"
             start = int((rec.get("resume") or {}).get("from_epoch", 0))
             hist = {e: r for e, r in hist.items() if e <= start}  # epochs after the checkpoint were run again
-            rows = result_rows(fs, f"{d}/result.json")
+            rows = R.rows_of_trial(fs, d, result_rows(fs, f"{d}/result.json"),
+                                   finished=rec.get("status") in FINISHED)  # completed from the row files
             for r in rows:
                 if isinstance(r.get("epoch"), (int, float)):
                     hist[int(r["epoch"])] = r
@@ -201,9 +169,12 @@ def load(exp: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     if not isinstance(doc, dict) or not isinstance(doc.get("plan"), list) or "method" not in doc:
         raise SSLRayError(f"{exp}/{SPACE_FILE} has no trial plan: made by an older ssl-ray, or damaged; "
                           f"it cannot be resumed")
-    records = read_json(fs, f"{base}/{TRIALS_FILE}") or {}
-    if not isinstance(records, dict):
-        raise SSLRayError(f"{exp}/{TRIALS_FILE} is damaged (not a mapping)")
+    from . import records as R
+
+    try:
+        records = R.load(fs, base)
+    except ValueError:
+        raise SSLRayError(f"{exp}/{TRIALS_FILE} is damaged (not a mapping)") from None
     return doc, records
 
 
@@ -229,6 +200,25 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
     finished ones are kept as they were). Anything else is refused with one line, before any file is touched."""
     from .spaces import parse_space
 
+    root, exp, doc = _saved_experiment(method, storage, name)
+    text = json.dumps({k: doc.get(k) for k in ("method", "dataset", "fixed", "search", "scheduler", "num_samples",
+                                               "searcher")})
+    try:
+        space = parse_space(text, source=f"{exp}/{SPACE_FILE}", method=method)
+    except SSLRayError as e:
+        raise SSLRayError(f"{exp}/{SPACE_FILE} is damaged or from another ssl-ray: {e}") from None
+    saved = _Saved(doc, space, f"the experiment at {exp}", method)
+    for k, v in given.items():
+        if k not in RUNTIME_OPTIONS and v is not None and v != ():
+            saved.check(k, v)
+    return space, _resumed_options(doc, given, space, root, name)
+
+
+def _saved_experiment(method: str, storage: str | None, name: str | None) -> tuple[str, str, dict[str, Any]]:
+    """(storage root, experiment, its ssl_ray_space.json) of the experiment to resume, refused when it is another
+    method's or its scheduler keeps state Ray does not save."""
+    from . import schedulers
+
     if not name:
         raise SSLRayError("--resume needs --name: the experiment to continue (a folder inside --storage)")
     check_name(name)
@@ -239,70 +229,87 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
     if method != doc["method"]:
         raise SSLRayError(f"{where} is a {doc['method']} search, not {method}: resume it with "
                           f"`ssl-ray tune {doc['method']} --name {name} --resume`")
-    from . import schedulers
-
     kind = (doc.get("scheduler") or {}).get("name")
-    if kind in schedulers.names(chosen_by_name=False):  # one it does not know: parse_space below says so
+    if kind in schedulers.names(chosen_by_name=False):  # one it does not know: parse_space says so
         schedulers.get(kind).refuse_resume(where)  # PBT, SHA and BOHB keep state Ray does not save
+    return root, exp, doc
 
-    def refuse(flag: str, typed: Any, saved: Any) -> SSLRayError:
-        return SSLRayError(f"{flag} {typed} contradicts {where} (it has {saved}); a resume takes the experiment's "
-                           f"own settings: leave {flag} out, or start a new experiment with another --name")
 
-    text = json.dumps({k: doc.get(k) for k in ("method", "dataset", "fixed", "search", "scheduler", "num_samples",
-                                               "searcher")})
-    try:
-        space = parse_space(text, source=f"{exp}/{SPACE_FILE}", method=method)
-    except SSLRayError as e:
-        raise SSLRayError(f"{exp}/{SPACE_FILE} is damaged or from another ssl-ray: {e}") from None
-    saved_opts = doc.get("options") or {}
-    for k, v in given.items():
-        if k in RUNTIME_OPTIONS or v is None or v == ():
-            continue
+class _Saved:
+    """A saved experiment's settings, against which each option typed with --resume is checked."""
+
+    def __init__(self, doc: dict[str, Any], space: Any, where: str, method: str):
+        self.doc, self.space, self.where, self.method = doc, space, where, method
+        self.opts = doc.get("options") or {}
+
+    def refuse(self, flag: str, typed: Any, saved: Any) -> SSLRayError:
+        return SSLRayError(f"{flag} {typed} contradicts {self.where} (it has {saved}); a resume takes the "
+                           f"experiment's own settings: leave {flag} out, or start a new experiment with another "
+                           f"--name")
+
+    def check(self, k: str, v: Any) -> None:
+        """Option `k` typed as `v` agrees with the experiment, or one line says what it has."""
+        doc = self.doc
         if k in OPTION_FIELDS:
-            if v != saved_opts.get(OPTION_FIELDS[k]):
-                raise refuse(_flag(k), v, saved_opts.get(OPTION_FIELDS[k]))
+            if v != self.opts.get(OPTION_FIELDS[k]):
+                raise self.refuse(_flag(k), v, self.opts.get(OPTION_FIELDS[k]))
         elif k == "host_data":
-            if (not v) != saved_opts.get("data_resident", True):
-                raise refuse("--no-resident-data", "", "data kept resident")
+            if (not v) != self.opts.get("data_resident", True):
+                raise self.refuse("--no-resident-data", "", "data kept resident")
         elif k == "search":
             if v != (doc.get("searcher") or "random"):
-                raise refuse("--search", v, f"searcher {doc.get('searcher') or 'random'}")
+                raise self.refuse("--search", v, f"searcher {doc.get('searcher') or 'random'}")
         elif k in SCHEDULER_FIELDS:
             if v != doc["scheduler"].get(SCHEDULER_FIELDS[k]):
-                raise refuse(_flag(k), v, f"{SCHEDULER_FIELDS[k]} {doc['scheduler'].get(SCHEDULER_FIELDS[k])}")
+                raise self.refuse(_flag(k), v, f"{SCHEDULER_FIELDS[k]} {doc['scheduler'].get(SCHEDULER_FIELDS[k])}")
         elif k == "num_samples":
             if v < doc["num_samples"]:
-                raise refuse("--num-samples", v, f"num_samples {doc['num_samples']}; a resume can add samples, "
-                             f"not remove them")
-        elif k in DATA_FIELDS:
-            if v != doc["dataset"].get(DATA_FIELDS[k]):
-                raise refuse(_flag(k), v, f"dataset {DATA_FIELDS[k]} {doc['dataset'].get(DATA_FIELDS[k])}")
-        elif k == "data_root":
-            if str(Path(v).resolve()) != doc["dataset"].get("root"):
-                raise refuse("--data-root", v, f"data root {doc['dataset'].get('root')}")
-        elif k == "data_opts":
-            from .. import config as C
-
-            for key, val in C.parse_set(v).items():
-                if doc["dataset"].get("options", {}).get(key) != val:
-                    raise refuse("--data-opt", f"{key}={val}", f"options {doc['dataset'].get('options')}")
-        elif k == "sets":
-            from .. import config as C
-
-            for key, val in C.parse_set(v).items():
-                if key not in space.fixed or space.fixed[key] != val:
-                    saved = f"{key}={space.fixed[key]}" if key in space.fixed else f"{key} searched or default"
-                    raise refuse("--set", f"{key}={val}", saved)
-        elif k == "space_file":
-            from .spaces import load_space
-
-            other = load_space(v, method=method)
-            mine = {k2: {p.dist: p.args} for k2, p in other.search.items()}
-            if mine != doc["search"] or any(space.fixed.get(k2) != v2 for k2, v2 in other.fixed.items()):
-                raise refuse("--space", v, f"search {json.dumps(doc['search'])}, fixed {json.dumps(doc['fixed'])}")
+                raise self.refuse("--num-samples", v, f"num_samples {doc['num_samples']}; a resume can add "
+                                  f"samples, not remove them")
+        elif k in DATA_FIELDS or k in ("data_root", "data_opts"):
+            self.check_data(k, v)
+        elif k in ("sets", "space_file"):
+            self.check_space(k, v)
         else:
-            raise SSLRayError(f"{_flag(k)} cannot be given with --resume: {where} keeps its own")
+            raise SSLRayError(f"{_flag(k)} cannot be given with --resume: {self.where} keeps its own")
+
+    def check_data(self, k: str, v: Any) -> None:
+        from .. import config as C
+
+        data = self.doc["dataset"]
+        if k in DATA_FIELDS:
+            if v != data.get(DATA_FIELDS[k]):
+                raise self.refuse(_flag(k), v, f"dataset {DATA_FIELDS[k]} {data.get(DATA_FIELDS[k])}")
+        elif k == "data_root":
+            if str(Path(v).resolve()) != data.get("root"):
+                raise self.refuse("--data-root", v, f"data root {data.get('root')}")
+        else:
+            for key, val in C.parse_set(v).items():
+                if data.get("options", {}).get(key) != val:
+                    raise self.refuse("--data-opt", f"{key}={val}", f"options {data.get('options')}")
+
+    def check_space(self, k: str, v: Any) -> None:
+        from .. import config as C
+        from .spaces import load_space
+
+        fixed = self.space.fixed
+        if k == "sets":
+            for key, val in C.parse_set(v).items():
+                if key not in fixed or fixed[key] != val:
+                    saved = f"{key}={fixed[key]}" if key in fixed else f"{key} searched or default"
+                    raise self.refuse("--set", f"{key}={val}", saved)
+            return
+        other = load_space(v, method=self.method)
+        mine = {k2: {p.dist: p.args} for k2, p in other.search.items()}
+        if mine != self.doc["search"] or any(fixed.get(k2) != v2 for k2, v2 in other.fixed.items()):
+            raise self.refuse("--space", v, f"search {json.dumps(self.doc['search'])}, fixed "
+                              f"{json.dumps(self.doc['fixed'])}")
+
+
+def _resumed_options(doc: dict[str, Any], given: dict[str, Any], space: Any, root: str, name: str | None
+                     ) -> TuneOptions:
+    """The saved options, with what a resume may change (RUNTIME_OPTIONS, a larger --num-samples) as typed."""
+    saved_opts = doc.get("options") or {}
     opts = TuneOptions(**{k: v for k, v in saved_opts.items() if k in TuneOptions.__dataclass_fields__})
     opts.storage, opts.name, opts.resume = root, name, True
     for k in ("address", "max_concurrent", "max_failures", "confirm_seeds", "mlflow", "wandb", "wait_for_resources"):
@@ -314,7 +321,7 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
         opts.num_samples = space.num_samples = given["num_samples"]
     else:
         opts.num_samples = space.num_samples
-    return space, opts
+    return opts
 
 
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")

@@ -1,5 +1,6 @@
 """Ray Tune hooks of `ssl-ray tune`, defined at module level so Tune can save them by reference: the search
-over a fixed plan, the Ctrl-C stopper, and the recorder of ssl_ray_trials.json (the schedulers: schedulers/).
+over a fixed plan, the Ctrl-C stopper, and the recorder of the trials' records (records.py; the schedulers:
+schedulers/).
 (Tune writes its own tuner.pkl; ssl-ray never reads it back.)"""
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 from ray.tune import Callback, Stopper
 from ray.tune.search import Searcher
 
-from .experiment import INTERRUPT, TRIAL_DIR, TRIALS_FILE, fs_of, write_json
+from . import records as R
+from .experiment import INTERRUPT, TRIAL_DIR, fs_of
 from .options import SPEC_KEY, hparams
-from .ray_internals import push_result_file
+from .ray_internals import push_result_file, trial_storage
 
 
 class PlanSearcher(Searcher):
@@ -90,10 +92,15 @@ class InterruptStopper(Stopper):
 
 
 class TrialRecorder(Callback):
-    """Keeps <experiment>/ssl_ray_trials.json up to date: plan index, folder and status of every Tune trial."""
+    """Keeps the record of every Tune trial up to date (plan index, folder, status, config): one small file per
+    trial, <experiment>/ssl_ray_trials/<trial id>.json, rewritten only for that trial (records.py); the whole
+    ssl_ray_trials.json once at the end (RecordStore.compact, by run_tune)."""
 
     def __init__(self, exp: str, records: dict[str, dict[str, Any]]):
         self.exp, self.records = exp, records
+        fs, base = fs_of(exp)
+        self.store = R.RecordStore(fs, base, records)  # the same dict: run_tune reads it after the search
+        self._rows_made: set[str] = set()
 
     def _put(self, trial, status: str) -> None:
         meta = trial.config.get(SPEC_KEY, {})
@@ -101,8 +108,7 @@ class TrialRecorder(Callback):
         rec["dir"] = os.path.basename(str(trial.path).rstrip("/"))
         rec["status"] = status
         rec["config"] = hparams(trial.config)  # PBT changes it as the trial runs: the last one is kept
-        fs, base = fs_of(self.exp)
-        write_json(fs, f"{base}/{TRIALS_FILE}", self.records)
+        self.store.put(trial.trial_id, rec)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         # A trial restarted after a pause (PBT pauses trials, and restarts the ones it clones into) gets its
@@ -113,10 +119,10 @@ class TrialRecorder(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         # Tune syncs the driver's result.json to the storage only now and then: a driver killed in between (a
-        # SIGKILL, a lost head node) leaves the storage's copy behind, and `--resume` reads that copy. Send it
-        # at every result (this callback runs before the JSON logger writes this result: the copy lags by one
-        # row here and is complete at on_trial_complete/on_trial_error).
-        push_result_file(trial)
+        # SIGKILL, a lost head node) leaves the storage's copy behind, and `--resume` reads that copy. Each result
+        # is written as its own row file, which collect() reads for trials not recorded finished (records.py).
+        fs, path = trial_storage(trial)
+        R.put_row(fs, path, result, made=self._rows_made)  # this result, not the whole file
         rec = self.records.get(trial.trial_id)
         if rec is not None and rec.get("config") != hparams(trial.config):  # a PBT exploit changed it
             self._put(trial, rec.get("status", "RUNNING"))

@@ -1,6 +1,6 @@
 """What a search runs with, shared by the driver (tune.py), its Ray hooks (hooks.py) and `--resume`
-(experiment.py): the options of `ssl-ray tune`, the key of a trial's meta in its config, and where the
-experiment lives. Plain Python: importing it starts nothing."""
+(experiment.py): the options of `ssl-ray tune`, the key of a trial's meta in its config, a plan entry's key, and
+where the experiment lives. Plain Python: importing it starts nothing."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,11 @@ from ..errors import SSLRayError
 
 SPEC_KEY = "_ssl_ray"
 """The key, in a trial's config, of the non-hyperparameter part (method, data, budget, resources: tune.trial_meta)."""
+
+
+def plan_key(index: int) -> str:
+    """A plan entry's key: what ASHA's rungs know a trial by (schedulers/asha), whichever Tune trial runs it."""
+    return f"plan{index:05d}"
 
 
 def hparams(config: dict[str, Any]) -> dict[str, Any]:

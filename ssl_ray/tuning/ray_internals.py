@@ -36,6 +36,7 @@ it buys, i.e. what happens without it (figures: BENCHMARKS.md):
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import logging
 import os
@@ -50,14 +51,12 @@ GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
 PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 PRESTART_ENV = "RAY_prestart_worker_first_driver"
-TRAIN_POLL_S = "0.2"
-"""How often Train V2's controller polls its workers (Ray's default 2 s); each report waits for a poll (item 4)."""
+TRAIN_POLL_S = "0.2"  # how often Train V2's controller polls its workers (Ray's 2 s); each report waits (item 4)
 API_SERVER_STEP = "start_api_server"  # the step of ray._private.node.Node that starts the dashboard (item 7)
 LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}  # ray.init's private argument (item 2)
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 RESULT_FILE = "result.json"
-AUTOSCALING_STATUS_KEY = "__autoscaling_status"
-"""Where Ray's autoscaler monitor writes its status (`ray status` reads it; ray_constants.DEBUG_AUTOSCALING_STATUS)."""
+AUTOSCALING_STATUS_KEY = "__autoscaling_status"  # the autoscaler's status (`ray status`; DEBUG_AUTOSCALING_STATUS)
 
 
 # ---- 1. ASHA's rungs ------------------------------------------------------------------------------------------
@@ -147,15 +146,19 @@ def quiet_train_reports() -> None:
 
 
 # ---- 5. a retried trial's result.json -----------------------------------------------------------------------
+def trial_storage(trial: Any) -> tuple[Any, str]:
+    """(storage filesystem, the trial's folder there): where Tune puts the trial's files (Trial.storage)."""
+    return trial.storage.storage_filesystem, trial.storage.trial_fs_path
+
+
 def push_result_file(trial: Any) -> None:
     """Copy a trial's driver-side result.json to its folder in the storage (before Tune restores it from there)."""
     import pyarrow.fs
 
-    local = os.path.join(trial.local_path, RESULT_FILE)
-    remote = f"{trial.storage.trial_fs_path}/{RESULT_FILE}"
+    fs, folder = trial_storage(trial)
+    local, remote = os.path.join(trial.local_path, RESULT_FILE), f"{folder}/{RESULT_FILE}"
     if os.path.exists(local) and os.path.abspath(local) != os.path.abspath(remote):
-        pyarrow.fs.copy_files(local, remote,
-                              destination_filesystem=trial.storage.storage_filesystem)
+        pyarrow.fs.copy_files(local, remote, destination_filesystem=fs)
 
 
 # ---- 6. one HyperBand bracket (sha) -------------------------------------------------------------------------
@@ -182,19 +185,16 @@ def sha_arrived(bracket: Any) -> int:
     return len(bracket._all_trials)
 
 
-def sha_record(bracket: Any, trial: Any, result: dict[str, Any]) -> None:
-    """Record a result in the bracket without a decision (a trial's last epoch)."""
+def sha_record(bracket: Any, trial: Any, result: dict[str, Any]) -> None:  # a result, no decision (its last epoch)
     bracket.update_trial_stats(trial, result)
 
 
-def sha_remove(bracket: Any, trial: Any) -> bool:
-    """Take a trial that ended out of the bracket; whether the bracket has finished."""
+def sha_remove(bracket: Any, trial: Any) -> bool:  # a trial that ended, out of the bracket; is it finished?
     bracket.cleanup_trial(trial)
     return bracket.finished()
 
 
-def sha_decide(scheduler: Any, tc: Any, bracket: Any) -> Any:
-    """Run the scheduler's decision step on the bracket now (Ray decides on a removal only before its first one)."""
+def sha_decide(scheduler: Any, tc: Any, bracket: Any) -> Any:  # decide now (Ray does on a removal only at first)
     return scheduler._process_bracket(tc, bracket)
 
 
@@ -225,8 +225,8 @@ class ExploitHook:
         return self.exploited(trial, trial_to_clone, new, ops, mine, donor), ops  # type: ignore[attr-defined]
 
 
-class _WithoutSearch:
-    """A TuneController seen without its search algorithm."""
+class without_search:  # noqa: N801 - used as a function
+    """The controller `tc` seen without its search algorithm, as PopulationBasedTraining.on_trial_add reads it."""
 
     search_alg = None
 
@@ -235,11 +235,6 @@ class _WithoutSearch:
 
     def __getattr__(self, k: str) -> Any:
         return getattr(self.controller, k)
-
-
-def without_search(tc: Any) -> Any:
-    """The controller without its search algorithm, as PopulationBasedTraining.on_trial_add reads it."""
-    return _WithoutSearch(tc)
 
 
 # ---- 9. what a joined cluster can grow to ---------------------------------------------------------------------
@@ -284,8 +279,8 @@ def check() -> list[str]:
     """The internals this module relies on that the installed Ray lacks ([] when all are there)."""
     import ray
 
-    missing = [] if ray.__version__.startswith(WRITTEN_FOR + ".") else [f"ray {ray.__version__} (written for "
-                                                                         f"{WRITTEN_FOR}.x)"]
+    v = ray.__version__
+    missing = [] if v.startswith(f"{WRITTEN_FOR}.") else [f"ray {v} (written for {WRITTEN_FOR}.x)"]
     return missing + [what for what, _, f in PROBES if not _passes(f)]
 
 
@@ -388,6 +383,12 @@ def _pbt() -> bool:
     return (_params(P._get_new_config) == ["self", "trial", "trial_to_clone"]
             and "self._trial_state" in inspect.getsource(P.__init__) and "last_result" in inspect.getsource(_PBTTrialState)
             and "search_alg" in inspect.getsource(P.on_trial_add))
+
+
+@probe(f"ray.tune.tune reads {SIGINT_HANDLER_ENV} (without it Tune's own Ctrl-C handler stops the trials as if they "
+       f"had finished)", SIGINT_HANDLER_ENV)
+def _sigint() -> bool:
+    return f'"{SIGINT_HANDLER_ENV}"' in inspect.getsource(importlib.import_module("ray.tune.tune"))
 
 
 @probe("ray._private.state.state.get_max_resources_from_cluster_config; ray.experimental.internal_kv._internal_kv_get",

@@ -16,7 +16,7 @@ Format (docs/ADDING_A_METHOD.md)::
 
 - ``name``: ``asha`` (default: stops poor trials early, each decision against the results so far), ``sha``
   (synchronous successive halving: the same rungs, but each waits until every trial has reached it, so no trial
-  is promoted for lack of competition; hooks.PlanSHA), ``fifo`` (every trial runs max_epochs) or ``pbt``
+  is promoted for lack of competition; tuning/schedulers/sha.py), ``fifo`` (every trial runs max_epochs) or ``pbt``
   (Population Based Training: poor trials continue from a good trial's checkpoint with mutated
   hyperparameters; tuning/schedulers/pbt.py);
 - ``max_epochs`` (20): the epochs of a trial that is never stopped;
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,9 @@ from ..data.files import load_yaml, read_yaml_text
 from ..errors import ConfigError
 from ..methods import Method, get_method
 from . import schedulers
+from .distributions import DISTRIBUTIONS, Param, parse_param
+
+__all__ = ["DISTRIBUTIONS", "Param", "SearchSpace", "Scheduler", "apply_sets", "load_space", "parse_space"]
 
 # A wheel (or any non-editable install) carries the spaces inside the package, at ssl_ray/search_spaces/
 # (setup.py maps the top-level search_spaces/ folder there); a source checkout or an editable install reads
@@ -58,12 +60,6 @@ _PACKAGED, _CHECKOUT = (Path(__file__).resolve().parents[1] / "search_spaces",
                         Path(__file__).resolve().parents[2] / "search_spaces")
 SPACES_DIR = _PACKAGED if _PACKAGED.is_dir() else _CHECKOUT
 
-# distribution -> (number of arguments or None for a list, value types it can produce)
-DISTRIBUTIONS: dict[str, tuple[int | None, tuple[type, ...]]] = {
-    "uniform": (2, (float,)), "loguniform": (2, (float,)), "quniform": (3, (float,)),
-    "qloguniform": (3, (float,)), "randint": (2, (int,)), "qrandint": (3, (int,)),
-    "choice": (None, (int, float, str, bool)), "grid": (None, (int, float, str, bool)),
-}
 TOP_KEYS = ("method", "description", "dataset", "fixed", "search", "scheduler", "num_samples", "searcher")
 SCHEDULER_KEYS = {"name": str, "max_epochs": int, "grace_epochs": int, "reduction_factor": int,
                   "perturbation_interval": int, "quantile_fraction": float, "resample_probability": float,
@@ -72,29 +68,10 @@ DATASET_KEYS = {f.name for f in dataclasses.fields(DataSpec)}
 
 
 @dataclass
-class Param:
-    name: str
-    dist: str
-    args: list[Any]
-
-    def to_tune(self) -> Any:
-        from ray import tune
-
-        a = self.args
-        return {"uniform": lambda: tune.uniform(*a), "loguniform": lambda: tune.loguniform(*a),
-                "quniform": lambda: tune.quniform(*a), "qloguniform": lambda: tune.qloguniform(*a),
-                "randint": lambda: tune.randint(*a), "qrandint": lambda: tune.qrandint(*a),
-                "choice": lambda: tune.choice(a), "grid": lambda: tune.grid_search(a)}[self.dist]()
-
-    def describe(self) -> str:
-        return f"{self.dist}{self.args}"
-
-
-@dataclass
 class Scheduler:
     """The `scheduler:` of a space (its keys are documented at the top of this file)."""
 
-    name: str = "asha"
+    name: str = schedulers.DEFAULT
     max_epochs: int = 20
     grace_epochs: int = 2
     reduction_factor: int = 3
@@ -237,7 +214,7 @@ def parse_space(text: str, *, source: str = "<string>", method: str | None = Non
         k = str(k)
         if k in space.fixed:
             raise ctx.err(("search", k), "is both fixed and searched; keep one")
-        space.search[k] = _parse_param(cls.Config, k, v, ctx)
+        space.search[k] = parse_param(cls.Config, k, v, ctx.err)
     space.scheduler = _parse_scheduler(doc.get("scheduler") or {}, ctx)
     schedulers.validate_space(space, ctx.err)
     ns = doc.get("num_samples", 8)
@@ -293,76 +270,6 @@ def _parse_dataset(d: Any, ctx: _Ctx) -> DataSpec:
     if isinstance(spec.labels, bool) or not isinstance(spec.labels, int) or spec.labels < 1:
         raise ctx.err(("dataset", "labels"), f"must be a positive integer, got {spec.labels!r}")
     return spec
-
-
-def _field_type(cls: type, key: str) -> Any:
-    return typing.get_type_hints(cls)[key]
-
-
-def _parse_param(cfg_cls: type, key: str, v: Any, ctx: _Ctx) -> Param:
-    names = {f.name for f in dataclasses.fields(cfg_cls)}
-    path = ("search", key)
-    if key not in names:
-        raise ctx.err(path, f"unknown hyperparameter for {cfg_cls.__name__}; valid: {', '.join(sorted(names))}")
-    if not isinstance(v, dict) or len(v) != 1:
-        raise ctx.err(path, "must be one {distribution: arguments}, e.g. {loguniform: [1e-4, 1e-2]}; "
-                      f"distributions: {', '.join(DISTRIBUTIONS)}")
-    dist, args = next(iter(v.items()))
-    if dist not in DISTRIBUTIONS:
-        raise ctx.err(path, f"unknown distribution {dist!r}; allowed: {', '.join(DISTRIBUTIONS)}")
-    nargs, produces = DISTRIBUTIONS[dist]
-    tp = _field_type(cfg_cls, key)
-    if not isinstance(args, list):
-        raise ctx.err(path, f"{dist} takes a list of arguments, got {args!r}")
-    if nargs is None:
-        if not args:
-            raise ctx.err(path, f"{dist} needs a non-empty list of values")
-        try:
-            vals = [C.check_value(cfg_cls, key, a) for a in args]
-        except ConfigError as e:
-            raise ctx.err(path, str(e)) from None
-        return Param(key, dist, vals)
-    if tp not in produces and not (tp is float and int in produces):
-        allowed = [d for d, (_, pr) in DISTRIBUTIONS.items() if tp in pr or (tp is float and int in pr)]
-        raise ctx.err(path, f"{dist} gives {produces[0].__name__} values but {key} is {C.type_name(tp)}; "
-                      f"use one of {', '.join(allowed)}")
-    if len(args) != nargs:
-        form = "[low, high]" if nargs == 2 else "[low, high, q]"
-        raise ctx.err(path, f"{dist} takes {form}, got {args!r}")
-    if any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
-        raise ctx.err(path, f"{dist} arguments must be numbers, got {args!r}")
-    if not all(abs(a) < C.INT_LIMIT if isinstance(a, int) else math.isfinite(a) for a in args):
-        raise ctx.err(path, f"{dist} arguments must be finite (integers within 64 bits), got {args!r}")
-    if int in produces and any(isinstance(a, float) and not a.is_integer() for a in args):
-        raise ctx.err(path, f"{dist} arguments must be integers, got {args!r}")
-    lo, hi = args[0], args[1]
-    if lo >= hi:
-        raise ctx.err(path, f"empty or inverted range [{lo}, {hi}]: low must be below high")
-    if dist in ("loguniform", "qloguniform") and lo <= 0:
-        raise ctx.err(path, f"{dist} needs low > 0, got {lo}")
-    if nargs == 3 and not args[2] > 0:
-        raise ctx.err(path, f"{dist} needs a positive step q, got {args[2]}")
-    if nargs == 3:
-        _check_step(dist, lo, hi, args[2], lambda msg: ctx.err(path, msg))
-    top = hi - 1 if dist == "randint" else hi  # randint's high is exclusive, as in Ray Tune
-    try:
-        C.check_value(cfg_cls, key, lo)
-        C.check_value(cfg_cls, key, top)
-    except ConfigError as e:
-        raise ctx.err(path, f"range {args!r} leaves the allowed values: {e}") from None
-    cast = int if int in produces else float
-    return Param(key, dist, [cast(a) for a in args[:2]] + ([cast(args[2])] if nargs == 3 else []))
-
-
-def _check_step(dist: str, lo: float, hi: float, q: float, err) -> None:
-    """Ray Tune refuses float bounds that are not multiples of q, and a qrandint with no multiple of q inside."""
-    if dist == "qrandint":
-        if math.ceil(lo / q) * q > hi:
-            raise err(f"no multiple of q={q} in [{lo}, {hi}]: nothing to sample")
-        return
-    for b in (lo, hi):
-        if not math.isclose(b / q, round(b / q)):
-            raise err(f"bounds must be multiples of q (Ray Tune requires it): {b} is not a multiple of {q}")
 
 
 def _parse_scheduler(d: Any, ctx: _Ctx) -> Scheduler:

@@ -1,9 +1,9 @@
-"""`ssl-ray tune METHOD`: Ray Tune + ASHA over a validated search space.
+"""`ssl-ray tune METHOD`: Ray Tune over a validated search space, its scheduler from tuning/schedulers/.
 
-One trial = one Trainer run. A single-worker trial runs the training loop in the trial's own process
-(no Train worker group: RAY.md measured ~17 s of start-up per group); an N-worker trial launches its own
-TorchTrainer inside the trial function, the Ray 2.x pattern (RAY.md), its metrics flowing back to Tune
-through TuneReportCallback. Ray-specific lines are numbered [1]..[6].
+A search runs in phases (run_tune): open the experiment (fresh, or the saved one to resume: _open), start Ray
+while every planned configuration is built once (_start), the trial configs to run (_todo), the search algorithm
+(_search_alg), the scheduler (its registry), the Tuner (_tuner), the run under our Ctrl-C handler (_fit), and the
+summary. One trial is tuning/trial.py. Ray-specific lines are numbered [1]..[6] ([1]..[4]: trial.py).
 """
 from __future__ import annotations
 
@@ -13,65 +13,21 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from ..engine.spec import RunSpec
-from ..engine.worker import run_worker
 from ..errors import SSLRayError
-from . import experiment
+from . import experiment, schedulers
 from .experiment import INTERRUPT
-from .options import SPEC_KEY, TuneOptions, hparams, check_name, storage_root  # TuneOptions: also imported from here
-from . import schedulers
+from .options import SPEC_KEY, TuneOptions, check_name, storage_root  # TuneOptions: also imported from here
+from .schedulers.base import METRIC, MODE, TIME_ATTR
 from .spaces import SearchSpace
-from .train import torch_trainer
+from .trial import DRIVER_ONLY, preflight_plan, trial_fn, trial_meta, trial_resources
 
-METRIC, MODE, TIME_ATTR = "val_error", "min", "epoch"
-DRIVER_ONLY: dict[str, float] = {"cpu": 0, "memory": 1 << 20}
-
-
-# ---- the trial --------------------------------------------------------------------------------------------
-def trial_fn(config: dict[str, Any]) -> None:
-    """Tune's function trainable: one worker (engine.worker.run_worker) reporting once per epoch, or an N-worker
-    trial's TorchTrainer."""
-    import contextlib
-
-    import ray.tune
-
-    meta = config[SPEC_KEY]
-    spec = RunSpec.from_dict({**meta["spec"], "config": {**meta["spec"]["config"], **hparams(config)}})
-    if meta["workers"] > 1:
-        return _trial_data_parallel(spec, meta)
-    trial_dir = ray.tune.get_context().get_trial_dir()  # [1] this trial's directory
-
-    def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
-        from ray.tune import Checkpoint
-
-        ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)  # [3]
-
-    # [2] resume after a crash (--max-failures), or continue an earlier attempt (ssl-ray tune --resume); the
-    # trial's folder holds the record of a divergence, which a retry would repeat: it then fails at once
-    ckpts = [ray.tune.get_checkpoint()] + ([ray.tune.Checkpoint(meta["resume"]["checkpoint"])] if meta.get("resume")
-                                           else [])
-    with contextlib.ExitStack() as stack:
-        folders = [trial_dir] + [stack.enter_context(c.as_directory()) for c in ckpts if c is not None]
-        run_worker(spec, "cuda" if meta["gpus"] > 0 else "cpu", report, folders, threads=meta["cpus"],
-                   gpus=meta["gpus"], log_dir=os.path.join(trial_dir, "tensorboard"), progress=False,
-                   marker_dir=trial_dir)
-
-
-def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
-    """[4] An N-worker trial: a TorchTrainer launched inside the Tune trial (Train V2 + Tune interop)."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    trial_dir = ray.tune.get_context().get_trial_dir()
-    # one Train run per plan entry: a resumed attempt finds its predecessor's run there and continues it
-    trainer = torch_trainer(spec, log_dir=os.path.join(trial_dir, "tensorboard"), workers=meta["workers"],
-                            cpus_per_worker=meta["cpus"], gpus_per_worker=meta["gpus"], progress=False,
-                            name=f"train-{meta['index']:05d}", storage_path=meta["storage"],
-                            max_failures=meta["max_failures"], callbacks=[TuneReportCallback()])
-    trainer.fit()
+__all__ = ["DRIVER_ONLY", "METRIC", "MODE", "TIME_ATTR", "TuneOptions", "apply_options", "confirm",
+           "experiment_path", "preflight_plan", "preflight_while_ray_starts", "run_tune", "trial_fn",
+           "trial_gpus", "trial_meta", "trial_resources"]
 
 
 # ---- the search -------------------------------------------------------------------------------------------
@@ -155,41 +111,6 @@ def experiment_path(o: TuneOptions, space: SearchSpace) -> tuple[str, str]:
     return storage, name
 
 
-def trial_meta(space: SearchSpace, o: TuneOptions, storage: str, *, seed: int, config: dict[str, Any],
-               searched: list[str] | None = None) -> dict[str, Any]:
-    """A trial's config entry SPEC_KEY: the run it trains (its searched values are the rest of the config) and
-    the resources it runs on."""
-    s = space.scheduler
-    return {"spec": RunSpec(space.method, space.data, epochs=s.max_epochs, seed=seed,
-                            config=config, amp=o.amp, compile=o.compile, data_resident=o.data_resident,
-                            searched=list(searched or []),
-                            checkpoint_every=schedulers.get(s.name).checkpoint_every(s)).to_dict(),
-            "workers": o.workers, "cpus": o.cpus_per_trial, "gpus": o.gpus_per_trial,
-            "storage": storage, "max_failures": o.max_failures}
-
-
-def trial_resources(o: TuneOptions) -> dict[str, float]:
-    """What Tune reserves for one trial."""
-    if o.workers > 1:
-        # The trial only drives its TorchTrainer, which reserves the workers' resources; a CPU-free bundle
-        # (1 MiB of memory) keeps the trial from holding a CPU its own workers then wait for.
-        return DRIVER_ONLY
-    return {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial or 0.0}  # decided by run_tune (trial_gpus)
-
-
-def preflight_plan(space: SearchSpace, plan: list[dict[str, Any]], seed: int) -> None:
-    """Build the method for every distinct planned configuration against the dataset's shape (no training):
-    a config x dataset error is one line before any trial runs, not a traceback from inside a trial."""
-    from .preflight import preflight
-
-    seen = set()
-    for hp in plan:
-        key = json.dumps(hp, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            preflight(RunSpec(space.method, space.data, epochs=1, seed=seed, config={**space.fixed, **hp}))
-
-
 def preflight_while_ray_starts(check: Callable[[], None], start: Callable[[], None]) -> float:
     """Run the pre-flight build (`check`, 1-2 s: the first build of a process imports torch's compiler) in a
     thread while Ray starts (`start`: seconds spent mostly waiting for Ray's processes), not one after the
@@ -218,134 +139,205 @@ def preflight_while_ray_starts(check: Callable[[], None], start: Callable[[], No
     return seconds
 
 
-def run_tune(space: SearchSpace, o: TuneOptions) -> dict[str, Any]:
-    """A fresh search (the plan drawn from `space`), or with o.resume the unfinished part of a saved one
-    (`space` and `o` then come from the experiment's own files: experiment.resume_setup)."""
-    import signal
+@dataclass
+class _Search:
+    """A search being set up: where it is kept, its plan (ssl_ray_space.json) and its trial records."""
 
-    from ray import tune
-    from ray.tune import CLIReporter
+    space: SearchSpace
+    o: TuneOptions
+    storage: str
+    name: str
+    plan: list[dict[str, Any]]
+    records: dict[str, dict[str, Any]]
+    doc: dict[str, Any] | None = None
+    """The saved ssl_ray_space.json (None until a fresh search has written it)."""
+    extended: bool = False
+    """A resume with a larger --num-samples: the plan grew and is written again."""
 
-    from . import results
-    from .cluster import init_ray
-    from .hooks import InterruptStopper, PlanSearcher, TrialRecorder, trial_dirname
+    @property
+    def exp(self) -> str:
+        return self.storage.rstrip("/") + "/" + self.name
 
+    @property
+    def adaptive(self) -> bool:
+        """A model-based searcher (optuna, hyperopt, bohb) proposes each trial from the results so far: its plan
+        grows as trials start (hooks.PlanSearcher records every proposal in ssl_ray_space.json)."""
+        return self.space.searcher not in (None, "random")
+
+    def write_doc(self, doc: dict[str, Any]) -> None:
+        fs, base = experiment.fs_of(self.exp)
+        experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", doc)
+
+
+def _open(space: SearchSpace, o: TuneOptions) -> _Search:
+    """A fresh search (refused where an experiment already is), or the saved one to resume (its plan extended
+    by a larger --num-samples)."""
     storage, name = experiment_path(o, space)
-    exp = storage.rstrip("/") + "/" + name
-    fs, base = experiment.fs_of(exp)
-    extended = False
     if not o.resume:
         apply_options(space, o)
-    # A model-based searcher (optuna, hyperopt, bohb) proposes each trial from the results so far: its plan
-    # grows as trials start (hooks.PlanSearcher records every proposal in ssl_ray_space.json).
-    adaptive = space.searcher not in (None, "random")
+    run = _Search(space, o, storage, name, plan=[], records={})
     if o.resume:
-        doc, records = experiment.load(exp)
-        plan = doc["plan"]
-        if space.num_samples > doc["num_samples"]:  # --num-samples N: more trials appended to the plan
-            if not adaptive:
-                plan = plan + experiment.make_plan(space, o.seed)[len(plan):]
-            doc, extended = {**doc, "num_samples": space.num_samples, "plan": plan}, True
-    else:
-        if experiment.read_text(fs, f"{base}/{experiment.SPACE_FILE}") is not None:
-            raise SSLRayError(f"an experiment already exists at {exp}: continue it with --resume, or pick another "
-                              f"--name")
-        plan, records = ([] if adaptive else experiment.make_plan(space, o.seed)), {}
+        run.doc, run.records = experiment.load(run.exp)
+        run.plan = run.doc["plan"]
+        if space.num_samples > run.doc["num_samples"]:  # --num-samples N: more trials appended to the plan
+            if not run.adaptive:
+                run.plan = run.plan + experiment.make_plan(space, o.seed)[len(run.plan):]
+            run.doc, run.extended = {**run.doc, "num_samples": space.num_samples, "plan": run.plan}, True
+        return run
+    fs, base = experiment.fs_of(run.exp)
+    if experiment.read_text(fs, f"{base}/{experiment.SPACE_FILE}") is not None:
+        raise SSLRayError(f"an experiment already exists at {run.exp}: continue it with --resume, or pick another "
+                          f"--name")
+    run.plan = [] if run.adaptive else experiment.make_plan(space, o.seed)
+    return run
+
+
+def _start(run: _Search) -> tuple[float, Any, str | None]:
+    """Ray started (the pre-flight build meanwhile), the GPUs per trial decided, the search's files written:
+    (seconds Ray took to start, the cluster's state, a notice that trials will wait for nodes)."""
+    from .cluster import init_ray
+
+    space, o = run.space, run.o
     data = space.data
     if data.root and "://" not in data.root:
         data.root = str(Path(data.root).resolve())  # trials run in their own directories
     ray_init_s = preflight_while_ray_starts(
-        lambda: preflight_plan(space, plan or experiment.make_plan(space, o.seed, 1), o.seed),
+        lambda: preflight_plan(space, run.plan or experiment.make_plan(space, o.seed, 1), o.seed),
         lambda: init_ray(o.address, dashboard=o.workers > 1))  # the dashboard serves Ray Train only (cluster.py)
     state = _cluster(o)
     o.gpus_per_trial = trial_gpus(o, state)  # decided here, saved with the experiment's options
     notice = check_trial_fits(o, state)
-    meta = trial_meta(space, o, exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
     if not o.resume:
-        doc = _save_space(exp, space, o, plan)
-    elif extended:
-        experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", doc)
-    trials = experiment.collect(exp, doc, records) if o.resume else []
-    todo = [t for t in trials if t["status"] not in ("TERMINATED", "STOPPED", "ERROR")]
-    todo += [{"index": i, "config": hp, "checkpoint": None} for i, hp in enumerate(plan) if i >= len(trials)]
+        run.doc = _save_space(run.exp, space, o, run.plan)
+    elif run.extended and run.doc is not None:
+        run.write_doc(run.doc)
+    return ray_init_s, state, notice
+
+
+def _todo(run: _Search, saved: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trial configs to run: the saved trials not finished (from their last checkpoints), then the plan's
+    entries not started."""
+    todo = [t for t in saved if t["status"] not in ("TERMINATED", "STOPPED", "ERROR")]
+    todo += [{"index": i, "config": hp, "checkpoint": None} for i, hp in enumerate(run.plan) if i >= len(saved)]
     configs = []
     for t in todo:
         m = {**meta, "index": t["index"]}
         if t["checkpoint"]:
             m["resume"] = {"checkpoint": t["checkpoint"], "from_epoch": t["checkpoint_epoch"]}
         configs.append({**t["config"], SPEC_KEY: m})
-    new_trials = max(0, space.num_samples - len(doc["plan"])) if adaptive else 0
-    concurrent = _concurrency(o, state, len(configs) + new_trials)
-    if notice:
-        print(notice, file=sys.stderr, flush=True)
-    trainable = tune.with_resources(trial_fn, trial_resources(o))
-    search_alg = PlanSearcher(configs, METRIC, MODE)
-    if adaptive:  # unfinished trials first (from their checkpoints), then the searcher's new proposals
-        from .searchers import build_searcher
+    return configs
 
-        inner = build_searcher(space.searcher, metric=METRIC, mode=MODE, seed=o.seed, max_concurrent=concurrent)
-        search_alg = PlanSearcher(configs, METRIC, MODE, inner=inner, space=space.param_space(), meta=meta,
-                                  doc=doc, new=max(0, space.num_samples - len(doc["plan"])),
-                                  write_plan=lambda d: experiment.write_json(fs, f"{base}/{experiment.SPACE_FILE}", d))
-    kind = schedulers.get(space.scheduler.name)
-    scheduler = kind.build(space, exp, len(configs) + search_alg.new)  # [5] on our own epoch counter
-    if o.resume:  # [6] Ray saves no scheduler state (ASHA's rungs): rebuild it from the saved results
-        kind.replay(scheduler, {experiment.plan_key(t["index"]): t["history"] for t in trials})
-    reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
-                           parameter_columns=list(space.search), max_report_frequency=15, sort_by_metric=True)
+
+def _search_alg(run: _Search, configs: list[dict[str, Any]], meta: dict[str, Any], state) -> tuple[Any, int]:
+    """Tune's search algorithm over `configs` (then, with a model-based searcher, its new proposals) and how many
+    trials run at once."""
+    from .hooks import PlanSearcher
+
+    assert run.doc is not None
+    new = max(0, run.space.num_samples - len(run.doc["plan"])) if run.adaptive else 0
+    concurrent = _concurrency(run.o, state, len(configs) + new)
+    if not run.adaptive:
+        return PlanSearcher(configs, METRIC, MODE), concurrent
+    from .searchers import build_searcher
+
+    inner = build_searcher(run.space.searcher, metric=METRIC, mode=MODE, seed=run.o.seed, max_concurrent=concurrent)
+    return PlanSearcher(configs, METRIC, MODE, inner=inner, space=run.space.param_space(), meta=meta, doc=run.doc,
+                        new=new, write_plan=run.write_doc), concurrent
+
+
+def _tuner(run: _Search, kind: schedulers.Kind, scheduler, search_alg, concurrent: int, callbacks: list):
+    """The Tuner (and its trial recorder): trials of trial.trial_fn, our callbacks, checkpoints as the scheduler
+    needs them."""
+    from ray import tune
+    from ray.tune import CLIReporter
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from .hooks import InterruptStopper, TrialRecorder, trial_dirname
+
+    o = run.o
+    recorder = TrialRecorder(run.exp, run.records)
+    reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
+                           parameter_columns=list(run.space.search), max_report_frequency=15, sort_by_metric=True)
     run_config = tune.RunConfig(
-        name=name, storage_path=storage, progress_reporter=reporter if o.progress else None,
+        name=run.name, storage_path=run.storage, progress_reporter=reporter if o.progress else None,
         # our own TensorBoard files replace Tune's; TrialRecorder first: it saves result.json before a restart
-        callbacks=[TrialRecorder(exp, records), JsonLoggerCallback(), CSVLoggerCallback()] + _trackers(o, name),
+        callbacks=[recorder, JsonLoggerCallback(), CSVLoggerCallback()]
+        + _trackers(o, run.name) + list(callbacks),
         stop=InterruptStopper(),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
-        # PBT may clone any trial's checkpoint of its last decision: keep them all (max_epochs / interval + 1)
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=kind.keep_checkpoints),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=kind.keep_checkpoints),  # PBT: all
         # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
         sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=1 if o.progress else 0)
-    tuner = tune.Tuner(
-        trainable,
+    return recorder, tune.Tuner(
+        tune.with_resources(trial_fn, trial_resources(o)),
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
-                                    num_samples=max(1, len(configs) + search_alg.new),
+                                    num_samples=max(1, len(search_alg.queue) + search_alg.new),
                                     max_concurrent_trials=concurrent if kind.limits_concurrency else None,
                                     trial_dirname_creator=trial_dirname,
                                     # reuse saves a process start per trial; Train-driving trials cannot
                                     reuse_actors=o.workers == 1),
         run_config=run_config)
-    t0 = time.time()
-    INTERRUPT.clear()
-    # Ctrl-C: our handler (Tune's own would stop the trials as if they had finished)
+
+
+def _fit(tuner, recorder) -> bool:
+    """Run the search with our Ctrl-C handler (Tune's own would stop the trials as if they had finished);
+    True when it was interrupted."""
+    import signal
+
     from .ray_internals import SIGINT_HANDLER_ENV
 
     os.environ[SIGINT_HANDLER_ENV] = "1"
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     try:
-        if configs or search_alg.new:
-            tuner.fit()
+        tuner.fit()
     finally:
+        recorder.store.compact()  # the whole ssl_ray_trials.json once per search, for older readers
         if main_thread:
             signal.signal(signal.SIGINT, previous)
-    interrupted = INTERRUPT.is_set()
-    trials = experiment.collect(exp, doc, records)
-    summary = results.summarize(exp, space, trials, max_epochs=space.scheduler.max_epochs,
-                                seconds=time.time() - t0, interrupted=interrupted, ray_init_seconds=ray_init_s)
-    said = kind.summary(scheduler, exp)  # what the scheduler did (PBT's exploits), and where it is written down
+    return INTERRUPT.is_set()
+
+
+def run_tune(space: SearchSpace, o: TuneOptions, callbacks: Iterable[Any] = ()) -> dict[str, Any]:
+    """A fresh search (the plan drawn from `space`), or with o.resume the unfinished part of a saved one
+    (`space` and `o` then come from the experiment's own files: experiment.resume_setup). `callbacks`: more Tune
+    callbacks (a progress line)."""
+    from . import results
+
+    run = _open(space, o)
+    ray_init_s, state, notice = _start(run)
+    assert run.doc is not None
+    meta = trial_meta(space, o, run.exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
+    saved = experiment.collect(run.exp, run.doc, run.records) if o.resume else []
+    configs = _todo(run, saved, meta)
+    search_alg, concurrent = _search_alg(run, configs, meta, state)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    kind = schedulers.get(space.scheduler.name)
+    scheduler = kind.build(space, run.exp, len(configs) + search_alg.new)  # [5] on our own epoch counter
+    if o.resume:  # [6] Ray saves no scheduler state (ASHA's rungs): rebuild it from the saved results
+        kind.replay(scheduler, {experiment.plan_key(t["index"]): t["history"] for t in saved})
+    recorder, tuner = _tuner(run, kind, scheduler, search_alg, concurrent, list(callbacks))
+    t0 = time.time()
+    INTERRUPT.clear()
+    interrupted = _fit(tuner, recorder) if configs or search_alg.new else False
+    summary = results.summarize(run.exp, space, experiment.collect(run.exp, run.doc, run.records),
+                                max_epochs=space.scheduler.max_epochs, seconds=time.time() - t0,
+                                interrupted=interrupted, ray_init_seconds=ray_init_s)
+    said = kind.summary(scheduler, run.exp)  # what the scheduler did (PBT's exploits), and where it is written
     if said is not None:
         summary[kind.name] = said
-        results.write_summary(exp, summary)
+        results.write_summary(run.exp, summary)
     if interrupted:
-        then = (f"\nit is {kind.not_resumable}" if not kind.resumable
-                else f"\ncontinue with: ssl-ray tune {space.method} --storage {storage} --name {name} --resume")
+        then = (f"\nit is {kind.not_resumable}" if not kind.resumable else
+                f"\ncontinue with: ssl-ray tune {space.method} --storage {run.storage} --name {run.name} --resume")
         print(f"interrupted: {summary['num_interrupted']} of {summary['num_trials']} trials unfinished, their "
-              f"checkpoints kept in {exp}{then}", file=sys.stderr, flush=True)
+              f"checkpoints kept in {run.exp}{then}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
     if o.confirm_seeds:
-        summary["confirm"] = confirm(summary, space, o, storage, name)
-        results.write_summary(exp, summary)
+        summary["confirm"] = confirm(summary, space, o, run.storage, run.name)
+        results.write_summary(run.exp, summary)
     return summary
 
 

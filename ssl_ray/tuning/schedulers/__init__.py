@@ -14,6 +14,8 @@ from typing import Any
 from ...errors import ConfigError
 from .base import Fail, Kind
 
+DEFAULT = "asha"
+"""The scheduler of a space that names none."""
 KINDS: dict[str, Kind] = {}
 _NOT_KINDS = {"base"}
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 
-from ..experiment import plan_key
-from ..options import SPEC_KEY
+from ..options import SPEC_KEY, plan_key
 from .base import MODE, TIME_ATTR, Halving, asha_rungs
 
 __all__ = ["KIND", "PlanASHA", "asha_rungs", "replay_rungs"]

@@ -34,8 +34,8 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from ...errors import ConfigError, SSLRayError
 from .. import ray_internals as RI
-from ..experiment import fs_of, write_json
 from ..options import SPEC_KEY, hparams
+from ..storage import fs_of, write_json
 from .base import TIME_ATTR, Fail, Kind
 
 PERTURBED = ("uniform", "loguniform", "quniform", "qloguniform", "randint", "qrandint")
