@@ -85,7 +85,7 @@ def test_json_parquet_and_tensorboard_agree(finished):
 
 def test_progress_table_and_summary_are_shown(finished):
     _, _, r = finished
-    assert "trial_fn_" in r.stderr and "val_err" in r.stderr   # the live trial table (stderr with --json)
+    assert "[tune " in r.stderr and "trials 6/6 done" in r.stderr  # the progress line (stderr with --json)
     assert "stopped early by ASHA" in r.stderr                  # the human summary (stderr with --json)
     assert [json.loads(line) for line in r.stdout.splitlines() if line.strip()]  # stdout: JSON only, for jq
 

@@ -249,17 +249,14 @@ def _tuner(run: _Search, kind: schedulers.Kind, scheduler, search_alg, concurren
     """The Tuner (and its trial recorder): trials of trial.trial_fn, our callbacks, checkpoints as the scheduler
     needs them."""
     from ray import tune
-    from ray.tune import CLIReporter
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from .hooks import InterruptStopper, TrialRecorder, trial_dirname
 
     o = run.o
     recorder = TrialRecorder(run.exp, run.records)
-    reporter = CLIReporter(metric_columns={"epoch": "epoch", "val_error": "val_err", "best_val_error": "best_val"},
-                           parameter_columns=list(run.space.search), max_report_frequency=15, sort_by_metric=True)
     run_config = tune.RunConfig(
-        name=run.name, storage_path=run.storage, progress_reporter=reporter if o.progress else None,
+        name=run.name, storage_path=run.storage, progress_reporter=None,  # our progress line instead (callbacks)
         # our own TensorBoard files replace Tune's; TrialRecorder first: it saves result.json before a restart
         callbacks=[recorder, JsonLoggerCallback(), CSVLoggerCallback()]
         + _trackers(o, run.name) + list(callbacks),
@@ -268,7 +265,7 @@ def _tuner(run: _Search, kind: schedulers.Kind, scheduler, search_alg, concurren
         checkpoint_config=tune.CheckpointConfig(num_to_keep=kind.keep_checkpoints),  # PBT: all
         # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
         sync_config=tune.SyncConfig(sync_artifacts=True),
-        verbose=1 if o.progress else 0)
+        verbose=0)
     return recorder, tune.Tuner(
         tune.with_resources(trial_fn, trial_resources(o)),
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
@@ -318,7 +315,10 @@ def run_tune(space: SearchSpace, o: TuneOptions, callbacks: Iterable[Any] = ()) 
     scheduler = kind.build(space, run.exp, len(configs) + search_alg.new)  # [5] on our own epoch counter
     if o.resume:  # [6] Ray saves no scheduler state (ASHA's rungs): rebuild it from the saved results
         kind.replay(scheduler, {experiment.plan_key(t["index"]): t["history"] for t in saved})
-    recorder, tuner = _tuner(run, kind, scheduler, search_alg, concurrent, list(callbacks))
+    from .progress import search_progress  # one line on stderr every 15 s (60 s with --quiet), and at the end
+
+    progress = search_progress(space, o, trials=len(configs) + search_alg.new)
+    recorder, tuner = _tuner(run, kind, scheduler, search_alg, concurrent, [progress, *callbacks])
     t0 = time.time()
     INTERRUPT.clear()
     interrupted = _fit(tuner, recorder) if configs or search_alg.new else False
@@ -364,6 +364,7 @@ def _save_space(exp: str, space: SearchSpace, o: TuneOptions, plan: list[dict[st
 def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage: str, name: str) -> dict[str, Any]:
     """Train the best configuration again with K seeds (FIFO, full budget): test error mean +- std."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     best = summary["best"]["config"]
     seeds = list(range(o.seed + 1, o.seed + 1 + o.confirm_seeds))
@@ -375,6 +376,8 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
                        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE,
                                                    max_concurrent_trials=_concurrency(o, _cluster(o), len(metas))),
                        run_config=tune.RunConfig(name=name + "-confirm", storage_path=storage, verbose=0,
+                                                 # Tune's ResultGrid reads the trials' result.json files
+                                                 callbacks=[JsonLoggerCallback()],
                                                  failure_config=tune.FailureConfig(max_failures=o.max_failures)))
     grid = tuner.fit()
     found = [r.metrics.get("test_error_at_best_val") for r in (grid[i] for i in range(len(grid))) if r.metrics]
