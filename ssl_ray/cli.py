@@ -764,6 +764,8 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
     from .data import load_splits
     from .data.files import check_output, write_output
     from .tuning.compare import compare as run_compare
+    from .tuning.compare import plan_spaces
+    from .tuning.searchers import check_packages
     from .tuning.tune import TuneOptions
 
     _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
@@ -777,6 +779,8 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
             raise SSLRayError(f"--space expects METHOD=FILE, got {item!r}")
         space_files[m] = path
     data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, val_per_label=val_per_label)
+    for space in plan_spaces(list(methods_), data, space_files):  # a space's searcher without its package
+        check_packages(space.searcher)
     load_splits(data, seed)  # missing dataset, bad label count: error before any compute
     if output:
         check_output(output)  # before hours of tuning, not after

@@ -101,7 +101,7 @@ def _tune(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.ray
-def test_an_optuna_search_keeps_its_study_in_the_experiment_and_a_resume_continues_it(tmp_path):
+def test_an_optuna_search_keeps_its_study_in_the_experiment_and_a_resume_continues_it(tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna")
     (tmp_path / "s.yaml").write_text(SPACE)
     r = _tune(tmp_path, "--json")
@@ -117,6 +117,14 @@ def test_an_optuna_search_keeps_its_study_in_the_experiment_and_a_resume_continu
     rows = {round(r["config/lr"], 12): r for r in pq.read_table(exp / "results.parquet").to_pylist()}
     for t in trials:  # the study's values are the trials' validation errors (one epoch: the best is the last)
         assert t.value == pytest.approx(rows[round(t.params["lr"], 12)]["best_val_error"])
+    with monkeypatch.context() as m:  # a resume without optuna: one line, the experiment untouched
+        m.setitem(sys.modules, "optuna", None)
+        before = {p: p.stat().st_mtime_ns for p in exp.rglob("*")}
+        r = CliRunner().invoke(main, ["tune", "supervised", "--storage", str(tmp_path / "runs"), "--name", "opt",
+                                      "--resume", "--num-samples", "5"])
+        assert r.exit_code == 2 and r.output.strip().splitlines() == [
+            "error: --search optuna needs the 'optuna' package: pip install \"ssl-ray[optuna]\""], r.output
+        assert {p: p.stat().st_mtime_ns for p in exp.rglob("*")} == before
     r = _tune(tmp_path, "--resume", "--num-samples", "5")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"optuna-dashboard {url}" in r.stdout

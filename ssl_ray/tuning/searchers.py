@@ -7,8 +7,9 @@
 
 The model-based searchers suggest one configuration at a time from the results so far; ASHA still stops
 poor trials early (BOHB brings its own HyperBand). Grid dimensions exist only for ``random``.
-A searcher whose package is missing is refused by check_searcher, which the space's parser and tune's options
-call, so the error comes before Ray starts and before anything is written (also under --dry-run).
+A searcher whose package is missing is refused by check_packages, which the CLI's tune (also under --dry-run and
+--resume) and compare call before Ray starts and before anything is written, and build_searcher again. (Not
+check_searcher: the space parser calls it, and a resume takes any error of the saved space's parse for damage.)
 
 Optuna keeps its study in an SQLite file in the experiment folder (EXPERIMENT/optuna.db, study named after the
 experiment) unless --optuna-storage gives another URL (e.g. postgresql://...); `optuna.load_study(study_name=NAME,
@@ -44,7 +45,6 @@ def check_searcher(name: str | None, space: Any) -> str:
                               f"or --search random")
         if not space.search:
             raise ConfigError(f"searcher {name} needs at least one searched hyperparameter")
-    check_packages(name)
     return name
 
 
