@@ -221,3 +221,4 @@ def test_launcher_node_bounds():
     local = {"available_node_types": {"n": {"min_workers": 0, "max_workers": 9}}, "max_workers": 9,
              "provider": {"type": "local", "worker_ips": ["a", "b"]}}
     assert launcher_nodes(local) == 3  # the local provider has only its worker_ips
+    assert launcher_full(local, None) == ""  # nodes up unknown (Ray not joined): it may grow, as before

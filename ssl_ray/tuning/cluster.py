@@ -197,7 +197,7 @@ def autoscaler_view() -> tuple[bool | None, dict[str, float] | None, str]:
 
             with open(path, encoding="utf-8") as f:
                 config = yaml.safe_load(f)
-            full = launcher_full(config, alive_nodes())
+            full = launcher_full(config, _alive_nodes_or_none())
             if full:
                 return False, None, f"its launcher config {BOOTSTRAP_CONFIG}: {full}"
             return True, launcher_max(config), f"its launcher config {BOOTSTRAP_CONFIG}"
@@ -235,14 +235,21 @@ def launcher_nodes(config: dict[str, Any]) -> int | None:
     return 1 + workers
 
 
-def launcher_full(config: dict[str, Any], alive: int) -> str:
-    """Why a cluster made from `config` cannot grow when `alive` nodes are up ("" when it can): every node the
-    config allows is up (launcher_nodes), so its autoscaler has nothing to add (e.g. a local-provider cluster of
-    fixed worker_ips, or node types with min_workers == max_workers, all started)."""
+def launcher_full(config: dict[str, Any], alive: int | None) -> str:
+    """Why a cluster made from `config` cannot grow when `alive` nodes are up ("" when it can, or when `alive` is
+    unknown): every node the config allows is up (launcher_nodes), so its autoscaler has nothing to add (e.g. a
+    local-provider cluster of fixed worker_ips, or node types with min_workers == max_workers, all started)."""
     most = launcher_nodes(config)
-    if most is None or alive < most:
+    if most is None or alive is None or alive < most:
         return ""
     return f"all {most} nodes it allows are up, it cannot add more"
+
+
+def _alive_nodes_or_none() -> int | None:
+    try:
+        return alive_nodes()
+    except Exception:  # noqa: BLE001 - Ray not joined (or its API changed): unknown
+        return None
 
 
 def alive_nodes() -> int:
