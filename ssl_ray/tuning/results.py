@@ -257,7 +257,7 @@ def trial_rows(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-# ---- `ssl-ray report --trials` (issue 28; also figures.py's HTML table) -----------------------------------
+# ---- `ssl-ray report --trials` (issue 28; also the figures package's HTML table) ------------------------
 TRIAL_COLUMNS = ("experiment", "trial_id", "status", "epochs", "best_val_error", "test_error_at_best_val",
                  "epoch_of_best_val")
 
