@@ -42,6 +42,20 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         if address and address != "local":
             check_address(address)  # an explicit --address is still checked (an embedding process may hold Ray)
         return
+    env, kwargs = _init_settings(quiet)
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]  # as ray.init does (set for Ray Jobs, or by the user)
+    if address and address != "local":
+        _join(address, env, kwargs)
+    else:
+        _start_local(env, kwargs, num_cpus=num_cpus, num_gpus=num_gpus, dashboard=dashboard)
+
+
+def _init_settings(quiet: bool) -> tuple[dict[str, str], dict[str, Any]]:
+    """The environment every Ray process of ours gets (returned `env`, also inside kwargs' runtime_env: the same
+    dict) and ray.init's keyword arguments; sets this process's defaults of Ray's and Tune's switches."""
+    import ray
+
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we write our own TensorBoard files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -57,20 +71,30 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     kwargs: dict[str, Any] = {"logging_level": "ERROR" if quiet else "INFO", "log_to_driver": True,
               "runtime_env": {"env_vars": env},
               "logging_config": ray.LoggingConfig(log_level="WARNING" if quiet else "INFO")}
-    if address is None and os.environ.get("RAY_ADDRESS"):
-        address = os.environ["RAY_ADDRESS"]  # as ray.init does (set for Ray Jobs, or by the user)
-    if address and address != "local":
-        check_address(address)
-        if ":" in address and "://" not in address:
-            # Train's PlacementGroupCleaner asks the State API, which without RAY_ADDRESS takes the latest cluster
-            # started on its machine: with several clusters there (a shared box) maybe not this one (see below)
-            env["RAY_ADDRESS"] = address
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, TimeoutError) as e:
-            raise SSLRayError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
-        return
-    # A local instance: nothing listens beyond localhost (see below).
+    return env, kwargs
+
+
+def _join(address: str, env: dict[str, str], kwargs: dict[str, Any]) -> None:
+    """Join the running cluster at `address`."""
+    import ray
+
+    check_address(address)
+    if ":" in address and "://" not in address:
+        # Train's PlacementGroupCleaner asks the State API, which without RAY_ADDRESS takes the latest cluster
+        # started on its machine: with several clusters there (a shared box) maybe not this one (see below)
+        env["RAY_ADDRESS"] = address
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, TimeoutError) as e:
+        raise SSLRayError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+
+
+def _start_local(env: dict[str, str], kwargs: dict[str, Any], *, num_cpus: int | None, num_gpus: int | None,
+                 dashboard: bool) -> None:
+    """Start this process's private local instance: nothing listens beyond localhost (see below)."""
+    import ray
+
+
     # address="local": without it ray.init joins the latest `ray start` cluster on this machine
     # (/tmp/ray/ray_current_cluster), e.g. another user's, instead of starting a private instance.
     # Ray's State API, which Train's PlacementGroupCleaner calls from a worker process, finds "the" cluster
