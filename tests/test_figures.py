@@ -43,6 +43,10 @@ def search(tmp_path_factory):
     exp = Path(summary["experiment"])
     assert summary["num_trials"] == 8 and summary["num_errored"] == 0
     assert summary["num_stopped_early"] >= 1 and summary["num_completed"] >= 1  # ASHA stopped someone
+    progress = [line for line in r.stderr.splitlines() if line.startswith("[tune ")]  # tuning/progress.py's line
+    assert progress and ("trials 8/8 done (%d stopped early, 0 errored), 0 running" % summary["num_stopped_early"]
+                         in progress[-1]), progress
+    assert "Number of trials:" not in r.stderr  # not Ray's status table
     return exp, summary
 
 
