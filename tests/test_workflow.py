@@ -108,13 +108,17 @@ def test_hparams_tab_shows_the_searched_hyperparameters(main_job):
     _, _, _, s = main_job
     trials = sorted(Path(s["experiment"]).glob("*/tensorboard"))
     assert len(trials) == 2
+    from ssl_ray.tuning.spaces import load_space
+
+    searched = sorted(load_space(method="i2gan").search)  # the shipped space's searched keys
+    assert searched == ["arch", "labeled_ratio", "lr", "n_fake", "tau"]
     for tb in trials:
         names, values = read_hparams(tb)
-        assert sorted(names) == sorted(["labeled_ratio", "tau", "n_fake", "lr"])
+        assert sorted(names) == searched
         assert sorted(values) == sorted(names)
         params = json.loads((tb.parent / "params.json").read_text())
         for k in names:
-            assert values[k] == pytest.approx(params[k])
+            assert values[k] == (params[k] if isinstance(params[k], str) else pytest.approx(params[k]))
         text = read_text(tb, "config")
         assert "| batch_size | 200 | fixed |" in text and "| fake_in_unl | batch | fixed |" in text
         assert f"| tau | {params['tau']} | searched |" in text
@@ -261,11 +265,12 @@ def test_searchers_suggest_seeded_configs_inside_the_space(name, module):
     a, b, c = suggest(0), suggest(0), suggest(1)
     assert a == b and a != c  # the seed decides the suggestions
     for cfg in a + c:
-        assert set(cfg) == {"labeled_ratio", "tau", "n_fake", "lr"}
+        assert set(cfg) == {"arch", "labeled_ratio", "tau", "n_fake", "lr"}
         for k in ("labeled_ratio", "tau", "lr"):
             lo, hi = space.search[k].args
             assert lo <= cfg[k] <= hi, (k, cfg[k])
-        assert cfg["n_fake"] in space.search["n_fake"].args
+        for k in ("n_fake", "arch"):
+            assert cfg[k] in space.search[k].args
 
 
 def test_searcher_in_yaml_is_validated():
@@ -298,10 +303,11 @@ def test_tune_dry_run_prints_the_plan_without_starting_ray(tmp_path, monkeypatch
     assert r.exit_code == 0, r.output
     p = json.loads(r.output.strip().splitlines()[-1])
     assert p["trials"] == 9 and p["searcher"] == "random" and p["scheduler"] == "asha"
-    assert sorted(p["searched"]) == ["labeled_ratio", "lr", "n_fake", "tau"] and p["fixed"] == {}
-    assert p["rungs"] == [10, 30]                          # i2gan.yaml: max 90, grace 10, factor 3
-    assert p["epochs_worst_case"] == 9 * 90
-    assert p["epochs_nominal"] == pytest.approx(9 * 10 + 3 * 20 + 1 * 60)
+    assert sorted(p["searched"]) == ["arch", "labeled_ratio", "lr", "n_fake", "tau"]
+    assert p["fixed"] == {"steps_per_epoch": 20}
+    assert p["rungs"] == [5, 15]                           # i2gan.yaml: max 45, grace 5, factor 3
+    assert p["epochs_worst_case"] == 9 * 45
+    assert p["epochs_nominal"] == pytest.approx(9 * 5 + 3 * 10 + 1 * 30)
     assert p["per_trial"] == {"workers": 2, "cpus": 1.0, "gpus": 0.0}
     assert ray.is_initialized() == was and not (tmp_path / "runs").exists()  # nothing started, nothing written
     bad = CliRunner().invoke(main, ["tune", "i2gan", "--dry-run", "--set", "tau=0.5"])
