@@ -25,7 +25,7 @@ from ssl_ray.methods.registry import list_methods
 
 def cli_default(name: str):
     """A default of `ssl-ray train` (read from the click command, so the table cannot drift from the CLI)."""
-    from ssl_ray.cli import train
+    from ssl_ray.cli.train import train  # the click command (ssl_ray.cli.train is its module)
 
     return next(p.default for p in train.params if p.name == name)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import SSLRayError
+from ..tuning import schedulers
 from ..tuning.resources import GPU_RULE
 from . import _emit, _quiet_ray_analysis, _run_tune, main
 from .common import (PERF_OPTIONS, WAIT_HELP, Opt, _apply, _check_non_negative, _check_positive, _check_seed,
@@ -27,7 +28,7 @@ TUNE_OPTIONS = [  # `ssl-ray tune`'s options after the data options, in --help o
         "grace_epochs"),
     Opt(("--reduction-factor",), dict(type=int, default=None, help="ASHA: keep 1/factor of trials at each rung"),
         "reduction_factor"),
-    Opt(("--scheduler",), dict(type=click.Choice(["asha", "sha", "fifo", "pbt"]), default=None,
+    Opt(("--scheduler",), dict(type=click.Choice(schedulers.names()), default=None,
                                help="default: the space's (asha); sha = synchronous successive halving; pbt = "
                                     "Population Based Training"), "scheduler"),
     Opt(("--perturbation-interval",), dict(type=int, default=None, help="PBT: epochs between exploit/explore "
@@ -245,7 +246,8 @@ def _tune_text(s: dict) -> str:
 @click.option("--max-epochs", type=int, default=20, show_default=True, help="epochs of a trial that is never stopped")
 @click.option("--grace-epochs", type=int, default=2, show_default=True, help="ASHA: epochs before a trial can stop")
 @click.option("--reduction-factor", type=int, default=3, show_default=True, help="ASHA: keep 1/factor at each rung")
-@click.option("--scheduler", type=click.Choice(["asha", "sha", "fifo"]), default="asha", show_default=True)
+@click.option("--scheduler", type=click.Choice([n for n in schedulers.names() if schedulers.get(n).in_compare]),
+              default=schedulers.DEFAULT, show_default=True)
 @click.option("--seeds", type=int, default=3, show_default=True, help="seeds the best configuration of each method is "
               "retrained with (the same seeds, hence the same labelled splits, for every method)")
 @click.option("--space", "spaces", multiple=True, metavar="METHOD=FILE", help="a search space for one method "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ...data import files as F
@@ -38,7 +39,19 @@ class Experiment:
 
     @property
     def stopped_word(self) -> str:
-        return {"asha": "ASHA", "sha": "SHA", "bohb": "BOHB"}.get(self.scheduler, "the scheduler")
+        return self.kind.label or "the scheduler"
+
+    @property
+    def kind(self) -> Any:
+        """The scheduler's Kind (schedulers/); a name this ssl-ray does not know: the base Kind (no label, no
+        rungs)."""
+        from .. import schedulers
+        from ..schedulers.base import Kind
+
+        try:
+            return schedulers.get(self.scheduler)
+        except Exception:  # noqa: BLE001 - an experiment from another ssl-ray: drawn without rungs
+            return Kind()
 
 
 def _finite(v: Any) -> bool:
@@ -55,7 +68,7 @@ def _positive_int(v: Any) -> int | None:
 
 def load(experiment_dir: str | Path) -> Experiment:
     """The experiment at `experiment_dir` (a local folder), read and checked as `ssl-ray report` reads it."""
-    from ..plan import asha_rungs
+    from .. import schedulers
 
     if "://" in str(experiment_dir):
         raise SSLRayError(f"--plot reads a local experiment folder, not {experiment_dir}: copy it here first")
@@ -82,9 +95,15 @@ def load(experiment_dir: str | Path) -> Experiment:
             searched[k] = (None, [])
     sched: dict[str, Any] = next((d for d in (doc.get("scheduler"), summary.get("scheduler")) if isinstance(d, dict)),
                                  {})
-    name = "bohb" if doc.get("searcher") == "bohb" else str(sched.get("name", "asha"))
+    brought = schedulers.brought_by(doc.get("searcher"))
+    name = brought.name if brought else str(sched.get("name", schedulers.DEFAULT))
     max_e, grace, rf = (_positive_int(sched.get(k)) for k in ("max_epochs", "grace_epochs", "reduction_factor"))
-    rungs = asha_rungs(max_e, grace, rf) if name in ("asha", "sha") and max_e and grace and rf and rf > 1 else []
+    try:
+        kind = schedulers.get(name)
+    except Exception:  # noqa: BLE001 - a name this ssl-ray does not know: no rungs
+        kind = None
+    settings = SimpleNamespace(max_epochs=max_e, grace_epochs=grace, reduction_factor=rf)
+    rungs = kind.rungs(settings) if kind is not None and max_e and grace and rf and rf > 1 else []
     best = (summary.get("best") or {}).get("trial_id")
     ids = {r["trial_id"] for r in rows}
     if best not in ids:

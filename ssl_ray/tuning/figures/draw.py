@@ -173,7 +173,7 @@ def draw_hyperparameters(exp: Experiment) -> Figure:
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
     fig.suptitle(f"{exp.name}: each trial's best validation error against its searched hyperparameters"
-                 + (" (PBT: the final values)" if exp.scheduler == "pbt" else "") + "; red ring: the best trial",
+                 + (f" ({exp.kind.final_configs})" if exp.kind.final_configs else "") + "; red ring: the best trial",
                  fontsize=10)
     return fig
 
@@ -211,8 +211,8 @@ def draw_rungs(exp: Experiment) -> Figure:
     if exp.rungs:
         title = (f"{exp.name}: which trials each {exp.stopped_word} rung kept (a bar past a dotted line: kept "
                  f"at that rung)")
-    elif exp.scheduler == "bohb":
-        title = f"{exp.name}: epochs each trial ran (BOHB's HyperBand brackets: rungs not drawn)"
+    elif exp.kind.rungs_not_drawn:
+        title = f"{exp.name}: epochs each trial ran ({exp.kind.rungs_not_drawn}: rungs not drawn)"
     else:
         title = f"{exp.name}: epochs each trial ran (scheduler {exp.scheduler}: no rungs)"
     ax.set_title(title, fontsize=10)

@@ -61,6 +61,7 @@ def replay_rungs(scheduler: Any, histories: dict[str, list[dict[str, Any]]]) -> 
 
 class ASHA(Halving):
     name, order = "asha", 0
+    label = "ASHA"
 
     def build(self, space: Any, exp: str, n_trials: int) -> Any:
         s = space.scheduler

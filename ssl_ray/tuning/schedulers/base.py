@@ -31,6 +31,15 @@ class Kind:
     """Checkpoints Tune keeps per trial (None: all)."""
     limits_concurrency: bool = True
     """Whether Tune's max_concurrent_trials may cap the trials running at once."""
+    label: str = ""
+    """How reports and figures name it where it stops trials ("ASHA"); empty: "the scheduler"."""
+    in_compare: bool = True
+    """Whether `ssl-ray compare --scheduler` offers it (compare gives every method the same fixed budget)."""
+    final_configs: str = ""
+    """Set where a trial's recorded hyperparameters are its last ones, not its first (PBT's mutations): said in the
+    figures' titles."""
+    rungs_not_drawn: str = ""
+    """Set where the scheduler stops trials at rungs the figures cannot draw (BOHB's brackets): why."""
 
     # ---- checks, before anything starts ---------------------------------------------------------------------
     def validate(self, s: Any, fail: Fail) -> None:

@@ -11,6 +11,8 @@ from .base import TIME_ATTR, Fail, Kind
 
 class BOHB(Kind):
     name, order = "bohb", 4
+    label = "BOHB"
+    rungs_not_drawn = "BOHB's HyperBand brackets"
     chosen_by_name = False
     searcher = "bohb"
     resumable = False

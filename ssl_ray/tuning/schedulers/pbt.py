@@ -132,6 +132,8 @@ class PlanPBT(RI.ExploitHook, PopulationBasedTraining):
 
 class PBT(Kind):
     name, order = "pbt", 3
+    in_compare = False
+    final_configs = "PBT: the final values"
     own_keys = ("perturbation_interval", "quantile_fraction", "resample_probability", "mutate", "synch")
     resumable = False
     not_resumable = ("a PBT search, which cannot be resumed: Ray does not save PBT's population state (scores, "

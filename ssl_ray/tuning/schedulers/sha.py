@@ -51,6 +51,7 @@ class PlanSHA(RI.BracketDecisionHook, HyperBandScheduler):
 
 class SHA(Halving):
     name, order = "sha", 1
+    label = "SHA"
     resumable = False
     not_resumable = ("a synchronous successive-halving search (sha), which cannot be resumed: its rung decisions "
                      "wait for every trial of the plan and are not saved; its results so far stay there; start a "
