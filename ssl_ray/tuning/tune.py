@@ -262,7 +262,7 @@ def _tuner(run: _Search, kind: schedulers.Kind, scheduler, search_alg, concurren
         + _trackers(o, run.name) + list(callbacks),
         stop=InterruptStopper(),
         failure_config=tune.FailureConfig(max_failures=o.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=kind.keep_checkpoints),  # PBT: all
+        checkpoint_config=kind.checkpoint_config(),  # what each trial keeps (PBT: all)
         # TensorBoard files are written in the trial's working dir; copy them to storage with each checkpoint
         sync_config=tune.SyncConfig(sync_artifacts=True),
         verbose=0)

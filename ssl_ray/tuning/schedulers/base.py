@@ -29,6 +29,12 @@ class Kind:
     """Why a search with this scheduler cannot be resumed (`resumable` False)."""
     keep_checkpoints: int | None = 2
     """Checkpoints Tune keeps per trial (None: all)."""
+
+    def checkpoint_config(self) -> Any:
+        """The trial checkpoints Tune keeps (RunConfig's checkpoint_config)."""
+        from ray import tune
+
+        return tune.CheckpointConfig(num_to_keep=self.keep_checkpoints)
     limits_concurrency: bool = True
     """Whether Tune's max_concurrent_trials may cap the trials running at once."""
     label: str = ""
