@@ -28,6 +28,7 @@ The method is registered the way users register theirs: this file is also the pl
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -102,7 +103,7 @@ def watch(root: str, out: str) -> None:
         raise OSError(ctypes.get_errno(), "inotify_init1")
     dirs: dict[int, str] = {}
     counts = {"puts": 0, "put_bytes": 0, "copies": 0, "copy_bytes": 0, "deletes": 0, "dirs": 0, "overflows": 0,
-              "unwatched": 0}
+              "unwatched": 0, "snapshots": 0}
 
     def size(path: str) -> int | None:
         try:
@@ -127,9 +128,10 @@ def watch(root: str, out: str) -> None:
             elif scan and e.is_file(follow_symlinks=False):  # written before the watch: one PUT
                 counts["puts"] += 1
                 counts["put_bytes"] += size(e.path) or 0
-                _tally(counts, e.path, size(e.path) or 0)
+                _tally(counts, e.path, size(e.path) or 0, written=True)
 
     add(root, scan=False)
+    open(out + ".ready", "w").close()  # the watch is set: the caller may start writing
 
     class Stop(Exception):
         pass
@@ -164,10 +166,15 @@ def kind_of(path: str) -> str:
     return "other"
 
 
-def _tally(counts: dict, path: str, nbytes: int, requests: int = 1) -> None:
+SNAPSHOT_FILE = "experiment_state"  # Tune's experiment snapshot, experiment_state-<session>.json: one per snapshot
+
+
+def _tally(counts: dict, path: str, nbytes: int, requests: int = 1, written: bool = False) -> None:
     k = counts.setdefault("by_kind", {}).setdefault(kind_of(path), [0, 0])
     k[0] += requests
     k[1] += nbytes
+    if written and os.path.basename(path).startswith(SNAPSHOT_FILE):  # a snapshot reached the storage
+        counts["snapshots"] = counts.get("snapshots", 0) + 1
 
 
 def _handle(buf, header, dirs, counts, pending_put, moved_from, add, size) -> None:
@@ -196,17 +203,17 @@ def _handle(buf, header, dirs, counts, pending_put, moved_from, add, size) -> No
             s = size(path)
             if s is None:
                 pending_put.add((wd, name))
-                _tally(counts, path, 0)
+                _tally(counts, path, 0, written=True)
             else:
                 counts["put_bytes"] += s
-                _tally(counts, path, s)
+                _tally(counts, path, s, written=True)
         elif m & IN_MOVED_FROM:
             moved_from[cookie] = (wd, name)
         elif m & IN_MOVED_TO:
             counts["copies"] += 1
             s = size(path) or 0
             counts["copy_bytes"] += s
-            _tally(counts, path, 0)
+            _tally(counts, path, 0, written=True)
             src = moved_from.pop(cookie, None)
             if src in pending_put:
                 pending_put.discard(src)
@@ -224,7 +231,11 @@ class Watcher:
 
         self.out = out
         self.proc = subprocess.Popen([sys.executable, __file__, "--watch", root, "--watch-out", out])
-        time.sleep(1.0)  # its watch is set before the search writes anything
+        deadline = time.time() + 120
+        while not os.path.exists(out + ".ready"):  # its watch is set before the search writes anything
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the storage watcher did not start (exit code {self.proc.poll()})")
+            time.sleep(0.1)
 
     def stop(self) -> dict:
         import json

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from ssl_ray.tuning import ray_internals
+from ssl_ray.tuning import ray_internals, ray_internals_tune
+
+ADAPTER = ("ray_internals.py", "ray_internals_tune.py")  # the adapter's files (the second split out for size)
 
 
 def test_every_internal_is_there_in_the_installed_ray():
@@ -93,13 +95,14 @@ def test_no_other_module_reaches_into_ray_internals():
     root = pathlib.Path(ssl_ray.__file__).parent
     offenders = []
     for p in root.rglob("*.py"):
-        if p.name == "ray_internals.py":
+        if p.name in ADAPTER:
             continue
         text = p.read_text(encoding="utf-8")
         for needle in ("ray._private", "_internal.", "._brackets", "_local_tuner", "ENABLE_RAY_CLUSTER", "._rungs",
                        ".on_result(", "_node_ip_address", "_tune_config", "RAY_GCS_SERVER_PORT",
                        "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
-                       "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TUNE_DISABLE_SIGINT_HANDLER", "start_api_server"):
+                       "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "TUNE_DISABLE_SIGINT_HANDLER", "start_api_server",
+                       "_create_checkpoint_manager", "_ExperimentCheckpointManager", "TUNE_GLOBAL_CHECKPOINT_S"):
             if needle in text.replace("ray_internals", ""):
                 offenders.append(f"{p.relative_to(root)}: {needle}")
     assert offenders == []
@@ -167,15 +170,17 @@ def test_check_probes_every_private_name_the_adapter_uses():
     by one: a Ray upgrade that moves any of them fails test_every_internal_is_there_in_the_installed_ray."""
     import pathlib
 
-    source = pathlib.Path(ray_internals.__file__).read_text(encoding="utf-8")
+    modules = (ray_internals, ray_internals_tune)
     covers = {c for _, cs, _ in ray_internals.PROBES for c in cs}
-    used = _private_uses(source)
-    assert {"_brackets", "_process_bracket", "ray._private.node", "_internal_kv_get"} <= used  # the reader reads
+    used = set().union(*(_private_uses(pathlib.Path(m.__file__).read_text(encoding="utf-8")) for m in modules))
+    assert {"_brackets", "_process_bracket", "ray._private.node", "_internal_kv_get",
+            "_ExperimentCheckpointManager", "_checkpoint_period"} <= used  # the reader reads both files
     assert _uncovered(used, covers) == []
-    switches = [k for k in vars(ray_internals) if k.endswith(("_ENV", "_KEY", "_STEP")) or k == "LOOPBACK_NODE"]
-    assert len(switches) >= 9
+    switches = {k for m in modules for k in vars(m) if k.endswith(("_ENV", "_KEY", "_STEP")) or k == "LOOPBACK_NODE"}
+    assert len(switches) >= 10
     bodies = _probe_bodies() + "\n".join(w for w, _, _ in ray_internals.PROBES)
-    assert [k for k in switches if k not in bodies] == []
+    assert sorted(k for k in switches if k not in bodies) == []
+    assert {f for _, _, f in ray_internals_tune.PROBES} <= {f for _, _, f in ray_internals.PROBES}  # check() runs them
 
 
 def test_the_probe_coverage_check_can_fail():
@@ -195,5 +200,111 @@ def test_no_other_module_imports_a_private_ray_module():
     root = pathlib.Path(ssl_ray.__file__).parent
     found = {str(p.relative_to(root)): sorted(u for u in _private_uses(p.read_text(encoding="utf-8")) if "." in u
                                               or u.startswith("_internal"))
-             for p in root.rglob("*.py") if p.name != "ray_internals.py"}
+             for p in root.rglob("*.py") if p.name not in ADAPTER}
     assert {k: v for k, v in found.items() if v} == {}
+
+
+# ---- 10. Tune's experiment snapshots made rare ------------------------------------------------------------------
+ENV = ray_internals.GLOBAL_CHECKPOINT_ENV
+
+
+def _manager_built_by(step, num_to_keep: int = 2):
+    """The snapshot manager a TuneController's step builds (the controller as that step reads it)."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    controller = SimpleNamespace(_storage=None, _checkpoint_period=os.environ.get(ENV, "auto"),
+                                 _trial_checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep))
+    return step(controller)
+
+
+def test_rare_experiment_snapshots_forces_none_and_puts_ray_back(monkeypatch):
+    from ray.tune.execution.tune_controller import TuneController
+
+    monkeypatch.delenv(ENV, raising=False)
+    before = TuneController._create_checkpoint_manager
+    ray_own = _manager_built_by(before)
+    for _ in range(2):
+        ray_own.on_trial_checkpoint("trial")
+    assert ray_own._should_force_sync_up and ray_own.auto_checkpoint_enabled  # Ray's: forced after num_to_keep
+    with ray_internals.rare_experiment_snapshots():
+        assert os.environ[ENV] == "600"
+        rare = _manager_built_by(TuneController._create_checkpoint_manager)
+        for _ in range(10):
+            rare.on_trial_checkpoint("trial")
+        assert not rare._should_force_sync_up and rare._checkpoint_period == 600.0 and not rare.auto_checkpoint_enabled
+    assert TuneController._create_checkpoint_manager is before and ENV not in os.environ
+    with pytest.raises(KeyError):
+        with ray_internals.rare_experiment_snapshots():
+            raise KeyError("x")
+    assert TuneController._create_checkpoint_manager is before and ENV not in os.environ  # after an error too
+
+
+def test_a_users_snapshot_period_wins(monkeypatch):
+    from ray.tune.execution.tune_controller import TuneController
+
+    monkeypatch.setenv(ENV, "42")
+    with ray_internals.rare_experiment_snapshots():
+        assert os.environ[ENV] == "42"
+        assert _manager_built_by(TuneController._create_checkpoint_manager)._checkpoint_period == 42.0
+    assert os.environ[ENV] == "42"  # the user's setting is left as it was
+
+
+def _snapshots_of_a_search(storage, rare: bool) -> dict:
+    """A real Tune search (2 trials of 8 reports 0.3 s apart, a checkpoint with each, Tune keeping 2 per trial)
+    into `storage`, watched by benchmarks/scale_bookkeeping.py's watcher (inotify, a separate process): what
+    reached the storage, with `snapshots` the experiment_state files written."""
+    import contextlib
+    import json
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from ray import tune
+
+    def trainable(config):
+        for i in range(1, 9):
+            time.sleep(0.3)
+            with tempfile.TemporaryDirectory() as d:
+                Path(d, "state.txt").write_text(str(i))
+                tune.report({"epoch": i, "val_error": config["base"] - i}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    os.makedirs(storage)
+    out = f"{storage}.watch.json"
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "scale_bookkeeping.py"
+    watcher = subprocess.Popen([sys.executable, str(bench), "--watch", storage, "--watch-out", out])
+    deadline = time.time() + 120
+    while not os.path.exists(out + ".ready"):
+        assert watcher.poll() is None and time.time() < deadline, "the watcher did not start"
+        time.sleep(0.1)
+    tuner = tune.Tuner(trainable, param_space={"base": tune.grid_search([10.0, 20.0])},
+                       tune_config=tune.TuneConfig(metric="val_error", mode="min", max_concurrent_trials=2),
+                       run_config=tune.RunConfig(name="snap", storage_path=storage, verbose=0,
+                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    with ray_internals.rare_experiment_snapshots() if rare else contextlib.nullcontext():
+        results = tuner.fit()
+    assert sorted(r.metrics["epoch"] for r in results) == [8, 8]
+    time.sleep(1.0)  # the last closes reach the watcher
+    watcher.send_signal(signal.SIGTERM)
+    watcher.wait(30)
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.mark.ray
+def test_a_search_with_rare_snapshots_writes_two_against_tunes_many(tmp_path, ray_local, monkeypatch):
+    """With rare_experiment_snapshots, a search of 16 checkpoints writes the experiment snapshot to the storage at
+    its start and its end only; the same search as Ray runs it writes one every num_to_keep (2) checkpoints."""
+    monkeypatch.delenv(ENV, raising=False)
+    rare = _snapshots_of_a_search(str(tmp_path / "rare"), rare=True)
+    as_ray = _snapshots_of_a_search(str(tmp_path / "ray"), rare=False)
+    print(f"experiment snapshots written: rare {rare['snapshots']}, as Ray runs it {as_ray['snapshots']}")
+    assert rare["overflows"] == as_ray["overflows"] == 0
+    assert 1 <= rare["snapshots"] <= 2, rare  # the first loop turn's and the final one (the period is 600 s)
+    assert as_ray["snapshots"] >= 5, as_ray  # 16 checkpoints, a snapshot forced after every 2 of a trial
+    ckpts = [c["by_kind"].get("checkpoints", [0, 0])[0] for c in (rare, as_ray)]
+    assert ckpts[0] >= 16 and ckpts[1] >= 16  # the trials' checkpoints reach the storage either way

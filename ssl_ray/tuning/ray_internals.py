@@ -23,15 +23,26 @@ it buys, i.e. what happens without it (figures: BENCHMARKS.md):
    the lagging storage copy back, `LoggerCallback._restore_from_remote`): push_result_file keeps every epoch of a
    retried trial, and of a killed driver's (`--resume` reads the storage's copy).
 6. Ray's HyperBandScheduler held to one bracket (`hyperband._Bracket`, its `_all_trials`; the scheduler's
-   `_hyperbands`, `_state`, `_trial_info`, `_process_bracket`): the whole `sha` scheduler (Ray has none).
+   `_hyperbands`, `_state`, `_trial_info`, `_process_bracket`; in ray_internals_tune.py): the whole `sha`
+   scheduler (Ray has none).
 7. No dashboard process for a local instance without the dashboard (`ray._private.node.Node.start_api_server`
    skipped for that start: no_api_server): 1.4-1.6 s of every `ssl-ray tune` start (ray.init median 2.12 s
    against 4.03 s, "No dashboard process").
 8. PBT over plan entries (`PopulationBasedTraining._get_new_config`, `_trial_state[t].last_result`; its
-   on_trial_add reads `search_alg`): each trial keeps its plan entry, folder and records; every exploit recorded.
+   on_trial_add reads `search_alg`; in ray_internals_tune.py): each trial keeps its plan entry, folder and records;
+   every exploit recorded.
 9. What a joined cluster can grow to (`ray._private.state.state.get_max_resources_from_cluster_config`, the
    autoscaler's status via `ray.experimental.internal_kv._internal_kv_get`; cluster.autoscaler_view): a request
    larger than the cluster waits where it can grow, is refused at once where it cannot; a change in Ray: "unknown".
+10. Tune's experiment snapshots made rare (`TuneController._create_checkpoint_manager` rebuilt without the snapshot
+   forced every `num_to_keep` trial checkpoints; TUNE_GLOBAL_CHECKPOINT_S 600 unless set; rare_experiment_snapshots
+   around the fit, in ray_internals_tune.py): storage written per result flat in the number of trials (section 10:
+   without it 43 -> 61 requests, 277 -> 426 KB per result from 100 to 300 trials: each snapshot re-uploads every
+   trial's driver-side files and a ~1 MB experiment_state). Lost: a driver killed mid-search leaves Tune's
+   driver-side files (params.json, progress.csv, error.txt, experiment_state) up to 10 min behind in the storage
+   instead of ~10 s. `--resume` reads none of them (ssl-ray's records, row files, result.json pushes and the
+   trials' checkpoints, written by the trials, are its state); what shows: such a trial's error reads "error",
+   its TensorBoard run has no searched values in its name, a retried trial's progress.csv may miss epochs.
 """
 from __future__ import annotations
 
@@ -57,6 +68,11 @@ LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}  # ray.init's 
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 RESULT_FILE = "result.json"
 AUTOSCALING_STATUS_KEY = "__autoscaling_status"  # the autoscaler's status (`ray status`; DEBUG_AUTOSCALING_STATUS)
+
+from . import ray_internals_tune as _tune  # noqa: E402 - items 6, 8, 10, re-exported (their probes: PROBES)
+from .ray_internals_tune import (BracketDecisionHook, ExploitHook, GLOBAL_CHECKPOINT_ENV,  # noqa: E402,F401
+                                 CHECKPOINT_MANAGER_STEP, rare_experiment_snapshots, sha_arrived, sha_bracket,
+                                 sha_decide, sha_join, sha_record, sha_remove, without_search)
 
 
 # ---- 1. ASHA's rungs ------------------------------------------------------------------------------------------
@@ -161,82 +177,6 @@ def push_result_file(trial: Any) -> None:
         pyarrow.fs.copy_files(local, remote, destination_filesystem=fs)
 
 
-# ---- 6. one HyperBand bracket (sha) -------------------------------------------------------------------------
-def sha_bracket(time_attr: str, n_trials: int, first_rung: int, max_t: int, rf: int, decisions: int) -> Any:
-    """One HyperBand bracket: n_trials trials, the first decision at first_rung, then every rf times later (capped
-    at max_t), `decisions` halvings in all, each keeping ceil(alive / rf)."""
-    from ray.tune.schedulers.hyperband import _Bracket
-
-    return _Bracket(time_attr=time_attr, max_trials=n_trials, init_t_attr=first_rung, max_t_attr=max_t, eta=rf,
-                    s=decisions, stop_last_trials=True)
-
-
-def sha_join(scheduler: Any, bracket: Any, trial: Any) -> None:
-    """Put a new trial into the scheduler's one bracket (HyperBandScheduler.on_trial_add would open more)."""
-    if not scheduler._hyperbands[0]:
-        scheduler._hyperbands[0].append(bracket)
-        scheduler._state["bracket"] = bracket
-    bracket.add_trial(trial)
-    scheduler._trial_info[trial] = bracket, 0
-
-
-def sha_arrived(bracket: Any) -> int:
-    """How many trials the bracket has been given so far (finished ones included)."""
-    return len(bracket._all_trials)
-
-
-def sha_record(bracket: Any, trial: Any, result: dict[str, Any]) -> None:  # a result, no decision (its last epoch)
-    bracket.update_trial_stats(trial, result)
-
-
-def sha_remove(bracket: Any, trial: Any) -> bool:  # a trial that ended, out of the bracket; is it finished?
-    bracket.cleanup_trial(trial)
-    return bracket.finished()
-
-
-def sha_decide(scheduler: Any, tc: Any, bracket: Any) -> Any:  # decide now (Ray does on a removal only at first)
-    return scheduler._process_bracket(tc, bracket)
-
-
-class BracketDecisionHook:
-    """A HyperBandScheduler base whose decision step (`_process_bracket`) first asks `self.may_decide(bracket)`
-    (no: the trial pauses) and tells `self.deciding_now(True / False)` around the decision."""
-
-    def _process_bracket(self, tc: Any, bracket: Any) -> Any:
-        if not self.may_decide(bracket):  # type: ignore[attr-defined]
-            return self.PAUSE  # type: ignore[attr-defined]
-        self.deciding_now(True)  # type: ignore[attr-defined]
-        try:
-            return super()._process_bracket(tc, bracket)  # type: ignore[misc]
-        finally:
-            self.deciding_now(False)  # type: ignore[attr-defined]
-
-
-# ---- 8. PBT over plan entries --------------------------------------------------------------------------------
-class ExploitHook:
-    """A PopulationBasedTraining base whose exploit step (`_get_new_config(trial, trial_to_clone)`) hands Ray's new
-    config to `self.exploited(trial, clone, config, operations, trial's result, clone's result)`, which returns the
-    config the trial continues with (the results: those at this decision; Ray updates trial.last_result only after
-    the scheduler has decided)."""
-
-    def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        new, ops = super()._get_new_config(trial, trial_to_clone)  # type: ignore[misc]
-        mine, donor = (self._trial_state[t].last_result or {} for t in (trial, trial_to_clone))  # type: ignore
-        return self.exploited(trial, trial_to_clone, new, ops, mine, donor), ops  # type: ignore[attr-defined]
-
-
-class without_search:  # noqa: N801 - used as a function
-    """The controller `tc` seen without its search algorithm, as PopulationBasedTraining.on_trial_add reads it."""
-
-    search_alg = None
-
-    def __init__(self, tc: Any):
-        self.controller = tc
-
-    def __getattr__(self, k: str) -> Any:
-        return getattr(self.controller, k)
-
-
 # ---- 9. what a joined cluster can grow to ---------------------------------------------------------------------
 def cluster_config_max() -> dict[str, float] | None:
     """The most the cluster can hold, from the cluster config Ray Train checks its worker groups against (in Ray's
@@ -264,7 +204,7 @@ def autoscaler_status() -> dict[str, Any]:
 
 
 # ---- the probes: (what, the private names it covers, probe), each True when the internal is there as written ----
-PROBES: list[tuple[str, tuple[str, ...], Callable[[], bool]]] = []
+PROBES: list[tuple[str, tuple[str, ...], Callable[[], bool]]] = list(_tune.PROBES)
 
 
 def probe(what: str, *covers: str) -> Callable[[Callable[[], bool]], Callable[[], bool]]:
@@ -351,20 +291,6 @@ def _result_file() -> bool:
             and hasattr(tune_logger.LoggerCallback, "_restore_from_remote"))
 
 
-@probe("ray.tune.schedulers.hyperband: _Bracket(time_attr, max_trials, init_t_attr, max_t_attr, eta, s, "
-       "stop_last_trials) with add_trial, update_trial_stats, cleanup_trial, finished, _all_trials; HyperBandScheduler."
-       "_hyperbands/_state/_trial_info and _process_bracket(tune_controller, bracket)", "_Bracket", "_all_trials",
-       "_hyperbands", "_state", "_trial_info", "_process_bracket")
-def _sha() -> bool:
-    from ray.tune.schedulers import HyperBandScheduler
-
-    hb = HyperBandScheduler(time_attr="epoch", max_t=9, metric="m", mode="min")
-    b = sha_bracket("epoch", 4, 1, 9, 3, 2)
-    return (isinstance(hb._hyperbands, list) and isinstance(hb._state, dict) and isinstance(hb._trial_info, dict)
-            and _params(hb._process_bracket) == ["tune_controller", "bracket"] and sha_arrived(b) == 0
-            and all(callable(getattr(b, m)) for m in ("add_trial", "update_trial_stats", "cleanup_trial", "finished")))
-
-
 @probe(f"ray._private.node.Node.{API_SERVER_STEP}(self, *, include_dashboard, raise_on_failure), called by "
        f"start_head_processes, setting _webui_url", "ray._private.node", "_webui_url")
 def _api_server() -> bool:
@@ -373,16 +299,6 @@ def _api_server() -> bool:
     step = node.Node.__dict__[API_SERVER_STEP]
     return (_params(step) == ["self", "include_dashboard", "raise_on_failure"] and "self._webui_url" in
             inspect.getsource(step) and f"self.{API_SERVER_STEP}(" in inspect.getsource(node.Node.start_head_processes))
-
-
-@probe("PopulationBasedTraining._get_new_config(trial, trial_to_clone), its _trial_state[t].last_result; its "
-       "on_trial_add reads tune_controller.search_alg", "_get_new_config", "_trial_state", "_PBTTrialState")
-def _pbt() -> bool:
-    from ray.tune.schedulers.pbt import PopulationBasedTraining as P, _PBTTrialState
-
-    return (_params(P._get_new_config) == ["self", "trial", "trial_to_clone"]
-            and "self._trial_state" in inspect.getsource(P.__init__) and "last_result" in inspect.getsource(_PBTTrialState)
-            and "search_alg" in inspect.getsource(P.on_trial_add))
 
 
 @probe(f"ray.tune.tune reads {SIGINT_HANDLER_ENV} (without it Tune's own Ctrl-C handler stops the trials as if they "
