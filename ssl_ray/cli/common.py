@@ -129,6 +129,35 @@ def _check_seed(seed: int, extra: int = 0) -> None:
             f" with --confirm-seeds {extra}" if extra else "") + f", got {seed}")
 
 
+def _check_address(address: str | None) -> None:
+    """--address '' (or only blanks) would quietly mean "no address": a local instance (and, for train, a run
+    through Ray Train). Refused: give an address or leave the option out."""
+    if address is not None and not address.strip():
+        raise SSLRayError(f"--address {address!r} is empty: give host:port (e.g. 10.0.0.5:6379), ray://host:port or "
+                          f"auto, or leave --address out to run locally")
+
+
+def _check_path_text(path: str | None, flag: str) -> None:
+    """A folder given on the command line (--output, --storage): no control character (a newline, an escape:
+    a folder no listing shows as typed) and no part longer than a file name may be (255 bytes: an OSError 36
+    traceback once the run had started)."""
+    import unicodedata
+
+    from ..tuning.options import NAME_MAX
+
+    if path is None:
+        return
+    bad = next((c for c in path if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise SSLRayError(f"{flag} {path[:80]!r} holds the control character {bad!r}: give a path of printable "
+                          f"characters")
+    for part in path.split("/"):
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX:
+            raise SSLRayError(f"{flag}: the folder name {part[:40]!r}... is {size} bytes long; a file or folder "
+                              f"name takes at most {NAME_MAX} bytes")
+
+
 def _check_writable(path: str) -> None:
     from pathlib import Path
 

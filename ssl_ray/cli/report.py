@@ -69,7 +69,8 @@ def _plot(experiments: list[str], plot_dir: str | None, err: bool) -> None:
 
 @main.command()
 @click.argument("experiments", nargs=-1, required=True)
-@click.option("--port", type=int, default=6006, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=6006, show_default=True,
+              help="TCP port (0..65535; 0: any free one)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address TensorBoard listens on")
 @click.option("--print-only", is_flag=True, help="print the tensorboard command instead of running it")
 def tensorboard(experiments, port, host, print_only):

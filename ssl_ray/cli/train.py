@@ -8,8 +8,8 @@ import click
 from ..errors import SSLRayError
 from ..tuning.resources import GPU_RULE
 from . import _emit, main
-from .common import (WAIT_HELP, _check_non_negative, _check_positive, _check_seed, _check_writable, _data_spec,
-                     _pct, _read_result, data_options, perf_options)
+from .common import (WAIT_HELP, _check_address, _check_non_negative, _check_path_text, _check_positive, _check_seed,
+                     _check_writable, _data_spec, _pct, _read_result, data_options, perf_options)
 
 
 # ---- train ----------------------------------------------------------------------------------------------
@@ -72,6 +72,9 @@ def train(method, dataset, data_root, download, labels, val_size, val_per_label,
     _check_non_negative(gpus_per_worker=gpus_per_worker, max_failures=max_failures,
                         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     _check_seed(seed)
+    _check_address(address)
+    _check_path_text(output, "--output")
+    _check_path_text(storage, "--storage")
     if gpus_per_worker is not None:
         from ..tuning.resources import check_gpu_split
 

@@ -12,8 +12,8 @@ from ..errors import SSLRayError
 from ..tuning import schedulers
 from ..tuning.resources import GPU_RULE
 from . import _emit, _quiet_ray_analysis, _run_tune, main
-from .common import (PERF_OPTIONS, WAIT_HELP, Opt, _apply, _check_non_negative, _check_positive, _check_seed,
-                     _check_writable, _data_spec, data_options, perf_options)
+from .common import (PERF_OPTIONS, WAIT_HELP, Opt, _apply, _check_address, _check_non_negative, _check_path_text,
+                     _check_positive, _check_seed, _check_writable, _data_spec, data_options, perf_options)
 
 if TYPE_CHECKING:
     from ..tuning.options import TuneOptions
@@ -93,12 +93,14 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
     from .. import config as C
     from ..data import load_splits
     from ..tuning.options import check_name
-    from ..tuning.spaces import load_space
+    from ..tuning.spaces import check_searched, load_space
     from ..tuning.tune import apply_options
 
     data = {k: params.pop(k) for k in DATA_PARAMS}
     optuna_storage = params.pop("optuna_storage")
     opts = tune_options(params)
+    _check_address(opts.address)
+    _check_path_text(opts.storage, "--storage")
     if opts.storage:
         from ..tuning.experiment import check_storage
 
@@ -135,6 +137,7 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         check_gpu_split(opts.workers, opts.gpus_per_trial, "--gpus-per-trial")
     _check_seed(opts.seed, opts.confirm_seeds)
     apply_options(space, opts)
+    check_searched(space)
     _check_extras(space, opts, optuna_storage)
     load_splits(space.data, opts.seed)  # missing dataset, bad label count: error before any compute
     if dry_run:
@@ -271,12 +274,19 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
     from ..tuning.compare import compare as run_compare
     from ..tuning.compare import plan_spaces
     from ..tuning.searchers import check_packages
+    from ..tuning.spaces import check_searched
     from ..tuning.tune import TuneOptions
 
     _check_positive(num_samples=num_samples, max_epochs=max_epochs, grace_epochs=grace_epochs,
                     reduction_factor=reduction_factor, seeds=seeds, cpus_per_trial=cpus_per_trial)
     _check_non_negative(gpus_per_trial=gpus_per_trial)
     _check_seed(seed, seeds)
+    _check_address(address)
+    _check_path_text(storage, "--storage")
+    if name is not None:
+        from ..tuning.options import check_name
+
+        check_name(name)
     space_files = {}
     for item in spaces:
         m, sep, path = item.partition("=")
@@ -286,6 +296,7 @@ def compare(methods_, dataset, data_root, download, labels, val_size, val_per_la
     data = _data_spec(dataset, data_root, download, labels, val_size, data_opts, val_per_label=val_per_label)
     for space in plan_spaces(list(methods_), data, space_files):  # a space's searcher without its package
         check_packages(space.searcher)
+        check_searched(space, num_samples)
     load_splits(data, seed)  # missing dataset, bad label count: error before any compute
     if output:
         check_output(output)  # before hours of tuning, not after

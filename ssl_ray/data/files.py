@@ -330,8 +330,7 @@ def write_output(path: str | os.PathLike, data: str | bytes | Callable[[str], An
         os.replace(tmp, p)
         tmp = None
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
-        why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise SSLRayError(f"{what} {path}: cannot write there: {why}") from None
+        raise SSLRayError(f"{what} {path}: cannot write there: {write_failure(p.absolute().parent, e)}") from None
     finally:
         if tmp is not None:
             try:
@@ -339,6 +338,32 @@ def write_output(path: str | os.PathLike, data: str | bytes | Callable[[str], An
             except OSError:
                 pass
     return p
+
+
+def write_failure(folder: str | os.PathLike, e: BaseException) -> str:
+    """Why a write into `folder` failed, in words: the disk (or quota) full, naming the disk's mount point and its
+    free bytes, or the file size limit (`ulimit -f`) reached; else the error's first line. torch.save reports a
+    full disk as `RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos ...`, so the disk is
+    asked instead of the error."""
+    import errno
+    import resource
+    import shutil
+
+    code = getattr(e, "errno", None)
+    mount = Path(folder).absolute()
+    while not mount.is_mount() and mount != mount.parent:
+        mount = mount.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 2 ** 20):
+        return (f"no space left on the disk mounted at {mount} ({free:,} bytes free)" if free is not None
+                else f"no space left on the disk mounted at {mount}")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if code == errno.EFBIG or (not isinstance(e, OSError) and limit != resource.RLIM_INFINITY):
+        return f"the file size limit of this process (ulimit -f: {limit:,} bytes) was reached"
+    return getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
 def output_folder(path: str | os.PathLike, what: str = "--output") -> Path:

@@ -9,6 +9,7 @@ The same (dataset, labels, val_size, seed) gives the same split on every machine
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,14 +89,37 @@ def validation_size_per_label(labels: int, per_label: float, num_classes: int) -
 
 def load_splits(spec: DataSpec, seed: int) -> Splits:
     raw = load_dataset(spec)
+    return make_splits(raw, spec.labels, seed, validation_size(spec, raw))
+
+
+def validation_size(spec: DataSpec, raw: RawData) -> int:
+    """The validation examples held out of `raw`'s training set. The dataset's default is capped at a fifth of
+    the training set (a small file of your own keeps most of its examples for training: the npz/csv default of
+    100 on 150 examples gives 30). A size asked for (`val_size`, --val-size, or `val_per_label`) is used as given
+    or refused with one line naming the largest allowed, never cut down silently: the run records what it asked
+    for, so that is what it must use."""
+    cap = len(raw.y_train) // 5
     if spec.val_per_label is not None:
         if not spec.val_per_label > 0:
             raise ConfigError(f"val_per_label: must be > 0, got {spec.val_per_label!r}")
-        val_size = validation_size_per_label(spec.labels, spec.val_per_label, raw.info.num_classes)
-    else:
-        val_size = spec.val_size if spec.val_size is not None else get_entry(spec.name).val_size
-    val_size = min(val_size, len(raw.y_train) // 5)  # tiny test files: keep most data for training
-    return make_splits(raw, spec.labels, seed, val_size)
+        size = validation_size_per_label(spec.labels, spec.val_per_label, raw.info.num_classes)
+        if size > cap:
+            raise ConfigError(f"val_per_label: {spec.val_per_label:g} x {spec.labels} labels asks for {size} "
+                              f"validation examples; {raw.info.name} has {len(raw.y_train)} training examples and "
+                              f"at most a fifth of them, {cap}, are held out (val_per_label at most "
+                              f"{_largest_per_label(cap, spec.labels):g} with {spec.labels} labels)")
+        return size
+    if spec.val_size is None:
+        return min(get_entry(spec.name).val_size, cap)  # the default, scaled to a small dataset
+    if spec.val_size > cap:
+        raise ConfigError(f"val_size: {spec.val_size} is more than a fifth of the {len(raw.y_train)} training "
+                          f"examples of {raw.info.name}; the largest allowed is {cap}")
+    return spec.val_size
+
+
+def _largest_per_label(cap: int, labels: int) -> float:
+    """The largest val_per_label, to 2 decimals, whose size round(v * labels) stays within `cap`."""
+    return math.floor((cap + 0.5) / labels * 100 - 1e-9) / 100
 
 
 def batch_composition(batch_size: int, labeled_ratio: float, uses_labels: bool = True) -> tuple[int, int]:

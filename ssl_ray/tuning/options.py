@@ -4,6 +4,7 @@ where the experiment lives. Plain Python: importing it starts nothing."""
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,23 @@ def storage_root(storage: str | None) -> str:
     return root if "://" in root else str(Path(root).resolve())
 
 
+NAME_MAX = 255
+"""The longest file name, in bytes, that Linux's and macOS's file systems take (NAME_MAX): a longer --name was an
+OSError 36 traceback once the search had started."""
+
+
 def check_name(name: str) -> None:
-    """An experiment name is one folder inside --storage: `../x`, `a/b`, `/abs` would write elsewhere."""
+    """An experiment name is one folder inside --storage: `../x`, `a/b`, `/abs` would write elsewhere; a control
+    character (a newline, a tab, an escape) makes a folder no listing or shell shows as typed; longer than
+    NAME_MAX bytes, no file system takes it. One line each, before anything is written."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
-        raise SSLRayError(f"--name {name!r} must be a plain folder name inside --storage (no '/', '..' or "
+        raise SSLRayError(f"--name {name[:80]!r} must be a plain folder name inside --storage (no '/', '..' or "
                           f"leading '.')")
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise SSLRayError(f"--name {name[:80]!r} holds the control character {bad!r}: give a name of printable "
+                          f"characters")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX:
+        raise SSLRayError(f"--name is {size} bytes long ({name[:40]!r}...): a folder name takes at most {NAME_MAX} "
+                          f"bytes")

@@ -51,7 +51,8 @@ from ..methods import Method, get_method
 from . import schedulers
 from .distributions import DISTRIBUTIONS, Param, parse_param
 
-__all__ = ["DISTRIBUTIONS", "Param", "SearchSpace", "Scheduler", "apply_sets", "load_space", "parse_space"]
+__all__ = ["DISTRIBUTIONS", "Param", "SearchSpace", "Scheduler", "apply_sets", "check_searched", "load_space",
+           "parse_space", "space_contradiction"]
 
 # A wheel (or any non-editable install) carries the spaces inside the package, at ssl_ray/search_spaces/
 # (setup.py maps the top-level search_spaces/ folder there); a source checkout or an editable install reads
@@ -309,6 +310,49 @@ def _check_defaults(cls: type[Method], space: SearchSpace, ctx: _Ctx) -> None:
         C.build(cls.Config, probe)
     except ConfigError as e:
         raise ctx.err(("search",), f"the space's values do not make a valid configuration: {e}") from None
+
+
+def check_searched(space: SearchSpace, num_samples: int | None = None) -> None:
+    """A space that searches nothing (`search: {}`, no `search:`, or every searched key fixed by --set) would run
+    its num_samples trials with one and the same configuration: refused unless it asks for one trial."""
+    n = num_samples or space.num_samples
+    if not space.search and n > 1:
+        raise ConfigError(f"{space.source}: nothing is searched (`search:` is empty, or --set fixed every searched "
+                          f"key), so its {n} trials would be identical: add hyperparameters under `search:`, or "
+                          f"run one configuration (num_samples: 1, --num-samples 1, or `ssl-ray train`)")
+
+
+def _meaning(space: SearchSpace) -> dict[str, Any]:
+    """What makes a search the search it is: the data (not where its files live), the fixed and searched
+    hyperparameters, the scheduler with every setting, num_samples and the searcher."""
+    d = space.data
+    options = dict(d.options or {})
+    path = options.get("path")
+    if isinstance(path, str) and path and "://" not in path:
+        options["path"] = str(Path(path).expanduser().absolute())
+    out: dict[str, Any] = {"method": space.method, "dataset": d.name, "dataset labels": d.labels,
+                           "dataset val_size": d.val_size, "dataset val_per_label": d.val_per_label,
+                           "dataset options": options, "fixed": dict(space.fixed),
+                           "search": {k: {p.dist: list(p.args)} for k, p in space.search.items()},
+                           "num_samples": space.num_samples, "searcher": space.searcher or "random"}
+    out.update({f"scheduler {f.name}": getattr(space.scheduler, f.name) for f in dataclasses.fields(Scheduler)})
+    return out
+
+
+def space_contradiction(saved: SearchSpace, other: SearchSpace) -> str | None:
+    """None when `other` (a space file typed with --resume) describes the search `saved` is, else what differs
+    first, in words: "scheduler name 'asha', where the file has 'fifo'". Every part that changes what the
+    experiment means is compared, not only `search` and `fixed`."""
+    mine, theirs = _meaning(saved), _meaning(other)
+    for k, v in mine.items():
+        if theirs[k] != v:
+            return f"{k} {_short(v)}, where the file has {_short(theirs[k])}"
+    return None
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def apply_sets(space: SearchSpace, sets: dict[str, Any]) -> None:
