@@ -25,17 +25,28 @@ EXPORTS = {"train": "train", "tune_options": "tune", "TUNE_OPTIONS": "tune", "PE
 
 
 class _Group(click.Group):
-    """Every SSLRayError (bad input, missing data, unreachable cluster) becomes one line and exit 2."""
+    """Every SSLRayError (bad input, missing data, unreachable cluster) becomes one line and exit 2; Ctrl-C exits
+    130 and SIGTERM, taken as Ctrl-C is (tuning/lock.py: the run recorded as interrupted), 143."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from ..tuning.lock import TERMINATED, Terminated, catch_sigterm, restore_sigterm
+
+        TERMINATED.clear()
+        previous = catch_sigterm()
         try:
             return super().invoke(ctx)
         except SSLRayError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+            click.echo("interrupted" + (" (SIGTERM)" if TERMINATED.is_set() else ""), err=True)
+            ctx.exit(Terminated.EXIT_CODE if TERMINATED.is_set() else 130)
+        except click.exceptions.Exit as e:  # a command that told its own interruption (train) exits 130
+            if e.exit_code == 130 and TERMINATED.is_set():
+                ctx.exit(Terminated.EXIT_CODE)
+            raise
+        finally:
+            restore_sigterm(previous)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

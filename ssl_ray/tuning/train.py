@@ -31,6 +31,7 @@ from ..engine.loop import Trainer
 from ..engine.spec import RunSpec
 from ..engine.worker import run_worker
 from ..errors import DivergenceError, SSLRayError
+from .lock import catch_sigterm, restore_sigterm
 from .run_folder import LOCAL_CHECKPOINT, RAY_RUN, RunFolder, latest_checkpoint, previous_metrics, write_summary
 from .train_ray import run_ray, torch_trainer
 
@@ -77,7 +78,8 @@ def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: 
     cluster of several nodes needs. A run folder in a filesystem other than the local one runs through Ray Train,
     whose storage layer writes it. resume: continue from the newest checkpoint under `output` (an error when the
     options contradict it). wait_for_resources: see cluster.cluster_state.
-    KeyboardInterrupt is re-raised after result.json is written with "interrupted": true."""
+    KeyboardInterrupt (lock.Terminated for a SIGTERM) is re-raised after result.json is written with
+    "interrupted": true."""
     folder = RunFolder(output, storage_filesystem, shared)
     if folder.fs is not None:
         newest = folder.latest()
@@ -103,7 +105,11 @@ def run_train(spec: RunSpec, *, output: str, workers: int = 1, cpus_per_worker: 
     if uses_ray_train(workers, address, max_failures, ray_train):
         return run_ray(spec, folder, workers, cpus_per_worker, gpus_per_worker, address, max_failures, progress,
                         str(start) if start else None, wait_for_resources)
-    return _run_local(spec, out, cpus_per_worker, gpus_per_worker, progress, start)
+    previous = catch_sigterm()  # SIGTERM recorded as Ctrl-C is (result.json "interrupted"), then lock.Terminated
+    try:
+        return _run_local(spec, out, cpus_per_worker, gpus_per_worker, progress, start)
+    finally:
+        restore_sigterm(previous)
 
 
 def _run_local(spec: RunSpec, out: Path, cpus: float, gpus: float | None, progress: bool,

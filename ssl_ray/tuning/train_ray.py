@@ -15,6 +15,7 @@ from ..engine.loop import Trainer
 from ..engine.spec import RunSpec
 from ..engine.worker import diverged, require_gpu, run_worker
 from ..errors import DivergenceError, SSLRayError
+from .lock import catch_sigterm
 from .run_folder import RAY_RUN, RunFolder, latest, write_summary
 
 
@@ -141,6 +142,7 @@ def run_ray(spec: RunSpec, out: RunFolder, workers: int, cpus_per_worker: float,
         init_ray(None, num_gpus=int(machine.has("GPU")))
     else:
         init_ray(address)
+    catch_sigterm()  # ray.init put its own in place (sys.exit): SIGTERM is recorded as Ctrl-C is (below)
     state = cluster_state(local, wait)
     gpus_per_worker, notice = _resources(workers, cpus_per_worker, gpus_per_worker, state)
     nodes = 1 if local else alive_nodes()
@@ -158,9 +160,8 @@ def run_ray(spec: RunSpec, out: RunFolder, workers: int, cpus_per_worker: float,
                             storage_filesystem=out.fs, max_failures=max_failures,
                             # [5] read by each worker from the run's storage, on its own node
                             resume_from=Checkpoint(start, filesystem=out.fs) if start else None)
-    # [6] fit() in a helper thread: Ray Train installs its own SIGINT handler when called from the main
-    # thread (it aborts the run and exits 1 without a word); here Ctrl-C reaches this thread as
-    # KeyboardInterrupt, and the run is recorded as interrupted below.
+    # [6] fit() in a helper thread: from the main thread Ray Train installs its own SIGINT handler (it aborts the
+    # run, exits 1 without a word); here Ctrl-C (SIGTERM: lock.Terminated) reaches this one, recorded below.
     box: dict[str, Any] = {}
 
     def fit() -> None:

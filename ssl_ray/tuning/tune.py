@@ -1,8 +1,8 @@
 """`ssl-ray tune METHOD`: Ray Tune over a validated search space, its scheduler from tuning/schedulers/.
 
-A search runs in phases (run_tune): open the experiment (fresh, or the saved one to resume: _open), start Ray
-while every planned configuration is built once (_start), the trial configs to run (_todo), the search algorithm
-(_search_alg), the scheduler (its registry), the Tuner (_tuner), the run under our Ctrl-C handler (_fit), and the
+A search runs in phases (run_tune): open the experiment under its lock (fresh, or the saved one to resume: _open),
+start Ray while every planned configuration is built once (_start), the trial configs to run (_todo), the search
+algorithm (_search_alg), the scheduler, the Tuner (_tuner), the run under our Ctrl-C/SIGTERM handler (_fit), the
 summary. One trial is tuning/trial.py. Ray-specific lines are numbered [1]..[6] ([1]..[4]: trial.py).
 """
 from __future__ import annotations
@@ -11,14 +11,13 @@ import json
 import math
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..errors import SSLRayError
-from . import experiment, schedulers
+from . import experiment, lock, schedulers
 from .experiment import INTERRUPT
 from .options import SPEC_KEY, TuneOptions, check_name, storage_root  # TuneOptions: also imported from here
 from .schedulers.base import METRIC, MODE, TIME_ATTR
@@ -31,14 +30,6 @@ __all__ = ["DRIVER_ONLY", "METRIC", "MODE", "TIME_ATTR", "TuneOptions", "apply_o
 
 
 # ---- the search -------------------------------------------------------------------------------------------
-def _on_sigint(signum, frame) -> None:
-    if INTERRUPT.is_set():
-        raise KeyboardInterrupt  # a second Ctrl-C: quit at once
-    INTERRUPT.set()
-    print("\ninterrupt: stopping the trials (their checkpoints stay); Ctrl-C again to quit at once",
-          file=sys.stderr, flush=True)
-
-
 def apply_options(space: SearchSpace, o: TuneOptions) -> SearchSpace:
     s = space.scheduler
     if o.scheduler:
@@ -153,6 +144,8 @@ class _Search:
     """The saved ssl_ray_space.json (None until a fresh search has written it)."""
     extended: bool = False
     """A resume with a larger --num-samples: the plan grew and is written again."""
+    lock: lock.ExperimentLock | None = None
+    """This driver's lock on the experiment (lock.py), taken by _open, released by run_tune."""
 
     @property
     def exp(self) -> str:
@@ -171,11 +164,21 @@ class _Search:
 
 def _open(space: SearchSpace, o: TuneOptions) -> _Search:
     """A fresh search (refused where an experiment already is), or the saved one to resume (its plan extended
-    by a larger --num-samples)."""
+    by a larger --num-samples); either way under the experiment's lock (refused while another driver runs it)."""
     storage, name = experiment_path(o, space)
     if not o.resume:
         apply_options(space, o)
     run = _Search(space, o, storage, name, plan=[], records={})
+    run.lock = lock.take(run.exp)
+    try:
+        return _read_or_plan(run)
+    except BaseException:
+        run.lock.release()
+        raise
+
+
+def _read_or_plan(run: _Search) -> _Search:
+    space, o = run.space, run.o
     if o.resume:
         run.doc, run.records = experiment.load(run.exp)
         run.plan = run.doc["plan"]
@@ -278,32 +281,38 @@ def _tuner(run: _Search, kind: schedulers.Kind, scheduler, search_alg, concurren
 
 
 def _fit(tuner, recorder) -> bool:
-    """Run the search with our Ctrl-C handler (Tune's own would stop the trials as if they had finished);
-    True when it was interrupted."""
-    import signal
-
+    """Run the search with our Ctrl-C and SIGTERM handler (lock.stop_on_signals; Tune's own would stop the trials
+    as if they had finished); True when it was interrupted."""
     from .ray_internals import SIGINT_HANDLER_ENV
 
     os.environ[SIGINT_HANDLER_ENV] = "1"
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
-    try:
-        tuner.fit()
-    finally:
-        recorder.store.compact()  # the whole ssl_ray_trials.json once per search, for older readers
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
+    with lock.stop_on_signals(INTERRUPT):
+        try:
+            tuner.fit()
+        finally:
+            recorder.store.compact()  # the whole ssl_ray_trials.json once per search, for older readers
     return INTERRUPT.is_set()
 
 
 def run_tune(space: SearchSpace, o: TuneOptions, callbacks: Iterable[Any] = ()) -> dict[str, Any]:
     """A fresh search (the plan drawn from `space`), or with o.resume the unfinished part of a saved one
     (`space` and `o` then come from the experiment's own files: experiment.resume_setup). `callbacks`: more Tune
-    callbacks (a progress line)."""
+    callbacks (a progress line). One driver at a time per experiment (lock.py); a Ctrl-C or SIGTERM stops the
+    trials, records the search as interrupted and raises KeyboardInterrupt or lock.Terminated."""
+    run = _open(space, o)
+    try:
+        return _run(run, callbacks)
+    finally:
+        assert run.lock is not None
+        run.lock.release()
+
+
+def _run(run: _Search, callbacks: Iterable[Any]) -> dict[str, Any]:
     from . import results
 
-    run = _open(space, o)
+    space, o = run.space, run.o
     ray_init_s, state, notice = _start(run)
+    lock.catch_sigterm()  # ray.init put its own in place (sys.exit, which aborts Tune)
     assert run.doc is not None
     meta = trial_meta(space, o, run.exp, seed=o.seed, config=dict(space.fixed), searched=list(space.search))
     saved = experiment.collect(run.exp, run.doc, run.records) if o.resume else []
@@ -321,6 +330,7 @@ def run_tune(space: SearchSpace, o: TuneOptions, callbacks: Iterable[Any] = ()) 
     recorder, tuner = _tuner(run, kind, scheduler, search_alg, concurrent, [progress, *callbacks])
     t0 = time.time()
     INTERRUPT.clear()
+    lock.TERMINATED.clear()
     interrupted = _fit(tuner, recorder) if configs or search_alg.new else False
     summary = results.summarize(run.exp, space, experiment.collect(run.exp, run.doc, run.records),
                                 max_epochs=space.scheduler.max_epochs, seconds=time.time() - t0,
@@ -334,7 +344,7 @@ def run_tune(space: SearchSpace, o: TuneOptions, callbacks: Iterable[Any] = ()) 
                 f"\ncontinue with: ssl-ray tune {space.method} --storage {run.storage} --name {run.name} --resume")
         print(f"interrupted: {summary['num_interrupted']} of {summary['num_trials']} trials unfinished, their "
               f"checkpoints kept in {run.exp}{then}", file=sys.stderr, flush=True)
-        raise KeyboardInterrupt
+        raise lock.stopped_by()
     if o.confirm_seeds:
         summary["confirm"] = confirm(summary, space, o, run.storage, run.name)
         results.write_summary(run.exp, summary)
