@@ -100,15 +100,67 @@ def _tune(root: Path, *args: str) -> subprocess.CompletedProcess:
                            "--quiet", *args], capture_output=True, text=True, timeout=600, env=env)
 
 
+def test_the_default_search_draws_its_plan_with_the_seed(tmp_path):
+    """The README's claim: random search (the default) draws every configuration before the search starts, with
+    --seed (default 0), so default runs of one space draw the same ones; another seed draws others, and a larger
+    --num-samples extends the plan. The plan is what a fresh search runs (tune._open: no Ray started)."""
+    from ssl_ray.tuning import experiment, tune
+    from ssl_ray.tuning.options import TuneOptions
+    from ssl_ray.tuning.spaces import parse_space
+
+    space = parse_space(SPACE, source="s.yaml")
+    a = experiment.make_plan(space, 0)
+    assert len(a) == 3 and a == experiment.make_plan(space, 0) and a != experiment.make_plan(space, 1)
+    assert len({json.dumps(x, sort_keys=True) for x in a}) == 3  # three different draws, not one repeated
+    assert experiment.make_plan(space, 0, 5)[:3] == a
+    for searcher in (None, "random"):
+        space.searcher = searcher
+        run = tune._open(space, TuneOptions(storage=str(tmp_path), name=f"x{searcher}", gpus_per_trial=0.0))
+        try:
+            assert run.plan == a  # TuneOptions' seed defaults to 0, as --seed does
+        finally:
+            run.lock.release()
+
+
+def test_a_resume_finds_the_optuna_storage_it_was_given(tmp_path):
+    """--optuna-storage is recorded with the experiment (optuna_study.json) when the searcher is built, so the
+    CLI's resume (optuna_study without a storage) opens the same study; another URL is refused."""
+    pytest.importorskip("optuna")
+    exp, other = tmp_path / "runs" / "opt", f"sqlite:///{tmp_path / 'elsewhere' / 'study.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    with S.optuna_study(str(exp), other) as url:
+        S.build_searcher("optuna", metric="val_error", mode="min", seed=0, max_concurrent=1)
+    assert url == other and json.loads((exp / S.STUDY_FILE).read_text()) == {"study_name": "opt", "storage": other}
+    assert S.saved_study(str(exp)) == {"study_name": "opt", "storage": other}
+    (tmp_path / "elsewhere" / "study.db").unlink()
+    with S.optuna_study(str(exp)) as url:  # --resume, nothing typed
+        s = S.build_searcher("optuna", metric="val_error", mode="min", seed=0, max_concurrent=1)
+    assert url == other and s._study_name == "opt" and not (exp / "optuna.db").exists()
+    assert (tmp_path / "elsewhere" / "study.db").is_file()  # Optuna's storage opened there again
+    with S.optuna_study(str(exp), other) as url:  # the same URL typed again: fine
+        assert url == other
+    with pytest.raises(S.SSLRayError, match="keeps its Optuna study in sqlite:///.*elsewhere/study.db"):
+        with S.optuna_study(str(exp), f"sqlite:///{tmp_path / 'third.db'}"):
+            pass
+    assert S._STUDY == {}
+    (exp / S.STUDY_FILE).write_text("{damaged")
+    with pytest.raises(S.SSLRayError, match="unreadable"):
+        with S.optuna_study(str(exp)):
+            pass
+    assert S.saved_study("s3://bucket/exp") is None
+
+
 @pytest.mark.ray
 def test_an_optuna_search_keeps_its_study_in_the_experiment_and_a_resume_continues_it(tmp_path, monkeypatch):
+    """The study where --optuna-storage put it, and a --resume without the option continues it there."""
     optuna = pytest.importorskip("optuna")
     (tmp_path / "s.yaml").write_text(SPACE)
-    r = _tune(tmp_path, "--json")
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    r = _tune(tmp_path, "--json", "--optuna-storage", url)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     exp = Path(summary["experiment"])
-    url = f"sqlite:///{exp / 'optuna.db'}"
+    assert not (exp / "optuna.db").exists() and S.saved_study(str(exp)) == {"study_name": "opt", "storage": url}
     assert summary["optuna"] == {"study_name": "opt", "storage": url}
     assert f"optuna study opt: optuna-dashboard {url}" in r.stderr  # --json: the human summary on stderr
     study = optuna.load_study(study_name="opt", storage=url)
@@ -125,9 +177,9 @@ def test_an_optuna_search_keeps_its_study_in_the_experiment_and_a_resume_continu
         assert r.exit_code == 2 and r.output.strip().splitlines() == [
             "error: --search optuna needs the 'optuna' package: pip install \"ssl-ray[optuna]\""], r.output
         assert {p: p.stat().st_mtime_ns for p in exp.rglob("*")} == before
-    r = _tune(tmp_path, "--resume", "--num-samples", "5")
+    r = _tune(tmp_path, "--resume", "--num-samples", "5")  # no --optuna-storage: the saved one
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"optuna-dashboard {url}" in r.stdout
+    assert f"optuna-dashboard {url}" in r.stdout and not (exp / "optuna.db").exists()
     trials = optuna.load_study(study_name="opt", storage=url).get_trials()
     assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len(json.loads((exp / "ssl_ray_space.json").read_text())["plan"]) == 5

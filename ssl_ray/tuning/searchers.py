@@ -1,6 +1,9 @@
 """Search algorithms for `ssl-ray tune --search NAME` (or `searcher: NAME` in a search-space YAML).
 
-- ``random`` (default): Ray Tune's random/grid sampling (BasicVariantGenerator), seeded with --seed.
+- ``random`` (default, also when no searcher is named): not built here. Every trial's values are drawn before
+  the search starts (experiment.make_plan: Ray's variant generator with NumPy's RandomState(--seed), default seed
+  0), saved as the plan in ssl_ray_space.json and fed to Tune in that order (hooks.PlanSearcher). So the same
+  space, --seed and --num-samples draw the same configurations, and a larger --num-samples extends the plan.
 - ``optuna``: Optuna's TPE sampler through ``ray.tune.search.optuna.OptunaSearch`` (pip install "ssl-ray[optuna]").
 - ``hyperopt``: HyperOpt's TPE through ``ray.tune.search.hyperopt.HyperOptSearch`` ("ssl-ray[hyperopt]").
 - ``bohb``: TuneBOHB with its HyperBandForBOHB scheduler (replaces ASHA; "ssl-ray[bohb]").
@@ -14,13 +17,17 @@ check_searcher: the space parser calls it, and a resume takes any error of the s
 Optuna keeps its study in an SQLite file in the experiment folder (EXPERIMENT/optuna.db, study named after the
 experiment) unless --optuna-storage gives another URL (e.g. postgresql://...); `optuna.load_study(study_name=NAME,
 storage="sqlite:///EXPERIMENT/optuna.db")` or `optuna-dashboard sqlite:///EXPERIMENT/optuna.db` opens it, and a
-resumed search continues the same study (Ray's OptunaSearch loads it: load_if_exists). An experiment in a bucket
-(s3://, gs://) keeps it in memory unless --optuna-storage is given: SQLite needs a local file.
+resumed search continues the same study (Ray's OptunaSearch loads it: load_if_exists). Where the study is, is
+written in EXPERIMENT/optuna_study.json (STUDY_FILE) when the searcher is built, so `--resume` finds it without
+--optuna-storage typed again (another URL with --resume is refused: it would start another study). The URL is
+kept as typed, a password in it too. An experiment in a bucket (s3://, gs://) keeps it in memory unless
+--optuna-storage is given (SQLite needs a local file), and then has no STUDY_FILE: give it again with --resume.
 The Ray-specific lines are numbered [1]..[4].
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Any, Iterator
 
@@ -30,6 +37,7 @@ SEARCHERS = ("random", "optuna", "hyperopt", "bohb")
 EXTRAS = {"optuna": "optuna", "hyperopt": "hyperopt", "bohb": "bohb"}
 PACKAGES = {"optuna": ("optuna",), "hyperopt": ("hyperopt",), "bohb": ("hpbandster", "ConfigSpace")}
 OPTUNA_DB = "optuna.db"
+STUDY_FILE = "optuna_study.json"
 _STUDY: dict[str, str | None] = {}  # optuna_study(): where build_searcher puts the study when not told
 
 
@@ -73,10 +81,44 @@ def optuna_storage(experiment: str, storage: str | None = None) -> str | None:
     return "sqlite:///" + os.path.join(os.path.abspath(os.path.expanduser(experiment)), OPTUNA_DB)
 
 
+def saved_study(experiment: str) -> dict[str, Any] | None:
+    """{"study_name", "storage"} of a local experiment's Optuna study (its STUDY_FILE); None when there is none."""
+    if "://" in experiment:
+        return None
+    try:
+        with open(os.path.join(experiment, STUDY_FILE), encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise SSLRayError(f"{os.path.join(experiment, STUDY_FILE)} is unreadable ({type(e).__name__}): where the "
+                          f"experiment's Optuna study is kept is lost; give --optuna-storage URL") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("storage"), str):
+        raise SSLRayError(f"{os.path.join(experiment, STUDY_FILE)} names no study storage; give --optuna-storage URL")
+    return doc
+
+
+def _record_study(experiment: str | None, url: str, name: str) -> None:
+    """Write where a local experiment's study is (STUDY_FILE), for --resume."""
+    if not experiment or "://" in experiment or saved_study(experiment) is not None:
+        return
+    os.makedirs(experiment, exist_ok=True)
+    tmp = os.path.join(experiment, STUDY_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"study_name": name, "storage": url}, f)
+    os.replace(tmp, os.path.join(experiment, STUDY_FILE))
+
+
 @contextlib.contextmanager
 def optuna_study(experiment: str, storage: str | None = None) -> Iterator[str | None]:
     """While it lasts, build_searcher("optuna") called without `experiment` keeps its study for `experiment`
-    (the CLI wraps run_tune in it; run_tune does not pass the experiment folder to build_searcher)."""
+    (the CLI wraps run_tune in it; run_tune does not pass the experiment folder to build_searcher). Without
+    `storage`, the one the experiment saved (a --resume); another one than it saved is refused."""
+    saved = saved_study(experiment)
+    if saved is not None and storage and storage != saved["storage"]:
+        raise SSLRayError(f"--optuna-storage {storage}: the experiment at {experiment} keeps its Optuna study in "
+                          f"{saved['storage']} (a --resume continues that one): drop --optuna-storage")
+    storage = storage or (saved or {}).get("storage")
     previous = dict(_STUDY)
     _STUDY.update(experiment=experiment, storage=storage)
     try:
@@ -99,7 +141,8 @@ def _optuna_storage_object(url: str, experiment: str | None) -> Any:
 
 def build_searcher(name: str | None, *, metric: str, mode: str, seed: int, max_concurrent: int,
                    experiment: str | None = None, storage: str | None = None) -> Any:
-    """The search_alg for tune.TuneConfig; None = Ray's default sampling (unseeded random, as before).
+    """The search_alg for tune.TuneConfig of a model-based searcher (tune.py builds none for random search: its
+    plan is drawn with --seed beforehand, module docstring); None for None; "random": Ray's seeded sampler.
     Optuna: its study is named after `experiment` (its folder or URL) and kept at optuna_storage(experiment,
     storage); without `experiment`, the one optuna_study() set, else in memory."""
     if name is None:
@@ -120,6 +163,7 @@ def build_searcher(name: str | None, *, metric: str, mode: str, seed: int, max_c
         if url:
             kw = {"storage": _optuna_storage_object(url, experiment),
                   "study_name": os.path.basename(experiment.rstrip("/")) if experiment else "ssl-ray"}
+            _record_study(experiment, url, kw["study_name"])
         return OptunaSearch(metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed), **kw)  # [2]
     if name == "hyperopt":
         check_packages(name)
