@@ -21,6 +21,9 @@ def test_the_line_reads_the_snapshot():
     s = P.Snapshot(trials=2, max_epochs=5, done=2, epochs=4, left=3.0, basis="x", elapsed=8.0)
     assert P.eta(s) == 0.0  # all done: nothing left whatever the estimate said
     assert [P.duration(x) for x in (0.4, 59.6, 61, 3725)] == ["0s", "1m00s", "1m01s", "1h02m"]
+    s = P.Snapshot(trials=2, max_epochs=3, running=2, epochs=2, left=4.0, elapsed=5.0, what="confirm")
+    assert P.progress_line(s).startswith("[confirm 5s] trials 0/2 done (0 stopped early, 0 errored), 2 running | "
+                                         "epochs 2/6 | ETA ~10s")
 
 
 def test_the_passing_chance_is_rays_cutoff_on_alike_trials():
@@ -117,13 +120,13 @@ def test_the_heartbeat_interval():
             "P.progress_callback(1, 1, quiet=True).every)")
     env = {k: v for k, v in os.environ.items() if k != P.INTERVAL_ENV}
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert got.stdout.split() == ["15.0", "60.0", "60.0"]
+    assert got.stdout.split() == ["15.0", "50.0", "50.0"]
     got = subprocess.run([sys.executable, "-c", code], env={**env, P.INTERVAL_ENV: "1.5"}, capture_output=True,
                          text=True, check=True)
     assert got.stdout.split() == ["1.5", "1.5", "1.5"]
     got = subprocess.run([sys.executable, "-c", code], env={**env, P.INTERVAL_ENV: "-3"}, capture_output=True,
                          text=True, check=True)
-    assert got.stdout.split() == ["15.0", "60.0", "60.0"] and "ignored" in got.stderr
+    assert got.stdout.split() == ["15.0", "50.0", "50.0"] and "ignored" in got.stderr
 
 
 @pytest.mark.ray

@@ -3,7 +3,8 @@
     [tune 2m05s] trials 3/9 done (2 stopped early, 0 errored), 2 running | epochs 38/~150 (ASHA: ~4.3/9 past 5,
     ~2.1/4.3 past 15) | ETA ~5m48s | best val 12.34%
 
-every 15 s (a heartbeat every 60 s under --quiet; SSL_RAY_TUNE_PROGRESS_SECONDS sets both), and once at the end.
+once when Tune's loop first turns, then every 15 s (a heartbeat every 50 s under --quiet, so at least one a minute;
+SSL_RAY_TUNE_PROGRESS_SECONDS sets both), and once at the end.
 
 The epochs in all ("/~150") are an expectation, not the dry run's nominal budget, which assumes ASHA keeps exactly
 1/reduction_factor at each rung: an asynchronous ASHA keeps more (the first trial at a rung always passes it, the
@@ -37,9 +38,9 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 INTERVAL_S = 15.0
-QUIET_INTERVAL_S = 60.0
+QUIET_INTERVAL_S = 50.0  # --quiet: a line at least once a minute, Tune's loop turn included
 INTERVAL_ENV = "SSL_RAY_TUNE_PROGRESS_SECONDS"
-"""Seconds between progress lines, with or without --quiet (default 15, 60 with --quiet)."""
+"""Seconds between progress lines, with or without --quiet (default 15, 50 with --quiet)."""
 FINISHED = ("TERMINATED", "ERROR")
 
 
@@ -69,6 +70,7 @@ class Snapshot:
     basis: str = ""  # what `left` rests on ("" when it is exact)
     elapsed: float = 0.0
     best: float | None = None  # best validation error so far (%)
+    what: str = "tune"  # the line's tag: tune, or confirm (the best configuration retrained with other seeds)
 
 
 def duration(seconds: float) -> str:
@@ -149,7 +151,7 @@ def progress_line(s: Snapshot) -> str:
     left = eta(s)
     best = "-" if s.best is None or not math.isfinite(s.best) else f"{s.best:.2f}%"
     total = f"{s.epochs}" if s.left <= 0 else f"~{s.epochs + s.left:.0f}" if s.basis else f"{s.epochs + s.left:.0f}"
-    return (f"[tune {duration(s.elapsed)}] trials {s.done}/{s.trials} done ({s.stopped} stopped early, "
+    return (f"[{s.what} {duration(s.elapsed)}] trials {s.done}/{s.trials} done ({s.stopped} stopped early, "
             f"{s.errored} errored), {s.running} running | epochs {s.epochs}/{total}"
             + (f" ({s.basis})" if s.basis and s.left > 0 else "")
             + f" | ETA {'?' if left is None else '~' + duration(left)} | best val {best}")
@@ -161,9 +163,10 @@ class ProgressCallback:
 
 def progress_callback(trials: int, max_epochs: int, rungs: Rungs | None = None, *, quiet: bool = False,
                       stream: IO[str] | None = None, clock: Callable[[], float] = time.monotonic,
-                      interval: float | None = None) -> Any:
-    """The Tune callback that prints progress_line to `stream` (stderr) every `interval` seconds (default: 15, 60
-    quiet, or $SSL_RAY_TUNE_PROGRESS_SECONDS). `rungs`: where the scheduler stops trials (none: FIFO)."""
+                      interval: float | None = None, what: str = "tune") -> Any:
+    """The Tune callback that prints progress_line to `stream` (stderr) at Tune's first loop turn, then every
+    `interval` seconds (default: 15, 50 quiet, or $SSL_RAY_TUNE_PROGRESS_SECONDS), and at the end. `rungs`: where
+    the scheduler stops trials (none: FIFO). `what`: the line's tag."""
     from ray.tune import Callback
 
     every = interval if interval is not None else interval_s(quiet)
@@ -171,7 +174,7 @@ def progress_callback(trials: int, max_epochs: int, rungs: Rungs | None = None, 
 
     class _Progress(Callback, ProgressCallback):  # [1]
         def __init__(self) -> None:
-            self.snap = Snapshot(trials=trials, max_epochs=max_epochs)
+            self.snap = Snapshot(trials=trials, max_epochs=max_epochs, what=what)
             self.every = every
             self.start: float | None = None
             self.last = 0.0
@@ -213,7 +216,7 @@ def progress_callback(trials: int, max_epochs: int, rungs: Rungs | None = None, 
 
         def on_step_end(self, iteration, trials, **info):
             now = self._now()
-            if now - self.last >= every:
+            if not self.lines or now - self.last >= every:  # a first line as soon as Tune's loop turns
                 self.last = now
                 self.emit(trials)
 
@@ -225,7 +228,7 @@ def progress_callback(trials: int, max_epochs: int, rungs: Rungs | None = None, 
 
 def interval_s(quiet: bool) -> float:
     """Seconds between lines: $SSL_RAY_TUNE_PROGRESS_SECONDS when set (a positive number; anything else is
-    ignored with a warning), else 15 (60 quiet)."""
+    ignored with a warning), else 15 (50 quiet)."""
     raw = os.environ.get(INTERVAL_ENV, "").strip()
     if raw:
         try:
@@ -257,6 +260,14 @@ def search_progress(space: Any, o: Any, *, trials: int | None = None) -> Any:
 
     n = trials if trials is not None else plan(space, o)["trials"]
     return progress_callback(n, space.scheduler.max_epochs, rungs_of(space), quiet=not getattr(o, "progress", True))
+
+
+def confirm_progress(runs: int, space: Any, o: Any) -> Any:
+    """progress_callback for the confirmation runs (tune.confirm: the best configuration retrained with `runs`
+    seeds, FIFO, max_epochs each): `[confirm 1m05s] trials 0/2 done ...`, as often as the search's lines, so that
+    `compare --quiet` keeps its heartbeat through them."""
+    return progress_callback(runs, space.scheduler.max_epochs, Rungs(), quiet=not getattr(o, "progress", True),
+                             what="confirm")
 
 
 # ---- --dry-run's time estimate --------------------------------------------------------------------------
