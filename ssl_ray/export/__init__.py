@@ -1,14 +1,15 @@
 """Use a trained model: `ssl-ray export` (best trial or a train run -> model files; this file) and `ssl-ray predict`
 (predict.py); what a model file is: model_file.py.
 
-`export(path)` finds a checkpoint (the best trial of a tune experiment by validation error, at the kept
-checkpoint with the lowest validation error; or the last checkpoint of a `ssl-ray train` output directory),
-rebuilds the method from it and writes:
+`export(path)` finds a checkpoint (source.py: the best trial of a tune experiment by validation error, at the
+epoch `report` shows for it; or the last checkpoint of a `ssl-ray train` output directory), rebuilds the
+method from it and writes:
 
 - ``model.pt``: the evaluation network's state dict (EMA weights where the method keeps them) and, as plain
   data, everything needed to rebuild and feed it: method, config, dataset spec and DataInfo, the input
   format (shape, raw dtype, how raw inputs become the net's float inputs), the cluster -> class mapping of
-  clustering methods, and where it came from (experiment, trial, epoch, val/test error at that epoch).
+  clustering methods, and where it came from (experiment, trial, epoch, val/test error at that epoch; what
+  report shows for the trial, `reported`, and a `note` saying both figures where they differ).
   Loaded with ``torch.load(weights_only=True)``: a model file from someone else cannot run code.
 - ``model.torchscript.pt``: the same network traced with TorchScript (float inputs -> logits), with the
   metadata as ``ssl_ray.json`` inside; loads with ``torch.jit.load`` alone, without ssl-ray.
@@ -42,26 +43,15 @@ from ..engine.spec import plain  # plain containers for torch.load(weights_only=
 from .model_file import (FORMAT, IMAGE_SUFFIXES, META_FILE, MODEL_FILE, SCRIPT_FILE, build_method,
                          classifier_module, info_dict, input_format)
 from .predict import Model, load_model, predict, predict_text, read_inputs
+from . import source as S
 
 __all__ = ["FORMAT", "IMAGE_SUFFIXES", "META_FILE", "MODEL_FILE", "Model", "SCRIPT_FILE", "build_method",
            "classifier_module", "export", "find_checkpoint", "input_format", "load_model", "predict",
            "predict_text", "read_inputs"]
 
 
-# ---- finding the checkpoint -------------------------------------------------------------------------------
-def _inside(path: Path, root: Path) -> Path:
-    """`path` when it, links followed, lies inside `root`; an error otherwise (export reads only the folder given)."""
-    real, base = path.resolve(), root.resolve()
-    if real != base and base not in real.parents:
-        raise SSLRayError(f"{path} leads outside {root} (to {real}); export reads only files inside the folder "
-                          f"it is given")
-    return path
-
-
-def _checkpoints(d: Path, root: Path) -> list[Path]:
-    found = [_inside(p, root).parent for p in d.rglob("state.pt") if p.parent.name.startswith("checkpoint")]
-    return sorted(found, key=lambda p: (int(p.name.rsplit("_", 1)[-1]) if p.name.rsplit("_", 1)[-1].isdigit()
-                                        else -1, p.stat().st_mtime))
+# ---- finding the checkpoint (which one: source.py) ------------------------------------------------------------
+_inside, _checkpoints = S._inside, S.checkpoints
 
 
 def _recorded_checkpoint(run: Path, res: dict[str, Any]) -> Path | None:
@@ -116,40 +106,23 @@ def find_checkpoint(path: str, trial: str | None = None) -> dict[str, Any]:
 
 
 def _from_experiment(p: Path, trial: str | None, root: Path) -> dict[str, Any]:
-    from ..tuning import experiment
     from ..tuning.results import read_summary
 
     summary = read_summary(p) if (p / "summary.json").exists() else {}
     tid = trial or (summary.get("best") or {}).get("trial_id")
     if not tid:
         raise SSLRayError(f"{p}: no best trial in summary.json (did every trial fail?); pass --trial ID")
-    dirs = experiment.trial_folders(p, tid)
-    if not dirs:
+    attempts = [(_inside(d, root), start) for d, start in S.attempt_folders(p, tid)]
+    if not attempts:
         raise SSLRayError(f"{p}: no trial directory for trial {tid}")
-    cks = _checkpoints(_inside(dirs[0], root), root)
-    if not cks:
+    kept = S.kept_checkpoints(attempts, root)
+    if not kept:
         raise SSLRayError(f"{p}: trial {tid} left no checkpoint")
-    history = experiment.result_rows(None, str(dirs[0] / "result.json"))
-    return {"checkpoint": _best_kept(cks, history), "kind": "tune", "experiment": str(p.resolve()),
-            "trial_id": tid, "history": history, "summary": summary}
-
-
-def _best_kept(cks: list[Path], history: list[dict[str, Any]]) -> Path:
-    """Of the checkpoints Tune kept (the last few), the one at the epoch with the lowest validation error
-    (the latest of equals); the last one when the history does not say."""
-    from ..engine import checkpoint
-
-    val = {int(h["epoch"]): h["val_error"] for h in history
-           if isinstance(h.get("epoch"), int) and isinstance(h.get("val_error"), (int, float))}
-    best, key = cks[-1], None
-    for i, ck in enumerate(cks):
-        try:
-            epoch = int(checkpoint.load(ck)["epoch"])
-        except SSLRayError:
-            continue
-        if epoch in val and (key is None or (val[epoch], -i) <= key):
-            best, key = ck, (val[epoch], -i)
-    return best
+    history = S._history(p, tid, attempts)
+    rep = S.reported(p, tid, summary)
+    epoch, ck = S.pick(kept, history, rep)
+    return {"checkpoint": ck, "kind": "tune", "experiment": str(p.resolve()), "trial_id": tid, "history": history,
+            "summary": summary, "reported": rep, "kept": sorted(kept)}
 
 
 def export(path: str, output: str | None = None, trial: str | None = None, torchscript: bool = True
@@ -171,7 +144,11 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
     method.eval()
     net = classifier_module(method)
     epoch = int(state["epoch"])
-    at: dict[str, Any] = next((h for h in where["history"] if int(h.get("epoch", -1)) == epoch), {})
+    if where["kind"] == "train":  # the last checkpoint; result.json has the last epoch's and the best figures
+        at, rep, note = S.train_figures(where["result"], epoch)
+    else:
+        at = next((h for h in where["history"] if int(h.get("epoch", -1)) == epoch), {})
+        rep, note = where["reported"], S.tune_note(epoch, at, where["reported"], where["kept"])
     meta: dict[str, Any] = {
         "format": FORMAT, "method": spec.method, "config": dataclasses.asdict(cfg),
         "data": spec.data.to_dict(), "seed": spec.seed, "info": info,
@@ -179,7 +156,8 @@ def export(path: str, output: str | None = None, trial: str | None = None, torch
         "output": "cluster ids" if get_method(spec.method).clustering else "class logits",
         "source": {"kind": where["kind"], "experiment": where["experiment"], "trial_id": where["trial_id"],
                    "checkpoint": str(where["checkpoint"]), "epoch": epoch,
-                   "val_error": at.get("val_error"), "test_error": at.get("test_error")},
+                   "val_error": at.get("val_error"), "test_error": at.get("test_error"),
+                   "reported": rep, "note": note},
     }
     if get_method(spec.method).clustering:  # cluster id -> class, matched on the validation split
         from ..data import eval_tensors

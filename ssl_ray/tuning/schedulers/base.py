@@ -28,13 +28,20 @@ class Kind:
     not_resumable: str = ""
     """Why a search with this scheduler cannot be resumed (`resumable` False)."""
     keep_checkpoints: int | None = 2
-    """Checkpoints Tune keeps per trial (None: all)."""
+    """Checkpoints Tune keeps per trial by validation error (None: all), besides the latest one."""
 
     def checkpoint_config(self) -> Any:
-        """The trial checkpoints Tune keeps (RunConfig's checkpoint_config)."""
+        """The trial checkpoints Tune keeps (RunConfig's checkpoint_config): the `keep_checkpoints` of lowest
+        validation error and, always, the latest (Ray's checkpoint manager never deletes the latest: a restarted
+        or resumed trial continues from it). Among equal validation errors Ray ranks the later epoch higher, so
+        the checkpoint kept for sure is the latest epoch of the lowest validation error: the epoch `report`
+        calls the trial's best, which `export` ships."""
         from ray import tune
 
-        return tune.CheckpointConfig(num_to_keep=self.keep_checkpoints)
+        if self.keep_checkpoints is None:
+            return tune.CheckpointConfig(num_to_keep=None)
+        return tune.CheckpointConfig(num_to_keep=self.keep_checkpoints, checkpoint_score_attribute=METRIC,
+                                     checkpoint_score_order=MODE)
     limits_concurrency: bool = True
     """Whether Tune's max_concurrent_trials may cap the trials running at once."""
     label: str = ""
