@@ -381,9 +381,15 @@ def rare_tune_snapshots() -> None:
     folder (every trial's result.json, progress.csv, params.json) at least every TUNE_GLOBAL_CHECKPOINT_S (auto:
     10 s or more), and is forced to whenever a trial has saved CheckpointConfig.num_to_keep checkpoints since the
     last one (ray.tune.execution.tune_controller.TuneController._create_checkpoint_manager). ssl-ray never reads
-    these snapshots (--resume reads its own files). This what-if makes them rare: a measure of what they cost."""
-    import os
-
+    these snapshots (--resume reads its own files). This what-if makes them rare for the whole run, through
+    ray_internals.rare_experiment_snapshots (item 10) where the code has it, else the same patch made here."""
+    try:
+        from ssl_ray.tuning.ray_internals import rare_experiment_snapshots
+    except ImportError:  # code from before item 10
+        rare_experiment_snapshots = None
+    if rare_experiment_snapshots is not None:
+        rare_experiment_snapshots().__enter__()  # left in force until the process ends
+        return
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
     from ray.tune.execution.tune_controller import TuneController
 
@@ -394,6 +400,15 @@ def rare_tune_snapshots() -> None:
                                             sync_every_n_trial_checkpoints=None)
 
     TuneController._create_checkpoint_manager = manager
+
+
+def snapshots_in_code() -> bool:
+    """Whether this code's run_tune makes Tune's snapshots rare itself (ray_internals item 10 applied in tune.py)."""
+    import inspect
+
+    from ssl_ray.tuning import tune
+
+    return "rare_experiment_snapshots" in inspect.getsource(tune)
 
 
 def table(paths: list[str]) -> str:
@@ -411,7 +426,8 @@ def table(paths: list[str]) -> str:
             kinds = r["storage"].get("by_kind", {})
             res = max(r["results"], 1)
             lines.append("| " + " | ".join(str(x) for x in (
-                f"{r.get('label') or os.path.basename(path)}{' (rare snapshots)' if r.get('tune_snapshots') == 'rare' else ''}",
+                f"{r.get('label') or os.path.basename(path)}{' (rare snapshots)' if r.get('tune_snapshots') == 'rare' else ''}"
+                f"{', default' if r.get('snapshots_in_code') else ''}",
                 r["scheduler"], r["n"], r["results"], r["wall_s"], r["theoretical_s"], r["wall_over_theoretical"],
                 r["trial_time_over_slots_s"], r["driver_cpu_ms_per_result"], r["requests_per_result"],
                 round(r["put_bytes_per_result"] / 1000, 1), round(kinds.get("tune state", [0, 0])[1] / res / 1000, 1),
@@ -469,6 +485,7 @@ def main() -> None:
                 r = one_search(a, tmp, n, sched)
                 r["load_after"] = os.getloadavg()[0]
                 r["tune_snapshots"] = a.tune_snapshots
+                r["snapshots_in_code"] = snapshots_in_code()
                 r["label"] = a.label
                 r["code"] = os.path.dirname(os.path.dirname(os.path.abspath(__import__("ssl_ray").__file__)))
                 print(json.dumps(r), flush=True)
