@@ -30,11 +30,13 @@ def cli_default(name: str):
     return next(p.default for p in train.params if p.name == name)
 
 
-def run_default(method: str, seed: int, epochs: int | None = None, sets: dict | None = None) -> dict:
+def run_default(method: str, seed: int, epochs: int | None = None, sets: dict | None = None,
+                data: DataSpec | None = None) -> dict:
     """`ssl-ray train METHOD --seed SEED` in-process: the CLI's default data spec and epochs, no overrides
-    (`sets` = the `--set` values of a variant such as `--set tau=2 --set n_fake=256`)."""
-    spec = RunSpec(method, DataSpec(), epochs=cli_default("epochs") if epochs is None else epochs, seed=seed,
-                   config=dict(sets or {}))
+    (`sets` = the `--set` values of a variant such as `--set tau=2 --set n_fake=256`; `data`: another dataset
+    and label count, as `--dataset X --labels N`)."""
+    spec = RunSpec(method, data or DataSpec(), epochs=cli_default("epochs") if epochs is None else epochs,
+                   seed=seed, config=dict(sets or {}))
     return Trainer(spec, progress=False).fit()
 
 
@@ -45,11 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: the CLI's (ssl-ray train --epochs)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a variant: this hyperparameter for every method but supervised (as ssl-ray train --set)")
+    ap.add_argument("--dataset", default=None, help="as ssl-ray train --dataset (default: the CLI's)")
+    ap.add_argument("--labels", type=int, default=None, help="as ssl-ray train --labels (default: the dataset's)")
     args = ap.parse_args(argv)
     from ssl_ray.config import parse_set
 
     sets = parse_set(args.sets)
     torch.set_num_threads(1)
+    data = DataSpec(**{k: v for k, v in (("name", args.dataset), ("labels", args.labels)) if v is not None})
     names = args.methods or [m.name for m in list_methods()]
     if "supervised" not in names:
         names = ["supervised"] + names
@@ -59,12 +64,12 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         res[name] = []
         for seed in args.seeds:
-            out = run_default(name, seed, args.epochs, None if name == "supervised" else sets)
+            out = run_default(name, seed, args.epochs, None if name == "supervised" else sets, data)
             res[name].append(out["test_error"])
             print(f"{name} seed={seed}: test_error={out['test_error']:.2f}%", file=sys.stderr, flush=True)
         secs[name] = (time.time() - t0) / len(args.seeds)
 
-    d = DataSpec()
+    d = data
     epochs = args.epochs or cli_default("epochs")
     sup = statistics.mean(res["supervised"])
     seeds = " | ".join(f"seed {s}" for s in args.seeds)
