@@ -64,14 +64,31 @@ def save(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
     return d / STATE_FILE
 
 
+class Unreadable(SSLRayError):
+    """A checkpoint's state.pt that cannot be loaded (truncated, corrupt, not a torch file, a refused pickle
+    payload, no training state in it): `path` names the file, `reason` says why in a few words."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"checkpoint {path} cannot be loaded safely: {reason}")
+        self.path, self.reason = path, reason
+
+
 def load(directory: str | os.PathLike) -> dict[str, Any]:
+    """The training state in `directory`/state.pt, read with weights_only (no code from the file runs).
+    SSLRayError when there is none; Unreadable when it cannot be loaded or holds no training state."""
     p = Path(directory) / STATE_FILE
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        state = torch.load(p, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise SSLRayError(f"no checkpoint at {p}") from None
     except Exception as e:  # unpickling refusal or corrupt file: one line that names the file
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
-        # torch's weights_only refusal is a paragraph: keep the line that says what was refused
-        first = next((ln for ln in lines if "GLOBAL" in ln or "WeightsUnpickler" in ln), lines[0])[:300]
-        raise SSLRayError(f"checkpoint {p} cannot be loaded safely: {type(e).__name__}: {first}") from None
+        # torch's weights_only refusal is a paragraph: keep the line that says what was refused; torch's
+        # "failed finding central directory. This is an internal miniz error. If you are seeing..." its first
+        # sentence
+        first = next((ln for ln in lines if "GLOBAL" in ln or "WeightsUnpickler" in ln), lines[0])
+        raise Unreadable(p, f"{type(e).__name__}: {first.split('. ')[0][:200]}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), (int, torch.Tensor)):
+        raise Unreadable(p, f"no training state in it (a {type(state).__name__}"
+                            f"{' without an epoch' if isinstance(state, dict) else ''})")
+    return state

@@ -4,29 +4,35 @@ result.json, which both paths write the same way."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..engine import checkpoint
 from ..engine.spec import RunSpec
-from ..errors import SSLRayError
+from ..engine.worker import Restored, newest_loadable
 
 LOCAL_CHECKPOINT = "checkpoint"  # <output>/checkpoint/state.pt: the in-process path's checkpoint
 RAY_RUN = "ray_train"  # <output>/ray_train/checkpoint_*: Ray Train's checkpoints
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    """The newest loadable checkpoint folder of a run directory (either path's), or None."""
+    """The newest checkpoint folder of a run directory (either path's) that loads, or None when it holds none.
+    Newest: by the time its state.pt was written. One that cannot be loaded (cut short while being written or
+    copied, truncated, replaced) is passed over for the one before, said in one line on stderr; checkpoints there
+    and none loads: SSLRayError naming every file (a --resume from scratch would discard the run's epochs)."""
     dirs = [out / LOCAL_CHECKPOINT] + list((out / RAY_RUN).glob("checkpoint_*"))
     found = sorted((d for d in dirs if (d / checkpoint.STATE_FILE).is_file()),
-                   key=lambda d: (d / checkpoint.STATE_FILE).stat().st_mtime, reverse=True)
-    for d in found:
-        try:
-            checkpoint.load(d)
-        except SSLRayError:  # cut short while being written or copied: take the one before
-            continue
-        return d
-    return None
+                   key=lambda d: ((d / checkpoint.STATE_FILE).stat().st_mtime, d.name), reverse=True)
+    return Path(_said(newest_loadable(found[:1], found[1:])[1])) if found else None
+
+
+def _said(r: Restored) -> str:
+    """The folder chosen; the line saying what was passed over, if anything, on stderr."""
+    if r.skipped:
+        print(r.line(), file=sys.stderr, flush=True)
+    assert r.folder is not None
+    return r.folder
 
 
 class RunFolder:
@@ -53,8 +59,12 @@ class RunFolder:
         return self.shown
 
     def latest(self) -> str | None:
-        """The newest checkpoint folder of Ray Train's run in a bucket (the local case: latest_checkpoint)."""
+        """The newest checkpoint folder of Ray Train's run in a bucket that loads (the local case:
+        latest_checkpoint, which says what this does with one that does not)."""
+        import contextlib
+
         import pyarrow.fs as pafs
+        from ray.train import Checkpoint
 
         assert self.fs is not None
         infos = self.fs.get_file_info(pafs.FileSelector(f"{self.path}/{RAY_RUN}", allow_not_found=True))
@@ -64,7 +74,18 @@ class RunFolder:
                 f = self.fs.get_file_info(f"{d.path}/{checkpoint.STATE_FILE}")
                 if f.type == pafs.FileType.File:
                     found.append((f.mtime, d.path))
-        return max(found)[1] if found else None
+        paths = [p for _, p in sorted(found, reverse=True)]
+        if not paths:
+            return None
+        with contextlib.ExitStack() as stack:
+            shown: dict[str, str] = {}  # a local copy -> the checkpoint's path in the bucket
+
+            def local(path: str) -> str:
+                d = str(stack.enter_context(Checkpoint(path, filesystem=self.fs).as_directory()))
+                shown[d] = path
+                return d
+
+            return _said(newest_loadable([local(paths[0])], (local(p) for p in paths[1:]))[1].named(shown))
 
     def load(self, ckpt: str) -> dict[str, Any]:
         """A checkpoint's state, copied from the bucket to a temporary folder on this node."""

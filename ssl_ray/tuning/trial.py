@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from ..engine.spec import RunSpec
-from ..engine.worker import run_worker
+from ..engine.worker import Restored, run_worker
 from . import schedulers
 from .options import SPEC_KEY, TuneOptions, hparams
 from .spaces import SearchSpace
@@ -35,20 +36,59 @@ def trial_fn(config: dict[str, Any]) -> None:
         return _trial_data_parallel(spec, meta)
     trial_dir = ray.tune.get_context().get_trial_dir()  # [1] this trial's directory
 
+    note: dict[str, Any] = {}  # Restored.record() of a fallback: kept in every result row of this attempt
+
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
         from ray.tune import Checkpoint
 
-        ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)  # [3]
+        ray.tune.report({**metrics, **note},
+                        checkpoint=Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)  # [3]
 
     # [2] resume after a crash (--max-failures), or continue an earlier attempt (ssl-ray tune --resume); the
     # trial's folder holds the record of a divergence, which a retry would repeat: it then fails at once
-    ckpts = [ray.tune.get_checkpoint()] + ([ray.tune.Checkpoint(meta["resume"]["checkpoint"])] if meta.get("resume")
-                                           else [])
+    resume = meta.get("resume") or {}
+    ckpts = [ray.tune.get_checkpoint()] + ([ray.tune.Checkpoint(resume["checkpoint"])] if resume else [])
     with contextlib.ExitStack() as stack:
-        folders = [trial_dir] + [stack.enter_context(c.as_directory()) for c in ckpts if c is not None]
+        shown: dict[str, str] = {}  # a local copy of a checkpoint in a bucket -> the checkpoint's own path
+
+        def local(c) -> str:
+            d = str(stack.enter_context(c.as_directory()))
+            shown[d] = str(c.path)
+            return d
+
+        def restored(r: Restored) -> None:
+            r = r.named(shown)
+            if r.skipped:
+                print(r.line(), file=sys.stderr, flush=True)
+                note.update(r.record())
+
+        folders = [trial_dir] + [local(c) for c in ckpts if c is not None]
+        older = (local(c) for c in kept_before(resume["checkpoint"])) if resume else ()
         run_worker(spec, "cuda" if meta["gpus"] > 0 else "cpu", report, folders, threads=meta["cpus"],
                    gpus=meta["gpus"], log_dir=os.path.join(trial_dir, "tensorboard"), progress=False,
-                   marker_dir=trial_dir)
+                   marker_dir=trial_dir, fallbacks=older, restored=restored)
+
+
+def kept_before(path: str) -> list[Any]:
+    """The checkpoints kept before the one at `path` in its trial's folder (local or in a bucket), newest first
+    (ray.tune.Checkpoint each): what a resumed trial falls back to when that one cannot be loaded. Tune keeps the
+    best-validation ones besides the latest (Kind.checkpoint_config); a folder numbered after `path` (written
+    after the last result the experiment recorded, or cut short) is left out: the history a resume keeps ends at
+    `path`'s epoch."""
+    import re
+
+    import pyarrow.fs as pafs
+    import ray.tune
+
+    c = ray.tune.Checkpoint(path)
+    parent, name = c.path.rstrip("/").rsplit("/", 1)
+    try:
+        infos = c.filesystem.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    except OSError:
+        return []
+    names = sorted((i.base_name for i in infos if i.type == pafs.FileType.Directory
+                    and re.fullmatch(r"checkpoint_\d+", i.base_name) and i.base_name < name), reverse=True)
+    return [ray.tune.Checkpoint(f"{parent}/{n}", filesystem=c.filesystem) for n in names]
 
 
 def _trial_data_parallel(spec: RunSpec, meta: dict[str, Any]) -> None:
