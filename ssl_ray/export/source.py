@@ -75,11 +75,19 @@ def kept_checkpoints(attempts: list[tuple[Path, int]], root: Path) -> dict[int, 
     from ..engine import checkpoint
     from ..tuning import experiment
 
+    rows = [[r for r in experiment.result_rows(None, str(d / "result.json")) if _num(r.get("epoch")) is not None]
+            for d, _ in attempts]
+    # where each attempt really continued from: its record's epoch, or earlier when its first row says so (a
+    # resume that fell back to an older checkpoint)
+    starts = []
+    for k, (_, start) in enumerate(attempts):
+        first = int(rows[k][0]["epoch"]) if k and rows[k] else None
+        starts.append(start if first is None else min(start, first - 1))
     out: dict[int, Path] = {}
     for k, (d, _) in enumerate(attempts):
-        until = attempts[k + 1][1] if k + 1 < len(attempts) else math.inf
-        names = {r["checkpoint_dir_name"]: int(r["epoch"]) for r in experiment.result_rows(None, str(d / "result.json"))
-                 if isinstance(r.get("checkpoint_dir_name"), str) and _num(r.get("epoch")) is not None}
+        until = starts[k + 1] if k + 1 < len(attempts) else math.inf
+        names = {r["checkpoint_dir_name"]: int(r["epoch"]) for r in rows[k]
+                 if isinstance(r.get("checkpoint_dir_name"), str)}
         for ck in checkpoints(_inside(d, root), root):
             epoch = names.get(ck.name)
             if epoch is None:
