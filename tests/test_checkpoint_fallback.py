@@ -114,7 +114,9 @@ def test_when_none_loads_the_run_fails_in_one_line_naming_every_file(ckpts, tmp_
         run_worker(_spec(4), "cpu", lambda m, d: seen.append(m), [c[3]], fallbacks=[c[2], c[1]], progress=False)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("no checkpoint to continue can be loaded: ")
-    assert all(str(f) in msg for f in bad) and "no training state in it (a dict without an epoch)" in msg
+    # the two cut short in one brace (same folder, same reason), the third with its own reason
+    assert f"{tmp_path}/{{e3,e2}}/state.pt (RuntimeError: PytorchStreamReader failed reading zip archive: " in msg
+    assert f"; {bad[2]} (no training state in it (a dict without an epoch)) (starting again" in msg, msg
     assert seen == []  # refused before any epoch: no silent fresh start
 
 
@@ -180,6 +182,10 @@ def test_resume_continues_from_the_kept_checkpoint_before_a_truncated_latest(tmp
     assert kept, sorted(old_dir.iterdir())  # Tune kept an older one (best validation error)
     fallback, j = old_dir / kept[0], epoch_of[kept[0]]
     assert j < k and checkpoint.load(fallback)["epoch"] == j
+    # a copy of the interrupted experiment whose every checkpoint is cut short: nothing to fall back to
+    shutil.copytree(exp, tmp_path / "runs" / "y")
+    copies = sorted((tmp_path / "runs" / "y").glob("trial_fn_*/checkpoint_*"))
+    assert copies and all(_truncate(d) for d in copies)
     bad = _truncate(latest)
 
     r = subprocess.run(cli + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
@@ -203,6 +209,19 @@ def test_resume_continues_from_the_kept_checkpoint_before_a_truncated_latest(tmp
     hist = pq.read_table(exp / "history.parquet").to_pylist()
     assert [int(h["epoch"]) for h in hist] == list(range(1, 9))  # every epoch once
     assert [h["restored_from_epoch"] for h in hist] == [None] * j + [j] * (8 - j)
+
+    # none loads: the trial fails, its error one line naming every file tried; no epoch is trained again
+    r = subprocess.run(cli[:-3] + ["--name", "y", "--quiet", "--resume"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "runs" / "y" / "summary.json").read_text())
+    assert s["num_errored"] == 1 and s["num_completed"] == 0, s
+    (why,) = s["errors"].values()
+    tried = [c.name for c in reversed(copies) if c.name <= latest.name]  # newest first, as tried
+    assert "\n" not in why and why.startswith("SSLRayError: no checkpoint to continue can be loaded: "), why
+    assert f"{copies[0].parent}/{{{','.join(tried)}}}/state.pt (RuntimeError: " in why, (why, tried)
+    assert not [d for d in (tmp_path / "runs" / "y").glob("trial_fn_*") if d.name != old_dir.name
+                and (d / "result.json").is_file() and (d / "result.json").read_text().strip()]
 
 
 # ---- ssl-ray train --resume: the run folder's checkpoints ---------------------------------------------------
@@ -242,3 +261,4 @@ def test_train_resume_falls_back_among_ray_trains_checkpoints(ckpts, tmp_path, c
     assert len(err) == 1 and err[0].startswith(f"checkpoint {bad} (RuntimeError: ")
     assert err[0].endswith(f"continuing from {out / RAY_RUN / 'checkpoint_000001'} (epoch 2)")
     assert latest_checkpoint(tmp_path / "empty") is None
+

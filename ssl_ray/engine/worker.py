@@ -62,8 +62,7 @@ class Restored:
         """The one line that says a checkpoint was passed over ('' when none was)."""
         if not self.skipped:
             return ""
-        files = ", ".join(f"{f} ({why})" for f, why in self.skipped)
-        return (f"checkpoint{'s' if len(self.skipped) > 1 else ''} {files} cannot be loaded; "
+        return (f"checkpoint{'s' if len(self.skipped) > 1 else ''} {listing(self.skipped)} cannot be loaded; "
                 f"continuing from {self.folder} (epoch {self.epoch})")
 
     def named(self, shown: dict[str, str]) -> "Restored":
@@ -85,6 +84,18 @@ class Restored:
             return {}
         return {"restored_from_epoch": self.epoch,
                 "skipped_checkpoints": "; ".join(f"{f} ({why})" for f, why in self.skipped)}
+
+
+def listing(skipped: Iterable[tuple[str, str]]) -> str:
+    """Files passed over, each with why, short enough for one line: the state.pt files of one folder that
+    failed for the same reason in one shell-style brace, `/run/trial/{checkpoint_000004,checkpoint_000001}/state.pt
+    (reason)`."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for f, why in skipped:
+        p = Path(f)
+        groups.setdefault((str(p.parent.parent), p.name, why), []).append(p.parent.name)
+    return "; ".join(f"{parent}/{names[0] if len(names) == 1 else '{' + ','.join(names) + '}'}/{file} ({why})"
+                     for (parent, file, why), names in groups.items())
 
 
 def newest_loadable(folders: Iterable[str | os.PathLike],
@@ -121,9 +132,8 @@ def newest_loadable(folders: Iterable[str | os.PathLike],
                 break
     if best is None:
         if skipped:
-            raise SSLRayError("no checkpoint to continue can be loaded: "
-                              + "; ".join(f"{f} ({why})" for f, why in skipped)
-                              + " (continuing from scratch would discard the run's epochs: remove them to start over)")
+            raise SSLRayError(f"no checkpoint to continue can be loaded: {listing(skipped)} (starting again from "
+                              f"scratch would discard the run's epochs: remove them to do that)")
         return None, Restored()
     return best[1], Restored(best[0], int(best[1]["epoch"]), tuple(skipped))
 
