@@ -127,6 +127,48 @@ def test_a_space_that_searches_nothing_is_refused_unless_it_asks_for_one_trial(t
                     "its 8 trials would be identical")
 
 
+# ---- --space /dev/zero and an alias bomb: refused fast and small -----------------------------------------------------
+def _bomb(path: Path) -> Path:
+    """Anchors nested 9 x 10 under `fixed:` (10^9 leaves expanded): it reached a MemoryError after 115 s once."""
+    lines = ["method: i2gan", "search: {tau: {uniform: [2.5, 3.0]}}", "fixed:", "  b0: &a0 [x,x,x,x,x,x,x,x,x,x]"]
+    lines += [f"  b{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+HWM = """import atexit, runpy, sys
+PATH = sys.argv[1]
+def peak():  # this process's own peak resident memory (kB), counted from its exec, not its parent's pages at fork
+    with open("/proc/self/status") as f, open(PATH, "w") as out:
+        out.write(next(ln.split()[1] for ln in f if ln.startswith("VmHWM:")))
+atexit.register(peak)
+sys.argv = ["ssl-ray", *sys.argv[2:]]
+runpy.run_module("ssl_ray.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("which, needle", [("/dev/zero", "search space /dev/zero is a device, not a regular file"),
+                                           ("bomb", "expands to more than 100,000 YAML nodes")])
+def test_a_hostile_space_file_is_refused_in_seconds_and_under_500_mb(tmp_path, which, needle):
+    """The space file is read and composed before torch is imported (its import alone is ~500 MB resident):
+    measured in a real subprocess under `ulimit -v 4 GiB`, its peak resident memory (VmHWM) read at its exit."""
+    space = which if which == "/dev/zero" else str(_bomb(tmp_path / "bomb.yaml"))
+
+    def cap():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2 ** 30, 4 * 2 ** 30))
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", HWM, str(tmp_path / "hwm"), "tune", "i2gan", "--space", space,
+                        "--dry-run"], capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    seconds = time.monotonic() - t0
+    err = p.stderr.strip()
+    assert p.returncode == 2 and err.splitlines() == [err], err[-3000:]
+    assert err.startswith("error: ") and needle in err, err
+    peak_kb = int((tmp_path / "hwm").read_text())
+    assert seconds < 5.0 and peak_kb < 500 * 1024, (seconds, peak_kb)  # ~1.5 s and ~190 MB here
+
+
 # ---- tensorboard --port ---------------------------------------------------------------------------------------
 def test_tensorboard_port_outside_0_65535_is_refused(tmp_path):
     for port in ("99999", "65536", "-1"):
@@ -220,7 +262,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path):
     assert time.monotonic() - t0 < 300
     lines = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    assert lines[-1].startswith("error: cannot write the checkpoint ") and "ulimit -f" in lines[-1], p.stderr[-3000:]
+    assert lines[-1].startswith("error: cannot write the checkpoint ") and lines[-1].endswith(
+        "File too large (the file size limit of this process, ulimit -f: 102,400 bytes)"), p.stderr[-3000:]
     assert [ln for ln in lines if ln.startswith("error:")] == [lines[-1]]
     assert not [f for f in out.rglob("*") if ".tmp" in f.name], sorted(out.rglob("*"))
 
@@ -233,11 +276,12 @@ def test_write_failure_names_the_disk_or_the_limit(tmp_path):
     from ssl_ray.data.files import write_failure
 
     msg = write_failure(tmp_path, OSError(errno.ENOSPC, "No space left on device"))
-    assert msg.startswith("no space left on the disk mounted at /") and "bytes free" in msg
+    assert msg.startswith("No space left on device (the disk mounted at /") and msg.endswith(" bytes free)"), msg
     code = ("import resource, sys; from ssl_ray.data.files import write_failure; "
             "print(write_failure(sys.argv[1], RuntimeError('[enforce fail at inline_container.cc:672] . unexpected "
             "pos 74432 vs 74320')))")
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
                        preexec_fn=_fsize_limit(10 * 2 ** 20))
-    assert p.stdout.strip() == "the file size limit of this process (ulimit -f: 10,485,760 bytes) was reached", p
+    assert p.stdout.strip() == "File too large (the file size limit of this process, ulimit -f: 10,485,760 bytes)", p
+    assert write_failure(tmp_path, OSError(errno.EFBIG, "File too large")).startswith("File too large (the file size")
     assert write_failure(tmp_path, OSError(errno.EACCES, "Permission denied")) == "Permission denied"

@@ -91,10 +91,7 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
          **params: Any) -> None:
     """Search METHOD's hyperparameters with Ray Tune + ASHA (validation error), then summarise."""
     from .. import config as C
-    from ..data import load_splits
     from ..tuning.options import check_name
-    from ..tuning.spaces import check_searched, load_space
-    from ..tuning.tune import apply_options
 
     data = {k: params.pop(k) for k in DATA_PARAMS}
     optuna_storage = params.pop("optuna_storage")
@@ -121,6 +118,11 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         _check_extras(space, opts, optuna_storage)
         _search(space, opts, as_json, optuna_storage)
         return
+    if space_file is not None:
+        _read_space_first(space_file)
+    from ..tuning.spaces import check_searched, load_space  # imports torch (through the methods)
+    from ..tuning.tune import apply_options
+
     space = load_space(space_file, method=method, sets=C.parse_set(sets))
     space.data = _data_spec(data["dataset"], data["data_root"], data["download"], data["labels"], data["val_size"],
                             data["data_opts"], base=space.data, val_per_label=data["val_per_label"])
@@ -139,6 +141,8 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
     apply_options(space, opts)
     check_searched(space)
     _check_extras(space, opts, optuna_storage)
+    from ..data import load_splits  # torch: imported after the space file was read (_read_space_first)
+
     load_splits(space.data, opts.seed)  # missing dataset, bad label count: error before any compute
     if dry_run:
         from ..tuning.plan import plan, plan_text
@@ -156,6 +160,25 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
     elif not opts.storage:
         _check_writable(os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune")
     _search(space, opts, as_json, optuna_storage)
+
+
+def _read_space_first(space_file: str) -> None:
+    """The space file read and composed before anything imports torch (load_space imports the methods): a
+    device such as /dev/zero, a FIFO, a file over 1 MiB or a YAML alias bomb is refused in a second or two and
+    about 200 MB, not after torch's 500 MB import. The same checks and words as load_space's; malformed YAML is
+    left to load_space, which names the line."""
+    from pathlib import Path
+
+    from ..data.files import load_yaml, read_yaml_text
+    from ..errors import ConfigError
+
+    text = read_yaml_text(space_file, "search space", ConfigError)
+    try:
+        load_yaml(text, str(Path(space_file)), ConfigError)
+    except SSLRayError:
+        raise
+    except Exception:  # a YAMLError, a constructor's ValueError...: load_space reports it with its line
+        pass
 
 
 def _check_extras(space, opts: TuneOptions, optuna_storage: str | None) -> None:

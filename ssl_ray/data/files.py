@@ -341,10 +341,10 @@ def write_output(path: str | os.PathLike, data: str | bytes | Callable[[str], An
 
 
 def write_failure(folder: str | os.PathLike, e: BaseException) -> str:
-    """Why a write into `folder` failed, in words: the disk (or quota) full, naming the disk's mount point and its
-    free bytes, or the file size limit (`ulimit -f`) reached; else the error's first line. torch.save reports a
-    full disk as `RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos ...`, so the disk is
-    asked instead of the error."""
+    """Why a write into `folder` failed, in words: a full disk (or quota) names the disk's mount point and its free
+    bytes, the file size limit (`ulimit -f`) its size; else the error's first line. torch.save reports a full disk
+    as `RuntimeError: [enforce fail at inline_container.cc:...] unexpected pos ...`, without an errno: then the
+    disk and the limit are asked instead."""
     import errno
     import resource
     import shutil
@@ -354,15 +354,21 @@ def write_failure(folder: str | os.PathLike, e: BaseException) -> str:
     while not mount.is_mount() and mount != mount.parent:
         mount = mount.parent
     try:
-        free = shutil.disk_usage(folder).free
+        free: int | None = shutil.disk_usage(folder).free
     except OSError:
         free = None
-    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 2 ** 20):
-        return (f"no space left on the disk mounted at {mount} ({free:,} bytes free)" if free is not None
-                else f"no space left on the disk mounted at {mount}")
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if code == errno.EFBIG or (not isinstance(e, OSError) and limit != resource.RLIM_INFINITY):
-        return f"the file size limit of this process (ulimit -f: {limit:,} bytes) was reached"
+    disk = f"the disk mounted at {mount}" + (f": {free:,} bytes free" if free is not None else "")
+    size = f"the file size limit of this process, ulimit -f: {limit:,} bytes"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"{e.strerror} ({disk})"  # type: ignore[attr-defined]
+    if code == errno.EFBIG:
+        return f"{e.strerror} ({size})"  # type: ignore[attr-defined]
+    if not isinstance(e, OSError):
+        if free is not None and free < 2 ** 20:
+            return f"No space left on device ({disk})"
+        if limit != resource.RLIM_INFINITY:
+            return f"File too large ({size})"
     return getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
