@@ -18,6 +18,18 @@ from ssl_ray.cli import main
 from ssl_ray.data import DataSpec, load_splits
 
 
+def _uses(function, name: str) -> bool:
+    import inspect
+
+    return name in inspect.getsource(function)
+
+
+def _waits_for(ready: bool, request: str):
+    """Expected to fail (strictly) until the change asked for in /work/helper_notes/REQUESTS.md lands in a file
+    H16 does not own; once it has, the test runs as any other and can fail."""
+    return pytest.mark.xfail(not ready, reason=f"waits for {request}", strict=True)
+
+
 def _one_line_error(r, needle):
     """exit 2, no traceback, and the error is a single line containing `needle`."""
     assert r.exit_code == 2, r.output
@@ -205,7 +217,14 @@ def _hashes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _resume_compares_every_part() -> bool:
+    from ssl_ray.tuning import experiment
+
+    return _uses(experiment._Saved.check_space, "space_contradiction")
+
+
 @pytest.mark.ray
+@_waits_for(_resume_compares_every_part(), "H14: experiment._Saved.check_space calling spaces.space_contradiction")
 @pytest.mark.parametrize("change, needle", [
     (("labels: 30", "labels: 40"), "(it has dataset labels 30, where the file has 40)"),
     (("name: asha", "name: fifo"), "(it has scheduler name 'asha', where the file has 'fifo')"),
@@ -249,6 +268,13 @@ def _fsize_limit(limit: int):
     return cap
 
 
+def _checkpoint_save_words_a_failed_write() -> bool:
+    from ssl_ray.engine import checkpoint
+
+    return _uses(checkpoint.save, "write_failure")
+
+
+@_waits_for(_checkpoint_save_words_a_failed_write(), "H13: engine.checkpoint.save catching the failed write")
 def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path):
     """A fresh `ssl-ray train` whose checkpoint does not fit (RLIMIT_FSIZE of 100 KiB, the real limit in a child
     process: the write fails inside torch.save exactly as on a full disk). It was a 20-line traceback ending
