@@ -13,7 +13,7 @@ from ray.tune.search import Searcher
 from . import records as R
 from .experiment import INTERRUPT, TRIAL_DIR, fs_of
 from .options import SPEC_KEY, hparams
-from .ray_internals import push_result_file, trial_storage
+from .ray_internals import RESULT_FILE, push_result_file, trial_storage
 
 
 class PlanSearcher(Searcher):
@@ -91,6 +91,19 @@ class InterruptStopper(Stopper):
         return INTERRUPT.is_set()
 
 
+def push_results(trial) -> None:
+    """ray_internals.push_result_file for a trial whose folder may not be in the storage yet. A trial whose worker
+    died before its first result has no folder there (no row file, no checkpoint, no experiment snapshot since
+    it started) while the driver has its empty result.json (Tune's JSON logger opens it when the trial starts):
+    copying into the missing folder raised FileNotFoundError out of this callback, and that ended the whole search
+    instead of retrying the trial (issue 30). The folder is made first; a trial with no result.json is skipped."""
+    if not os.path.isfile(os.path.join(trial.local_path, RESULT_FILE)):
+        return
+    fs, folder = trial_storage(trial)
+    fs.create_dir(folder, recursive=True)
+    push_result_file(trial)
+
+
 class TrialRecorder(Callback):
     """Keeps the record of every Tune trial up to date (plan index, folder, status, config): one small file per
     trial, <experiment>/ssl_ray_trials/<trial id>.json, rewritten only for that trial (records.py); the whole
@@ -114,7 +127,7 @@ class TrialRecorder(Callback):
         # A trial restarted after a pause (PBT pauses trials, and restarts the ones it clones into) gets its
         # result.json copied back from the storage by Tune's JSON logger, a copy that may miss the latest epochs:
         # send the complete local copy there first (this callback runs before the loggers: tune.run_tune).
-        push_result_file(trial)
+        push_results(trial)
         self._put(trial, "RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -128,15 +141,15 @@ class TrialRecorder(Callback):
             self._put(trial, rec.get("status", "RUNNING"))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        push_result_file(trial)  # every epoch in the storage before the record says the trial is finished
+        push_results(trial)  # every epoch in the storage before the record says the trial is finished
         if not INTERRUPT.is_set():  # trials stopped because of Ctrl-C have not finished
             self._put(trial, "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        push_result_file(trial)
+        push_results(trial)
         self._put(trial, "ERROR")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         # Tune will restart the trial and first copy result.json back from the storage, which may miss the
-        # latest epochs (ray_internals.push_result_file): send the complete local copy there now.
-        push_result_file(trial)
+        # latest epochs (push_results): send the complete local copy there now.
+        push_results(trial)

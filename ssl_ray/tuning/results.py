@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,28 @@ def _num(v: Any) -> float | None:
     return float(v)
 
 
+# Ray's error for a trial whose worker process ended under it (SIGKILL, the OOM killer, a segfault): ten lines
+# and a 500-character paragraph of possible causes; said in one line instead
+_WORKER_DIED = re.compile(r"worker process has died\. Worker exit type: (\w+)")
+_WORKER_PID = re.compile(r"^\s*pid: (\d+)\s*$", re.M)
+
+
+def _worker_died(text: str) -> str | None:
+    m = _WORKER_DIED.search(text)
+    if m is None:
+        return None
+    pid = _WORKER_PID.search(text)
+    return (f"the trial's worker process{f' (pid {pid.group(1)})' if pid else ''} died: killed, out of memory or "
+            f"crashed (Ray: ActorDiedError, exit type {m.group(1)})")
+
+
 def _reason(error: Any) -> str | None:
+    """One line saying why a trial failed, from its error.txt (the exception's last line, else Ray's)."""
     if error is None:
         return None
+    died = _worker_died(str(error))
+    if died is not None:
+        return died
     text = str(error).strip().splitlines()
     for line in reversed(text):
         line = line.strip()
