@@ -3,8 +3,8 @@
 A real `ssl-ray tune supervised` search on digits (a large fixed lr, so the validation error wobbles and the best
 validation epoch is not the last one: asserted, so the test cannot pass vacuously), then `ssl-ray export`: the
 exported model.pt, run on the test split, has exactly the test error report shows. Tune keeps each trial's
-checkpoints of lowest validation error plus the latest (schedulers/base.py Kind.checkpoint_config); Ray's tie
-rule among equal validation errors is pinned on Ray's own checkpoint manager. Where the reported epoch's
+checkpoints of lowest validation error plus the latest (schedulers/base.py Kind.checkpoint_config), scored with
+ties broken towards the earlier epoch as report counts (engine.loop.VAL_TIEBREAK): pinned on Ray's own manager. Where the reported epoch's
 checkpoint is gone, export ships another and says both figures; a train run says both too.
 """
 import json
@@ -88,40 +88,48 @@ def test_export_ships_the_epoch_and_test_error_report_shows(search):
 
 @pytest.mark.ray
 def test_tune_keeps_the_best_validation_checkpoint_and_the_latest(search):
-    """Every trial's folder holds the checkpoint of its lowest validation error (the latest of equals, Ray's tie
-    rule) and of its last epoch, and at most 2 + 1 checkpoints."""
+    """Every trial's folder holds the checkpoint of its lowest validation error (the first of equals, as report
+    counts) and of its last epoch, and at most 2 + 1 checkpoints."""
     _, _, s = search
     for d in sorted(Path(s["experiment"]).glob("trial_fn_*")):
         rows = _rows(d)
         kept = {int(c.name.split("_")[-1]) for c in d.glob("checkpoint_*")}
         names = {int(r["checkpoint_dir_name"].split("_")[-1]): r for r in rows if r.get("checkpoint_dir_name")}
         low = min(r["val_error"] for r in rows)
-        best_latest = max(i for i, r in names.items() if r["val_error"] == low)
-        assert best_latest in kept and max(names) in kept and len(kept) <= 3, (d.name, sorted(kept))
+        first_best = min(i for i, r in names.items() if r["val_error"] == low)
+        assert first_best in kept and max(names) in kept and len(kept) <= 3, (d.name, sorted(kept))
+        assert all(r["val_error_tiebreak"] == pytest.approx(r["val_error"] + r["epoch"] * 1e-6, abs=1e-9)
+                   for r in rows)
 
 
-def test_rays_checkpoint_manager_keeps_the_latest_of_equal_validation_errors(tmp_path):
-    """The tie rule the export relies on, on Ray's own checkpoint manager with our CheckpointConfig: of equal
-    validation errors the later epoch ranks higher; the latest checkpoint is never deleted."""
+def test_rays_checkpoint_manager_keeps_the_first_of_equal_validation_errors(tmp_path):
+    """On Ray's own checkpoint manager with our CheckpointConfig and the loop's tie-broken score: of equal
+    validation errors the earlier epoch is kept (Ray alone would rank the later one higher: shown too); the
+    latest checkpoint is never deleted."""
+    from ray import tune
     from ray.train import Checkpoint
     from ray.train._internal.checkpoint_manager import _CheckpointManager
     from ray.train._internal.session import _TrainingResult
 
+    from ssl_ray.engine.loop import VAL_TIEBREAK
     from ssl_ray.tuning import schedulers
 
     for name in ("asha", "sha", "fifo"):
         cfg = schedulers.get(name).checkpoint_config()
-        assert (cfg.num_to_keep, cfg.checkpoint_score_attribute, cfg.checkpoint_score_order) == (2, "val_error", "min")
+        assert (cfg.num_to_keep, cfg.checkpoint_score_attribute, cfg.checkpoint_score_order) == (2, VAL_TIEBREAK,
+                                                                                                 "min")
     assert schedulers.get("pbt").checkpoint_config().num_to_keep is None  # PBT keeps all (it may clone any)
-    manager = _CheckpointManager(schedulers.get("asha").checkpoint_config())
     vals = [5.0, 3.0, 3.0, 3.0, 4.0, 6.0]
-    for epoch, v in enumerate(vals, 1):
-        d = tmp_path / f"checkpoint_{epoch:06d}"
-        d.mkdir()
-        manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(d)),
-                                                    {"val_error": v, "epoch": epoch}))
-    kept = sorted(int(p.name.split("_")[-1]) for p in tmp_path.iterdir())
-    assert kept == [3, 4, 6]  # the two latest of the lowest (3.0 at epochs 3, 4) and the latest (6)
+    for cfg, want in ((schedulers.get("asha").checkpoint_config(), [2, 3, 6]),
+                      (tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_error",
+                                             checkpoint_score_order="min"), [3, 4, 6])):
+        manager, d = _CheckpointManager(cfg), tmp_path / cfg.checkpoint_score_attribute
+        for epoch, v in enumerate(vals, 1):
+            (d / f"checkpoint_{epoch:06d}").mkdir(parents=True)
+            manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(d / f"checkpoint_{epoch:06d}")),
+                                                        {"val_error": v, VAL_TIEBREAK: v + epoch * 1e-6, "epoch": epoch}))
+        # ours: the two first of the lowest (3.0 at epochs 2, 3) and the latest (6); Ray's own order: 3, 4
+        assert sorted(int(p.name.split("_")[-1]) for p in d.iterdir()) == want, cfg
 
 
 @pytest.mark.ray
@@ -139,7 +147,7 @@ def test_export_without_the_reported_checkpoint_says_both_figures(search, tmp_pa
     e = _last_json(_cli("export", str(copy), "--output", str(tmp_path / "model"), "--json", env=env))
     src = e["source"]
     left = {r["epoch"]: r for r in rows if r.get("checkpoint_dir_name") and (trial_dir / r["checkpoint_dir_name"]).is_dir()}
-    want = min(left, key=lambda k: (left[k]["val_error"], -k))
+    want = min(left, key=lambda k: (left[k]["val_error"], k))
     assert src["epoch"] == want != best["epochs"]
     assert src["test_error"] == left[want]["test_error"]
     note = src["note"]

@@ -7,6 +7,7 @@ TensorBoard scalars, an atomic checkpoint, and one report. The caller decides wh
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -24,6 +25,13 @@ from ..errors import DivergenceError
 from ..methods.common import predict_labels
 from ..nn import distributed
 from ..nn.metrics import clustering_error, error_rate, nmi
+
+VAL_TIEBREAK = "val_error_tiebreak"
+"""Reported each epoch: val_error + epoch * 1e-6, the validation error with ties broken towards the EARLIER
+epoch, as best_val_error and report's epoch of best validation (strict improvement: the first of equals). Tune
+keeps the checkpoints of lowest value (tuning/schedulers/base.py), so the one report names is kept. Exact while
+epoch * 1e-6 stays below the error's granularity: val_error is in %, steps of 100 / n_val >= 0.01 for up to
+10,000 validation examples, so up to 9,999 epochs."""
 from . import checkpoint
 from .spec import RunSpec, plain  # RunSpec: also imported from here
 
@@ -217,6 +225,7 @@ class Trainer:
         metrics.update(self.method.eval_metrics(self.x_val, self.y_val))
         metrics["best_val_error"] = self.best_val
         metrics["test_error_at_best_val"] = self.test_at_best
+        metrics[VAL_TIEBREAK] = val_error + self.epoch * 1e-6  # what Tune scores checkpoints on (see VAL_TIEBREAK)
         samples = self.steps * self.cfg.batch_size * self.world
         metrics["samples_per_second"] = samples / max(train_seconds, 1e-9)
         metrics["epoch_seconds"] = time.perf_counter() - t0
@@ -275,9 +284,18 @@ class Trainer:
                         import shutil
 
                         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        except OSError as e:  # TensorBoard's writer on a full disk (checkpoint.save words its own failure)
+            if e.errno not in DISK_FULL:
+                raise
+            raise _disk_full(e, self.tb) from None
         finally:
             if self.tb is not None:
-                self.tb.close()
+                try:
+                    self.tb.close()
+                except OSError as e:  # its background thread's failed write surfaces again here
+                    if e.errno not in DISK_FULL:
+                        raise
+                    raise _disk_full(e, self.tb) from None
         return last
 
     def _rank0_decides(self, flag: bool) -> bool:
@@ -336,3 +354,17 @@ def _steps(n: int, show: bool, label: str):
 
 def _loss_name(k: str) -> str:
     return k if k.startswith("loss_") else f"loss_{k}"
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""The errnos of a write that found no room: a full disk, a full quota, the file size limit (ulimit -f)."""
+
+
+def _disk_full(e: OSError, tb: Any) -> Exception:
+    """A write that found no room (DISK_FULL) as one line naming the folder and the disk (data.files.write_failure):
+    the TensorBoard writer's background thread reports it as an OSError from its next scalars() or close()."""
+    from ..data.files import write_failure
+    from ..errors import SSLRayError
+
+    folder = os.path.dirname(e.filename) if e.filename else str(getattr(tb, "dir", None) or os.getcwd())
+    return SSLRayError(f"cannot write the run's files in {folder}: {write_failure(folder, e)}")

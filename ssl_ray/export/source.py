@@ -5,8 +5,8 @@ A tune experiment: the trial's epoch `report` names (results.parquet's epoch_of_
 best_val_error and test_error_at_best_val; summary.json's best when there is no table). Tune keeps, per trial,
 the checkpoints of lowest validation error and the latest one (schedulers/base.py Kind.checkpoint_config), so
 that epoch's checkpoint is there, in any attempt folder of the trial (a resumed trial continues in a new Tune
-trial folder). Where it is not (PBT checkpoints only at its decision epochs; an experiment from before; a tie
-Ray broke the other way), the kept checkpoint of lowest validation error (the latest of equals) is shipped and
+trial folder). Where it is not (PBT checkpoints only at its decision epochs; an experiment from before the
+tie-broken score), the kept checkpoint of lowest validation error (the first of equals) is shipped and
 `note` says both epochs with their validation and test errors.
 
 A train run keeps only its last checkpoint: that is shipped, with the last epoch's errors from result.json;
@@ -140,14 +140,14 @@ def reported(exp: Path, tid: str, summary: dict[str, Any]) -> dict[str, Any] | N
 
 def pick(kept: dict[int, Path], history: list[dict[str, Any]], rep: dict[str, Any] | None) -> tuple[int, Path]:
     """(epoch, checkpoint) to ship: the reported epoch's when kept; else the kept one of lowest validation
-    error, the latest of equals (the last kept one when the history has no validation errors)."""
+    error, the first of equals as report counts (the last kept one when the history has no validation errors)."""
     if rep is not None and rep.get("epoch") in kept:
         return rep["epoch"], kept[rep["epoch"]]
     val = {int(h["epoch"]): h["val_error"] for h in history
            if _num(h.get("epoch")) is not None and _num(h.get("val_error")) is not None
            and math.isfinite(h["val_error"])}
     scored = [e for e in kept if e in val]
-    epoch = min(scored, key=lambda e: (val[e], -e)) if scored else max(kept)
+    epoch = min(scored, key=lambda e: (val[e], e)) if scored else max(kept)
     return epoch, kept[epoch]
 
 

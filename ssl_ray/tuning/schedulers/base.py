@@ -33,14 +33,17 @@ class Kind:
     def checkpoint_config(self) -> Any:
         """The trial checkpoints Tune keeps (RunConfig's checkpoint_config): the `keep_checkpoints` of lowest
         validation error and, always, the latest (Ray's checkpoint manager never deletes the latest: a restarted
-        or resumed trial continues from it). Among equal validation errors Ray ranks the later epoch higher, so
-        the checkpoint kept for sure is the latest epoch of the lowest validation error: the epoch `report`
-        calls the trial's best, which `export` ships."""
+        or resumed trial continues from it). Scored on engine.loop.VAL_TIEBREAK (val_error, ties broken towards
+        the earlier epoch; Ray itself ranks the later of equal scores higher), so the checkpoint kept for sure is
+        the first epoch of the lowest validation error: the epoch `report` calls the trial's best, which `export`
+        ships."""
         from ray import tune
+
+        from ...engine.loop import VAL_TIEBREAK
 
         if self.keep_checkpoints is None:
             return tune.CheckpointConfig(num_to_keep=None)
-        return tune.CheckpointConfig(num_to_keep=self.keep_checkpoints, checkpoint_score_attribute=METRIC,
+        return tune.CheckpointConfig(num_to_keep=self.keep_checkpoints, checkpoint_score_attribute=VAL_TIEBREAK,
                                      checkpoint_score_order=MODE)
     limits_concurrency: bool = True
     """Whether Tune's max_concurrent_trials may cap the trials running at once."""
