@@ -8,6 +8,8 @@ the RAM) and a timeout, and counted:
 - hang: the timeout reached (the process group is killed);
 - silent accept: exit 0 where the input cannot mean what it says (a refusal is expected);
 - not one line: exit 2, but the refusal is not one `error:` line (click's own usage errors count as one);
+- wrong refusal: one line, but not the reason expected (a `--resume --space` that was accepted and then failed to
+  start Ray under the cap is a silent accept, not a refusal);
 - false refusal: a documented accept (e.g. an existing --output file replaced) refused;
 - code executed: a payload (a pickle, a YAML tag) meant to create a marker file, and the file exists;
 - left behind: a case's own check after it ran (no temporary file after a failed write, the experiment's files
@@ -64,6 +66,7 @@ class Case:
     marker: Path | None = None  # a payload's marker: must not exist afterwards
     check: Callable[[], str | None] | None = None  # afterwards: None, or what is wrong
     fsize: int | None = None  # RLIMIT_FSIZE of the child (a full disk)
+    needle: str | None = None  # a refusal must say this (else it was refused for another reason: "wrong refusal")
     ray: bool = False  # an accept that starts Ray: no virtual-memory cap (its object store maps a share of RAM)
     timeout: float | None = None
     result: dict = field(default_factory=dict)
@@ -150,6 +153,8 @@ def classify(c: Case, r: dict) -> list[str]:
         lines = [ln for ln in r["err"].splitlines() if ln.strip() and not ln.startswith(("Usage:", "Try '"))]
         if len(lines) != 1 or not lines[0].startswith(("error: ", "Error: ")):
             problems.append("not one line")
+        elif c.needle is not None and c.needle not in lines[0]:
+            problems.append("wrong refusal")
     elif c.expect == "accept" and r["rc"] != 0:
         problems.append("false refusal")
     if c.marker is not None and c.marker.exists():
@@ -337,15 +342,17 @@ def resume_cases(w: Path, f: dict) -> list[Case]:
     def unchanged() -> str | None:
         return None if _hashes(f["exp"]) == before else "the experiment's files changed"
     base = ["tune", "supervised", "--storage", str(f["storage"]), "--name", "exp", "--resume"]
-    cases = [Case("resume", "--labels 50", [*base, "--labels", "50"], check=unchanged),
-             Case("resume", "--space with another labels", [*base, "--space", str(d / "labels.yaml")], check=unchanged),
+    cases = [Case("resume", "--labels 50", [*base, "--labels", "50"], check=unchanged, needle="contradicts"),
+             Case("resume", "--space with another labels", [*base, "--space", str(d / "labels.yaml")], check=unchanged,
+                  needle="contradicts"),
              Case("resume", "--space with another scheduler", [*base, "--space", str(d / "fifo.yaml")],
-                  check=unchanged),
-             Case("resume", "--scheduler fifo", [*base, "--scheduler", "fifo"], check=unchanged),
-             Case("resume", "--set lr=0.1", [*base, "--set", "lr=0.1"], check=unchanged),
-             Case("resume", "another method", ["tune", "vat", *base[2:]], check=unchanged),
+                  check=unchanged, needle="contradicts"),
+             Case("resume", "--scheduler fifo", [*base, "--scheduler", "fifo"], check=unchanged, needle="contradicts"),
+             Case("resume", "--set lr=0.1", [*base, "--set", "lr=0.1"], check=unchanged, needle="contradicts"),
+             Case("resume", "another method", ["tune", "vat", *base[2:]], check=unchanged,
+                  needle="is a supervised search, not vat"),
              Case("resume", "nothing started there", ["tune", "supervised", "--storage", str(d), "--name", "none",
-                                                      "--resume"])]
+                                                      "--resume"], needle="nothing to resume")]
     marker = d / "PICKLE_RAN"
     copy = d / "runs"
     shutil.copytree(f["storage"], copy)
@@ -434,7 +441,7 @@ def disk_cases(w: Path, f: dict) -> list[Case]:
         out = w / "disk" / str(limit)
         cases.append(Case("full disk", f"a fresh train {what}", ["train", "supervised", "--epochs", "2", "--set",
                                                                  "steps_per_epoch=2", "--output", str(out)],
-                          check=no_temp(out), fsize=limit))
+                          check=no_temp(out), fsize=limit, needle="cannot write"))
     return cases
 
 
@@ -478,7 +485,8 @@ def main() -> None:
               flush=True)
     summary = {"cases": len(cases), "ok": sum(not c.result["problems"] for c in cases),
                "counts": {k: counts.get(k, 0) for k in ("traceback", "hang", "silent accept", "not one line",
-                                                        "false refusal", "code executed", "left behind")},
+                                                        "wrong refusal", "false refusal", "code executed",
+                                                        "left behind")},
                "families": sorted({c.family for c in cases}), "seconds": round(time.time() - t0),
                "memory_caps": {c.name: c.result for c in cases if c.name in ("--space /dev/zero",
                                                                              "alias bomb (9 x 10 under fixed:)")},

@@ -300,6 +300,23 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path):
     assert not [f for f in out.rglob("*") if ".tmp" in f.name], sorted(out.rglob("*"))
 
 
+def test_a_disk_full_from_the_start_is_one_line_and_leaves_no_temp_folder(tmp_path):
+    """RLIMIT_FSIZE of 1 KiB: the dataset cache (optional) cannot be written, then TensorBoard's writer thread
+    fails (EFBIG) before any checkpoint. It was a traceback from the writer thread, and the cache's half-written
+    `.tmpNNNN` folder was left behind; now the cache is skipped and removed, and the run ends in one line."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    p = subprocess.run([sys.executable, "-m", "ssl_ray.cli", "train", "supervised", "--epochs", "2", "--set",
+                        "steps_per_epoch=2", "--output", str(out)], capture_output=True, text=True, timeout=300,
+                       preexec_fn=_fsize_limit(1024),
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "SSL_RAY_CACHE": str(cache)})
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert lines == [f"error: cannot write the run's files in {out}/tensorboard: File too large (the file size "
+                     f"limit of this process, ulimit -f: 1,024 bytes)"], p.stderr[-3000:]
+    assert not list(cache.glob("*")), list(cache.glob("*"))  # no half-written cache
+    assert not [f for f in out.rglob("*") if ".tmp" in f.name]
+
+
 def test_write_failure_names_the_disk_or_the_limit(tmp_path):
     """data.files.write_failure, the words the checkpoint and --output writes use: ENOSPC names the disk's mount
     point; torch's RuntimeError under a file size limit names the limit."""

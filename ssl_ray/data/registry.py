@@ -133,17 +133,21 @@ _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def _write_cache(cdir: Path, raw: RawData) -> None:
+    import shutil
+
     tmp = cdir.with_name(cdir.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for a in _ARRAYS:
-        np.save(tmp / f"{a}.npy", np.ascontiguousarray(getattr(raw, a)))
-    info = asdict(raw.info)
-    (tmp / "done.json").write_text(json.dumps({"info": info, "meta": raw.meta}, default=str))
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for a in _ARRAYS:
+            np.save(tmp / f"{a}.npy", np.ascontiguousarray(getattr(raw, a)))
+        info = asdict(raw.info)
+        (tmp / "done.json").write_text(json.dumps({"info": info, "meta": raw.meta}, default=str))
+    except OSError:  # a full disk: no half-written cache left to fill it further
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, cdir)  # atomic: concurrent trials either see the whole cache or none
     except OSError:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
 
 

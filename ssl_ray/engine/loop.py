@@ -7,10 +7,12 @@ TensorBoard scalars, an atomic checkpoint, and one report. The caller decides wh
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable
 
@@ -249,6 +251,7 @@ class Trainer:
         last: dict[str, Any] = {}
         total = self.spec.epochs
         last_ckpt = time.monotonic()
+        hook = _quiet_full_disk_in_threads()
         try:
             while self.epoch < total:
                 metrics = self.run_epoch()
@@ -283,9 +286,20 @@ class Trainer:
                         import shutil
 
                         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        except OSError as e:  # TensorBoard's writer on a full disk (checkpoint.save words its own failure)
+            if e.errno not in DISK_FULL:
+                raise
+            raise _disk_full(e, self.tb) from None
         finally:
-            if self.tb is not None:
-                self.tb.close()
+            try:
+                if self.tb is not None:
+                    self.tb.close()
+            except OSError as e:  # its background thread's failed write surfaces again here
+                if e.errno not in DISK_FULL:
+                    raise
+                raise _disk_full(e, self.tb) from None
+            finally:
+                threading.excepthook = hook
         return last
 
     def _rank0_decides(self, flag: bool) -> bool:
@@ -344,3 +358,30 @@ def _steps(n: int, show: bool, label: str):
 
 def _loss_name(k: str) -> str:
     return k if k.startswith("loss_") else f"loss_{k}"
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""The errnos of a write that found no room: a full disk, a full quota, the file size limit (ulimit -f)."""
+
+
+def _disk_full(e: OSError, tb: Any) -> Exception:
+    """A write that found no room (DISK_FULL) as one line naming the folder and the disk (data.files.write_failure):
+    the TensorBoard writer's background thread reports it as an OSError from its next scalars() or close()."""
+    from ..data.files import write_failure
+    from ..errors import SSLRayError
+
+    folder = os.path.dirname(e.filename) if e.filename else str(getattr(tb, "dir", None) or os.getcwd())
+    return SSLRayError(f"cannot write the run's files in {folder}: {write_failure(folder, e)}")
+
+
+def _quiet_full_disk_in_threads() -> Callable[[Any], Any]:
+    """While fit runs: a thread that dies of a DISK_FULL OSError (TensorBoard's writer thread) is not printed as a
+    traceback, as fit reports it in one line when the writer raises it again in this thread; anything else is
+    printed as before. Returns the previous threading.excepthook, which fit puts back."""
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL):
+            previous(args)
+    threading.excepthook = hook
+    return previous
