@@ -100,7 +100,8 @@ def tensorboard(experiments, port, host, print_only):
     except BaseException:
         shutil.rmtree(logdir, ignore_errors=True)
         raise
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--host", host]
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port), "--host", host,
+           "--load_fast=false"]  # the Python loader: tb.py's HParams declaration is the one TensorBoard uses
     if print_only:  # the folder stays: the printed command reads it
         for run in sorted(p.relative_to(logdir).parent for p in Path(logdir).rglob("events.out.tfevents.*")):
             click.echo(f"run: {run}")
@@ -145,6 +146,7 @@ def export_cmd(experiment, output, trial, no_torchscript, as_json):
     err = ", ".join(f"{k} {src[k]:.2f}%" for k in ("val_error", "test_error") if isinstance(src.get(k), (int, float)))
     human = (f"exported {r['method']} ({src['kind']}{' trial ' + src['trial_id'] if src['trial_id'] else ''}, "
              f"epoch {src['epoch']}{': ' + err if err else ''})\n" + "\n".join(f"  {f}" for f in r["files"]) +
+             (f"\nnote: {src['note']}" if src.get("note") else "") +
              (f"\n  TorchScript {r['torchscript']}" if r["torchscript"] and "not" in r["torchscript"] else "") +
              f"\ninputs: {tuple(r['input']['shape'])} {r['input']['raw_dtype']}, {r['input']['to_float']}"
              f"\nuse: ssl-ray predict {r['output']} FILES...")

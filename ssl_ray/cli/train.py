@@ -55,7 +55,7 @@ def train(method, dataset, data_root, download, labels, val_size, val_per_label,
     """Train METHOD once and print its validation and test error.
 
     One local worker trains in this process; --workers N > 1, --address or --max-failures run through
-    Ray Train. Ctrl-C records the run as interrupted (exit 130); --resume continues it."""
+    Ray Train. Ctrl-C (exit 130) or SIGTERM (exit 143) records the run as interrupted; --resume continues it."""
     from .. import config as C
     from ..engine.spec import RunSpec
     from ..errors import DivergenceError
