@@ -49,6 +49,34 @@ def _hashes(root: Path) -> dict[str, str]:
             if p.is_file() and not p.name.startswith(TUNE_SNAPSHOTS)}
 
 
+def _end_trial_workers(marker: Path) -> None:
+    """The paused trial's Ray worker is in a process group of its own (Ray's), and outlives the driver for a
+    while: ended here, by the PID it wrote itself (never a name lookup), before the pause is lifted; otherwise
+    it would train one more epoch of the dead search."""
+    pids = Path(str(marker) + ".pids")
+    for pid in {int(p) for p in pids.read_text().split()} if pids.exists() else ():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists() or (lock._proc_start(pid) or ("Z",))[0] == "Z":
+                break
+            time.sleep(0.1)
+
+
+def _quiet(exp: Path, seconds: float = 120) -> dict[str, str]:
+    """The experiment's files once they stay the same for 5 s (a paused search has written what it writes)."""
+    deadline, last = time.time() + seconds, _hashes(exp)
+    while time.time() < deadline:
+        time.sleep(5)
+        now = _hashes(exp)
+        if now == last:
+            return now
+        last = now
+    pytest.fail("the paused search kept writing files")
+
+
 def _one_line(r: subprocess.CompletedProcess, *needles: str) -> None:
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
@@ -75,22 +103,25 @@ def test_resume_is_refused_while_the_search_runs_and_allowed_after_it_is_killed(
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(2)
         owner = json.loads((exp / "ssl_ray.lock").read_text())
         assert owner["pid"] == proc.pid and owner["host"] == socket.gethostname()
-        before, folders = _hashes(exp), sorted(p.name for p in exp.iterdir() if p.is_dir())
+        before = _quiet(exp)  # the paused search's own writes done (Tune copies a trial's files in a while later)
+        folders = sorted(p.name for p in exp.iterdir() if p.is_dir())
 
         who = f"is being run by PID {proc.pid} on {socket.gethostname()} since {owner['started']}"
         refused = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=300)
         _one_line(refused, who, "wait for it or end it")
         again = subprocess.run(fresh, env=env, capture_output=True, text=True, timeout=300)
         _one_line(again, who)
-        assert _hashes(exp) == before  # nothing written by the refused commands, the lock still the owner's
+        after = _hashes(exp)  # nothing written by the refused commands, the lock still the owner's
+        assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+                                 if before.get(k) != after.get(k)}
         assert sorted(p.name for p in exp.iterdir() if p.is_dir()) == folders
         assert proc.poll() is None and _epochs(marker) == [1]
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver (and the Ray instance it started) ends without a word
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver ends without a word
         proc.communicate(timeout=120)
+        _end_trial_workers(marker)
     assert json.loads((exp / "ssl_ray.lock").read_text())["pid"] == proc.pid  # left behind: stale
 
     Path(str(marker) + ".go").touch()
@@ -105,8 +136,12 @@ def test_resume_is_refused_while_the_search_runs_and_allowed_after_it_is_killed(
         assert sorted(h["epoch"] for h in hist if h["trial_id"] == row["trial_id"]) == [1, 2, 3]
     # trial 0 continued from its epoch-1 checkpoint, trial 1 ran once: each epoch of each trial trained once
     assert Counter(_epochs(marker)) == {1: 2, 2: 2, 3: 2}, _epochs(marker)
+    # one Tune trial per plan entry, plus trial 0's continuation; the killed attempt's record stays as the killed
+    # driver left it (RUNNING: results.parquet reads the attempts together), no entry was trained twice
     records = json.loads((exp / "ssl_ray_trials.json").read_text())
-    assert "RUNNING" not in {r["status"] for r in records.values()}, records
+    seen = sorted((r["index"], r["status"], (r.get("resume") or {}).get("from_epoch")) for r in records.values())
+    assert seen == [(0, "RUNNING", None), (0, "TERMINATED", 1), (1, "TERMINATED", None)], records
+    assert len(list(exp.glob("trial_fn_*"))) == 3
     assert not (exp / "ssl_ray.lock").exists()
 
 
