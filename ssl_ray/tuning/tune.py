@@ -283,10 +283,10 @@ def _tuner(run: _Search, kind: schedulers.Kind, scheduler, search_alg, concurren
 def _fit(tuner, recorder) -> bool:
     """Run the search with our Ctrl-C and SIGTERM handler (lock.stop_on_signals; Tune's own would stop the trials
     as if they had finished); True when it was interrupted."""
-    from .ray_internals import SIGINT_HANDLER_ENV
+    from .ray_internals import SIGINT_HANDLER_ENV, rare_experiment_snapshots
 
     os.environ[SIGINT_HANDLER_ENV] = "1"
-    with lock.stop_on_signals(INTERRUPT):
+    with lock.stop_on_signals(INTERRUPT), rare_experiment_snapshots():  # Tune's own snapshots rare (item 10)
         try:
             tuner.fit()
         finally:
@@ -376,6 +376,7 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from .progress import confirm_progress as heartbeat  # compare --quiet's line through the retraining
     best = summary["best"]["config"]
     seeds = list(range(o.seed + 1, o.seed + 1 + o.confirm_seeds))
     fixed = {**space.fixed, **best}
@@ -386,14 +387,13 @@ def confirm(summary: dict[str, Any], space: SearchSpace, o: TuneOptions, storage
                        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE,
                                                    max_concurrent_trials=_concurrency(o, _cluster(o), len(metas))),
                        run_config=tune.RunConfig(name=name + "-confirm", storage_path=storage, verbose=0,
-                                                 # Tune's ResultGrid reads the trials' result.json files
-                                                 callbacks=[JsonLoggerCallback()],
+                                                 # JSON logger: Tune's ResultGrid reads the result.json files
+                                                 callbacks=[JsonLoggerCallback(), heartbeat(len(metas), space, o)],
                                                  failure_config=tune.FailureConfig(max_failures=o.max_failures)))
     grid = tuner.fit()
     found = [r.metrics.get("test_error_at_best_val") for r in (grid[i] for i in range(len(grid))) if r.metrics]
     errs: list[float] = [e for e in found if e is not None and math.isfinite(e)]
     import statistics
-
     return {"seeds": seeds, "test_errors": errs,
             "test_error_mean": statistics.fmean(errs) if errs else None,
             "test_error_std": statistics.stdev(errs) if len(errs) > 1 else 0.0 if errs else None,
