@@ -30,13 +30,7 @@ def _waits_for(ready: bool, request: str):
     return pytest.mark.xfail(not ready, reason=f"waits for {request}", strict=True)
 
 
-def _one_line_error(r, needle):
-    """exit 2, no traceback, and the error is a single line containing `needle`."""
-    assert r.exit_code == 2, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
-    assert needle in lines[0], r.output
+from test_hostile_input import _one_line_error  # noqa: E402  (the same check as the hostile-input tests)
 
 
 # ---- --val-size / --val-per-label: used as given, or refused naming the largest allowed --------------------------
