@@ -77,6 +77,21 @@ def _quiet(exp: Path, seconds: float = 120) -> dict[str, str]:
     pytest.fail("the paused search kept writing files")
 
 
+# what the paused owner's own Tune driver may still add to its trial folder (its loggers flush late on a loaded
+# machine: CI saw them arrive after 5 quiet seconds); a refused command writes none of these
+OWNER_LATE = ("params.json", "params.pkl", "progress.csv", "result.json")
+
+
+def _changed_by_others(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple]:
+    """Files changed between the two snapshots, less the ones the paused owner adds late to an existing trial."""
+    trials = {k.split("/")[0] for k in before if k.startswith("trial_fn_")}
+    def owners(k: str) -> bool:
+        top, _, rest = k.partition("/")
+        return k not in before and top in trials and (rest in OWNER_LATE or rest.startswith("tensorboard/events."))
+    return {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+            if before.get(k) != after.get(k) and not owners(k)}
+
+
 def _one_line(r: subprocess.CompletedProcess, *needles: str) -> None:
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr[-3000:]
@@ -114,8 +129,7 @@ def test_resume_is_refused_while_the_search_runs_and_allowed_after_it_is_killed(
         again = subprocess.run(fresh, env=env, capture_output=True, text=True, timeout=300)
         _one_line(again, who)
         after = _hashes(exp)  # nothing written by the refused commands, the lock still the owner's
-        assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
-                                 if before.get(k) != after.get(k)}
+        assert _changed_by_others(before, after) == {}
         assert sorted(p.name for p in exp.iterdir() if p.is_dir()) == folders
         assert proc.poll() is None and _epochs(marker) == [1]
     finally:

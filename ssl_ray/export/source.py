@@ -165,10 +165,10 @@ def tune_note(epoch: int, at: dict[str, Any], rep: dict[str, Any] | None, kept: 
 def train_figures(res: dict[str, Any], epoch: int) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """(errors at the shipped epoch, the run's best-validation figures, note) of a train run's result.json:
     the last epoch's errors are result.json's val_error/test_error (when its last epoch is the checkpoint's)."""
-    metrics = res.get("metrics") if isinstance(res.get("metrics"), dict) else {}
-    last = metrics.get("epoch", res.get("epochs"))
+    metrics = res.get("metrics")
+    last = _num((metrics if isinstance(metrics, dict) else {}).get("epoch", res.get("epochs")))
     at = ({"val_error": _num(res.get("val_error")), "test_error": _num(res.get("test_error"))}
-          if _num(last) is not None and int(last) == epoch else {})
+          if last is not None and int(last) == epoch else {})
     best = {"epoch": None, "val_error": _num(res.get("best_val_error")),
             "test_error": _num(res.get("test_error_at_best_val"))}
     same = (at and best["val_error"] == at.get("val_error") and best["test_error"] == at.get("test_error"))
