@@ -56,11 +56,21 @@ def set_rng_state(s: dict[str, Any], device: torch.device | str = "cpu") -> None
 
 
 def save(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """`state` into `directory`/state.pt through a temporary file renamed over it. A write that fails (a full disk,
+    the file size limit) is one SSLRayError naming the file and the disk or limit, and leaves no temporary file
+    (which would keep a full disk full)."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
     tmp = d / f".{STATE_FILE}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, d / STATE_FILE)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, d / STATE_FILE)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError "... unexpected pos ..."
+        from ..data.files import write_failure
+
+        raise SSLRayError(f"cannot write the checkpoint {d / STATE_FILE}: {write_failure(d, e)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return d / STATE_FILE
 
 

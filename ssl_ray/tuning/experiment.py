@@ -207,7 +207,7 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
         space = parse_space(text, source=f"{exp}/{SPACE_FILE}", method=method)
     except SSLRayError as e:
         raise SSLRayError(f"{exp}/{SPACE_FILE} is damaged or from another ssl-ray: {e}") from None
-    saved = _Saved(doc, space, f"the experiment at {exp}", method)
+    saved = _Saved(doc, space, f"the experiment at {exp}", method, given)
     for k, v in given.items():
         if k not in RUNTIME_OPTIONS and v is not None and v != ():
             saved.check(k, v)
@@ -238,8 +238,8 @@ def _saved_experiment(method: str, storage: str | None, name: str | None) -> tup
 class _Saved:
     """A saved experiment's settings, against which each option typed with --resume is checked."""
 
-    def __init__(self, doc: dict[str, Any], space: Any, where: str, method: str):
-        self.doc, self.space, self.where, self.method = doc, space, where, method
+    def __init__(self, doc: dict[str, Any], space: Any, where: str, method: str, given: dict[str, Any]):
+        self.doc, self.space, self.where, self.method, self.given = doc, space, where, method, given
         self.opts = doc.get("options") or {}
 
     def refuse(self, flag: str, typed: Any, saved: Any) -> SSLRayError:
@@ -290,7 +290,7 @@ class _Saved:
 
     def check_space(self, k: str, v: Any) -> None:
         from .. import config as C
-        from .spaces import load_space
+        from .spaces import load_space, space_contradiction
 
         fixed = self.space.fixed
         if k == "sets":
@@ -299,11 +299,16 @@ class _Saved:
                     saved = f"{key}={fixed[key]}" if key in fixed else f"{key} searched or default"
                     raise self.refuse("--set", f"{key}={val}", saved)
             return
-        other = load_space(v, method=self.method)
-        mine = {k2: {p.dist: p.args} for k2, p in other.search.items()}
-        if mine != self.doc["search"] or any(fixed.get(k2) != v2 for k2, v2 in other.fixed.items()):
-            raise self.refuse("--space", v, f"search {json.dumps(self.doc['search'])}, fixed "
-                              f"{json.dumps(self.doc['fixed'])}")
+        # the file as the original command line read it: with the --set / data options typed again
+        other = load_space(v, method=self.method, sets=C.parse_set(self.given.get("sets") or ()))
+        for key, field in DATA_FIELDS.items():
+            if self.given.get(key) is not None:
+                setattr(other.data, field, self.given[key])
+        if self.given.get("data_opts"):
+            other.data.options = {**(other.data.options or {}), **C.parse_set(self.given["data_opts"])}
+        diff = space_contradiction(self.space, other)  # every part: data, fixed, search, scheduler, samples
+        if diff:
+            raise self.refuse("--space", v, diff)
 
 
 def _resumed_options(doc: dict[str, Any], given: dict[str, Any], space: Any, root: str, name: str | None
