@@ -173,8 +173,10 @@ def test_resume_after_driver_sigkill(tmp_path):
     deadline = time.time() + 300
     done_before = set()
     while time.time() < deadline:
-        lens = {f.parent.name: len(f.read_text().splitlines()) for f in exp.glob("*/result.json")}
-        done_before = {k for k, n in lens.items() if n >= 5}
+        # results as they arrive (the driver's row files; Tune's result.json copy comes when a trial ends)
+        lens = {d.name: len(list((d / "ssl_ray_rows").glob("*.json"))) for d in exp.glob("trial_fn_*")}
+        done_before = {k for k, n in lens.items() if n >= 5 and (exp / k / "result.json").is_file()
+                       and len((exp / k / "result.json").read_text().splitlines()) >= 5}
         if done_before and len(lens) >= 2:
             break
         time.sleep(0.5)

@@ -283,10 +283,10 @@ def _tuner(run: _Search, kind: schedulers.Kind, scheduler, search_alg, concurren
 def _fit(tuner, recorder) -> bool:
     """Run the search with our Ctrl-C and SIGTERM handler (lock.stop_on_signals; Tune's own would stop the trials
     as if they had finished); True when it was interrupted."""
-    from .ray_internals import SIGINT_HANDLER_ENV
+    from .ray_internals import SIGINT_HANDLER_ENV, rare_experiment_snapshots
 
     os.environ[SIGINT_HANDLER_ENV] = "1"
-    with lock.stop_on_signals(INTERRUPT):  # ray_internals.rare_experiment_snapshots not wired: see issue 29 note
+    with lock.stop_on_signals(INTERRUPT), rare_experiment_snapshots():  # Tune's snapshots rare (item 10)
         try:
             tuner.fit()
         finally:
