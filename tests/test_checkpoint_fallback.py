@@ -262,3 +262,26 @@ def test_train_resume_falls_back_among_ray_trains_checkpoints(ckpts, tmp_path, c
     assert err[0].endswith(f"continuing from {out / RAY_RUN / 'checkpoint_000001'} (epoch 2)")
     assert latest_checkpoint(tmp_path / "empty") is None
 
+
+
+# ---- the record of a resumed trial that continued from an older checkpoint than the one named -------------------
+def test_collect_keeps_the_epochs_an_attempt_that_fell_back_really_ran(tmp_path):
+    """Attempt 1 ran epochs 1-4 (checkpoint at 4); the resume named epoch 4's checkpoint, which could not be loaded,
+    so attempt 2 continued from epoch 2's (newest_loadable) and was itself interrupted after epoch 3. The history
+    is attempt 1's epochs 1-2 and attempt 2's epoch 3: attempt 1's epoch 4 was run past and is not kept (it was,
+    until the next resume, when only the record's from_epoch counted)."""
+    from ssl_ray.tuning.experiment import collect
+
+    def attempt(name: str, epochs: range) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text("".join(
+            json.dumps({"epoch": e, "val_error": 50.0 - e, "attempt": name, "checkpoint_dir_name":
+                        f"checkpoint_{e:06d}", "time_total_s": float(e)}) + "\n" for e in epochs))
+    attempt("a", range(1, 5))
+    attempt("b", range(3, 4))
+    doc = {"plan": [{"lr": 0.1}], "scheduler": {"max_epochs": 5}}
+    records = {"a1": {"index": 0, "dir": "a", "status": "RUNNING"},
+               "b1": {"index": 0, "dir": "b", "status": "RUNNING", "resume": {"from_epoch": 4}}}
+    (entry,) = collect(str(tmp_path), doc, records)
+    assert [(r["epoch"], r["attempt"]) for r in entry["history"]] == [(1, "a"), (2, "a"), (3, "b")]
+    assert entry["status"] == "INTERRUPTED" and entry["checkpoint_epoch"] == 3

@@ -131,9 +131,11 @@ def collect(exp: str, doc: dict[str, Any], records: dict[str, dict[str, Any]]) -
         for tid, rec in attempts:
             d = f"{base}/{rec.get('dir')}"
             start = int((rec.get("resume") or {}).get("from_epoch", 0))
-            hist = {e: r for e, r in hist.items() if e <= start}  # epochs after the checkpoint were run again
             rows = R.rows_of_trial(fs, d, result_rows(fs, f"{d}/result.json"),
                                    finished=rec.get("status") in FINISHED)  # completed from the row files
+            if rows and isinstance(rows[0].get("epoch"), (int, float)):  # an older kept checkpoint was loaded when
+                start = min(start, int(rows[0]["epoch"]) - 1)  # the named one could not be (worker.newest_loadable)
+            hist = {e: r for e, r in hist.items() if e <= start}  # epochs after the checkpoint were run again
             for r in rows:
                 if isinstance(r.get("epoch"), (int, float)):
                     hist[int(r["epoch"])] = r
