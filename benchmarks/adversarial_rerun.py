@@ -7,7 +7,8 @@ the RAM) and a timeout, and counted:
   (a signal, Ray's abort, click's "Aborted!");
 - hang: the timeout reached (the process group is killed);
 - silent accept: exit 0 where the input cannot mean what it says (a refusal is expected);
-- not one line: exit 2, but the refusal is not one `error:` line (click's own usage errors count as one);
+- not one line: exit 2, but the refusal is not one `error:` line (click's own usage errors count as one; a run's
+  progress lines before its failure, `[method/dataset seed=S] epoch ...`, are not counted);
 - wrong refusal: one line, but not the reason expected (a `--resume --space` that was accepted and then failed to
   start Ray under the cap is a silent accept, not a refusal);
 - false refusal: a documented accept (e.g. an existing --output file replaced) refused;
@@ -150,7 +151,8 @@ def classify(c: Case, r: dict) -> list[str]:
     elif c.expect == "refuse" and r["rc"] == 0:
         problems.append("silent accept")
     elif c.expect == "refuse":
-        lines = [ln for ln in r["err"].splitlines() if ln.strip() and not ln.startswith(("Usage:", "Try '"))]
+        lines = [ln for ln in r["err"].splitlines()  # a run's own progress lines ("[method/data seed] epoch ...")
+                 if ln.strip() and not ln.startswith(("Usage:", "Try '", "["))]  # before its failure are not the refusal
         if len(lines) != 1 or not lines[0].startswith(("error: ", "Error: ")):
             problems.append("not one line")
         elif c.needle is not None and c.needle not in lines[0]:

@@ -606,6 +606,21 @@ def test_checkpoint_with_a_pickled_object_is_refused_and_never_runs(tmp_path):
     torch.testing.assert_close(got["w"], torch.ones(2))
 
 
+def test_a_model_file_with_a_pickled_object_is_refused_in_one_line_naming_what(tmp_path):
+    """predict / export's model.pt: refused without running the payload, in one line that says what was refused
+    (it was the first line of torch's paragraph, "Weights only load failed. In PyTorch 2.6, we changed ...")."""
+    from ssl_ray.export.predict import load_model
+
+    marker = tmp_path / "pwned3"
+    torch.save({"meta": {"format": 1}, "payload": _Evil(marker)}, tmp_path / "model.pt")
+    with pytest.raises(SSLRayError) as e:
+        load_model(str(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'model.pt'} cannot be loaded safely as an ssl-ray "
+                                               f"model: UnpicklingError: ") and "GLOBAL posix.system" in msg, msg
+    assert not marker.exists()
+
+
 def test_raw_pickle_file_as_checkpoint_is_refused(tmp_path):
     from ssl_ray.engine import checkpoint
 

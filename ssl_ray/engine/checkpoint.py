@@ -83,6 +83,16 @@ class Unreadable(SSLRayError):
         self.path, self.reason = path, reason
 
 
+def load_failure(e: BaseException) -> str:
+    """Why torch.load(weights_only=True) failed, in one line: torch's weights_only refusal is a paragraph, of which
+    the line that says what was refused is kept ("UnpicklingError: Trying to load unsupported GLOBAL posix.system
+    ..."); of torch's "failed finding central directory. This is an internal miniz error. If you are seeing..."
+    its first sentence."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+    first = next((ln for ln in lines if "GLOBAL" in ln or "WeightsUnpickler" in ln), lines[0])
+    return f"{type(e).__name__}: {first.split('. ')[0][:200]}"
+
+
 def load(directory: str | os.PathLike) -> dict[str, Any]:
     """The training state in `directory`/state.pt, read with weights_only (no code from the file runs).
     SSLRayError when there is none; Unreadable when it cannot be loaded or holds no training state."""
@@ -92,12 +102,7 @@ def load(directory: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise SSLRayError(f"no checkpoint at {p}") from None
     except Exception as e:  # unpickling refusal or corrupt file: one line that names the file
-        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
-        # torch's weights_only refusal is a paragraph: keep the line that says what was refused; torch's
-        # "failed finding central directory. This is an internal miniz error. If you are seeing..." its first
-        # sentence
-        first = next((ln for ln in lines if "GLOBAL" in ln or "WeightsUnpickler" in ln), lines[0])
-        raise Unreadable(p, f"{type(e).__name__}: {first.split('. ')[0][:200]}") from None
+        raise Unreadable(p, load_failure(e)) from None
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), (int, torch.Tensor)):
         raise Unreadable(p, f"no training state in it (a {type(state).__name__}"
                             f"{' without an epoch' if isinstance(state, dict) else ''})")

@@ -93,8 +93,10 @@ def load_model(path: str) -> Model:
             return Model(meta, net)
         try:
             blob = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise SSLRayError(f"{p} cannot be loaded safely as an ssl-ray model: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # a refused pickle payload, a corrupt file: what was refused, in one line
+            from ..engine.checkpoint import load_failure
+
+            raise SSLRayError(f"{p} cannot be loaded safely as an ssl-ray model: {load_failure(e)}") from None
         if not isinstance(blob, dict) or not isinstance(blob.get("meta"), dict) or blob["meta"].get("format") != FORMAT:
             raise SSLRayError(f"{p} is not an ssl-ray model file (format {FORMAT})")
         meta = blob["meta"]
