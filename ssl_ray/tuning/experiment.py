@@ -308,6 +308,11 @@ class _Saved:
                 setattr(other.data, field, self.given[key])
         if self.given.get("data_opts"):
             other.data.options = {**(other.data.options or {}), **C.parse_set(self.given["data_opts"])}
+        for key, field in SCHEDULER_FIELDS.items():  # so are --scheduler, --max-epochs, ... and --search
+            if self.given.get(key) is not None:
+                setattr(other.scheduler, field, self.given[key])
+        if self.given.get("search") is not None:
+            other.searcher = self.given["search"]
         diff = space_contradiction(self.space, other)  # every part: data, fixed, search, scheduler, samples
         if diff:
             raise self.refuse("--space", v, diff)
