@@ -21,6 +21,7 @@ import torch
 from click.testing import CliRunner
 
 from ssl_ray.cli import main
+from trial_rows import rows_per_trial
 
 
 def _one_line_error(r, needle):
@@ -237,7 +238,7 @@ def interrupted(tmp_path_factory):
                             start_new_session=True)
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
-        lens = sorted(len(list((d / "ssl_ray_rows").glob("*.json"))) for d in exp.glob("trial_fn_*"))  # rows
+        lens = sorted(rows_per_trial(exp).values())
         if len(lens) >= 2 and lens[-1] >= 3 and lens[0] >= 1:
             break
         time.sleep(0.3)

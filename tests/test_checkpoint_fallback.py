@@ -26,6 +26,7 @@ from ssl_ray.engine import checkpoint
 from ssl_ray.engine.spec import RunSpec
 from ssl_ray.engine.worker import Restored, newest_loadable, run_worker
 from ssl_ray.errors import SSLRayError
+from trial_rows import rows_per_trial
 
 DATA = DataSpec("digits", labels=20, val_size=100)
 
@@ -163,7 +164,7 @@ def test_resume_continues_from_the_kept_checkpoint_before_a_truncated_latest(tmp
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
-        rows = [len(list((d / "ssl_ray_rows").glob("*.json"))) for d in exp.glob("trial_fn_*")]  # as they arrive
+        rows = list(rows_per_trial(exp).values())
         if len(list(exp.glob("trial_fn_*/checkpoint_*/state.pt"))) >= 2 and rows and max(rows) >= 3:
             break
         time.sleep(0.2)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from trial_rows import rows_per_trial
+
 PLUGINS = str(Path(__file__).parent / "plugins")
 CLI = [sys.executable, "-m", "ssl_ray.cli"]
 
@@ -111,8 +113,7 @@ def test_sigterm_on_tune_records_the_search_and_resume_finishes_it(tmp_path):
     def paused() -> bool:  # trial 1 ran epochs 1-2: both rows and epoch 2's checkpoint are in its folder (the
         # driver's row files, written as results arrive; Tune's own result.json copy waits for its rare snapshot)
         return len(_epochs(marker)) >= 5 and any(
-            len(list((d / "ssl_ray_rows").glob("*.json"))) == 2 and (d / "checkpoint_000001").is_dir()
-            for d in exp.glob("trial_fn_*"))
+            n == 2 and (exp / name / "checkpoint_000001").is_dir() for name, n in rows_per_trial(exp).items())
 
     _wait(proc, paused, 400, "trial 1 paused after epoch 2")
     time.sleep(2)  # the driver records the checkpointed result (its row file) before the signal

@@ -252,6 +252,22 @@ def test_resume_with_the_experiments_own_space_is_accepted(finished):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.ray
+def test_resume_reads_the_space_file_with_the_typed_options(finished):
+    """`--space F --labels 30`: F (labels 40) with --labels on top, as the command line composes a new search
+    (cli.tune._compose_space), is the experiment's search, so the resume is accepted; without the typed --labels
+    the same file is refused (above)."""
+    root = finished
+    other = root / "labels40.yaml"
+    other.write_text(SPACE.replace("labels: 30", "labels: 40"))
+    p = subprocess.run([sys.executable, "-m", "ssl_ray.cli", "tune", "supervised", "--storage", str(root / "runs"),
+                        "--name", "x", "--resume", "--space", str(other), "--labels", "30", "--quiet"],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "SSL_RAY_CACHE": str(root / "cache")})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "contradicts" not in p.stderr
+
+
 # ---- a full disk --------------------------------------------------------------------------------------------
 def _fsize_limit(limit: int):
     def cap():

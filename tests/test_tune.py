@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tb_read import has_hparams, read_scalars
+from trial_rows import rows_per_trial
 
 pytestmark = pytest.mark.ray
 
@@ -174,7 +175,7 @@ def test_resume_after_driver_sigkill(tmp_path):
     done_before = set()
     while time.time() < deadline:
         # results as they arrive (the driver's row files; Tune's result.json copy comes when a trial ends)
-        lens = {d.name: len(list((d / "ssl_ray_rows").glob("*.json"))) for d in exp.glob("trial_fn_*")}
+        lens = rows_per_trial(exp)
         done_before = {k for k, n in lens.items() if n >= 5 and (exp / k / "result.json").is_file()
                        and len((exp / k / "result.json").read_text().splitlines()) >= 5}
         if done_before and len(lens) >= 2:

@@ -114,18 +114,21 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         ctx = click.get_current_context()
         given = {k: v for k, v in ctx.params.items() if k not in ("method", "optuna_storage")
                  and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-        space, opts = resume_setup(method, given, opts.storage, opts.name)
+        typed = None  # a --space typed again: the space that command line describes must be the experiment's
+        if space_file is not None:
+            from ..tuning.tune import apply_options
+
+            typed = apply_options(_compose_space(method, space_file, sets, data), opts)
+        space, opts = resume_setup(method, given, opts.storage, opts.name, typed_space=typed)
         _check_extras(space, opts, optuna_storage)
         _search(space, opts, as_json, optuna_storage)
         return
     if space_file is not None:
         _read_space_first(space_file)
-    from ..tuning.spaces import check_searched, load_space  # imports torch (through the methods)
+    from ..tuning.spaces import check_searched  # imports torch (through the methods)
     from ..tuning.tune import apply_options
 
-    space = load_space(space_file, method=method, sets=C.parse_set(sets))
-    space.data = _data_spec(data["dataset"], data["data_root"], data["download"], data["labels"], data["val_size"],
-                            data["data_opts"], base=space.data, val_per_label=data["val_per_label"])
+    space = _compose_space(method, space_file, sets, data)
     _check_positive(num_samples=opts.num_samples, max_epochs=opts.max_epochs, grace_epochs=opts.grace_epochs,
                     reduction_factor=opts.reduction_factor, perturbation_interval=opts.perturbation_interval,
                     cpus_per_trial=opts.cpus_per_trial, workers=opts.workers,
@@ -160,6 +163,18 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
     elif not opts.storage:
         _check_writable(os.environ.get("SSL_RAY_RUNS", "ssl_ray_runs") + "/tune")
     _search(space, opts, as_json, optuna_storage)
+
+
+def _compose_space(method: str, space_file: str | None, sets: tuple[str, ...], data: dict[str, Any]):
+    """The space file (default search_spaces/METHOD.yaml) with --set and the data options on top; the scheduler
+    and search options go on with tuning.tune.apply_options."""
+    from .. import config as C
+    from ..tuning.spaces import load_space
+
+    space = load_space(space_file, method=method, sets=C.parse_set(sets))
+    space.data = _data_spec(data["dataset"], data["data_root"], data["download"], data["labels"], data["val_size"],
+                            data["data_opts"], base=space.data, val_per_label=data["val_per_label"])
+    return space
 
 
 def _read_space_first(space_file: str) -> None:

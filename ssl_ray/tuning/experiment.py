@@ -195,11 +195,14 @@ def _flag(name: str) -> str:
     return "--" + name.rstrip("_").replace("_", "-")
 
 
-def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: str | None):
+def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: str | None,
+                 typed_space: Any = None):
     """The search space and TuneOptions of the experiment --storage/--name, from its own files. Options given
     on the command line (`given`: only those typed) must agree with it, except where and how fast it runs
     (RUNTIME_OPTIONS) and a larger --num-samples (an extension: more trials appended to the plan; the
-    finished ones are kept as they were). Anything else is refused with one line, before any file is touched."""
+    finished ones are kept as they were). Anything else is refused with one line, before any file is touched.
+    typed_space: with a --space typed (`given["space_file"]`), the space that command line composes (the file,
+    --set, the data, scheduler and search options: what the original command ran), compared part by part."""
     from .spaces import parse_space
 
     root, exp, doc = _saved_experiment(method, storage, name)
@@ -209,7 +212,7 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
         space = parse_space(text, source=f"{exp}/{SPACE_FILE}", method=method)
     except SSLRayError as e:
         raise SSLRayError(f"{exp}/{SPACE_FILE} is damaged or from another ssl-ray: {e}") from None
-    saved = _Saved(doc, space, f"the experiment at {exp}", method, given)
+    saved = _Saved(doc, space, f"the experiment at {exp}", method, given, typed_space)
     for k, v in given.items():
         if k not in RUNTIME_OPTIONS and v is not None and v != ():
             saved.check(k, v)
@@ -240,8 +243,10 @@ def _saved_experiment(method: str, storage: str | None, name: str | None) -> tup
 class _Saved:
     """A saved experiment's settings, against which each option typed with --resume is checked."""
 
-    def __init__(self, doc: dict[str, Any], space: Any, where: str, method: str, given: dict[str, Any]):
+    def __init__(self, doc: dict[str, Any], space: Any, where: str, method: str, given: dict[str, Any],
+                 typed_space: Any = None):
         self.doc, self.space, self.where, self.method, self.given = doc, space, where, method, given
+        self.typed_space = typed_space
         self.opts = doc.get("options") or {}
 
     def refuse(self, flag: str, typed: Any, saved: Any) -> SSLRayError:
@@ -292,7 +297,7 @@ class _Saved:
 
     def check_space(self, k: str, v: Any) -> None:
         from .. import config as C
-        from .spaces import load_space, space_contradiction
+        from .spaces import space_contradiction
 
         fixed = self.space.fixed
         if k == "sets":
@@ -301,18 +306,12 @@ class _Saved:
                     saved = f"{key}={fixed[key]}" if key in fixed else f"{key} searched or default"
                     raise self.refuse("--set", f"{key}={val}", saved)
             return
-        # the file as the original command line read it: with the --set / data options typed again
-        other = load_space(v, method=self.method, sets=C.parse_set(self.given.get("sets") or ()))
-        for key, field in DATA_FIELDS.items():
-            if self.given.get(key) is not None:
-                setattr(other.data, field, self.given[key])
-        if self.given.get("data_opts"):
-            other.data.options = {**(other.data.options or {}), **C.parse_set(self.given["data_opts"])}
-        for key, field in SCHEDULER_FIELDS.items():  # so are --scheduler, --max-epochs, ... and --search
-            if self.given.get(key) is not None:
-                setattr(other.scheduler, field, self.given[key])
-        if self.given.get("search") is not None:
-            other.searcher = self.given["search"]
+        other = self.typed_space
+        if other is None:
+            raise SSLRayError(f"--space {v} with --resume: the caller must hand the space it composed "
+                              f"(resume_setup's typed_space)")
+        if self.given.get("num_samples") is not None:  # a larger --num-samples extends: check() judges it
+            other.num_samples = self.space.num_samples
         diff = space_contradiction(self.space, other)  # every part: data, fixed, search, scheduler, samples
         if diff:
             raise self.refuse("--space", v, diff)
