@@ -9,6 +9,8 @@
   python benchmarks/improvedgan_parity.py table --seeds 1 2 3 --dir runs/parity     # the table
 
 (port_S.json run with `--adam torch` as porttorch_S.json adds the bisection column: torch.optim.Adam's eps.)
+I2GAN the same way: `ssl-ray train i2gan ... > DIR/sslray_i2gan_S.json`, the port with `--tau 2 --n-fake 200
+--fm-norm l1 --out DIR/port_i2gan_S.json` (i2gan's defaults), then `table --tag _i2gan`.
 
 The split of seed S is the one `ssl-ray train ... --seed S` trains on (ssl_ray.data.load_splits): 100
 class-balanced labels, the unlabelled pool (the 3,500 training images left after the 500-image validation split,
@@ -50,13 +52,13 @@ def _last_json(path: str) -> dict | None:
         return json.loads(lines[-1]) if lines else None
 
 
-def table(seeds: list[int], out_dir: str) -> None:
+def table(seeds: list[int], out_dir: str, tag: str = "") -> None:
     cols: dict[str, list] = {"ssl-ray (warm-up EMA)": [], "port, warm-up EMA": [], "port, reference EMA": [],
                              "port, raw": [], "port --adam torch, warm-up EMA": []}
     for s in seeds:
-        ours = _last_json(os.path.join(out_dir, f"sslray_{s}.json"))
-        port = _last_json(os.path.join(out_dir, f"port_{s}.json"))
-        port_t = _last_json(os.path.join(out_dir, f"porttorch_{s}.json"))  # the same with --adam torch
+        ours = _last_json(os.path.join(out_dir, f"sslray{tag}_{s}.json"))
+        port = _last_json(os.path.join(out_dir, f"port{tag}_{s}.json"))
+        port_t = _last_json(os.path.join(out_dir, f"porttorch{tag}_{s}.json"))  # the same with --adam torch
         vals = [ours and ours["test_error"], port and port["test_error_ema_warmup"],
                 port and port["test_error_ema_reference"], port and port["test_error_raw"],
                 port_t and port_t["test_error_ema_warmup"]]
@@ -79,5 +81,6 @@ if __name__ == "__main__":
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--dir", default="runs/parity")
     ap.add_argument("--labels", type=int, default=100)
+    ap.add_argument("--tag", default="", help="table of sslray<TAG>_S.json against port<TAG>_S.json (e.g. _i2gan)")
     a = ap.parse_args()
-    write_splits(a.seeds, a.dir, a.labels) if a.what == "split" else table(a.seeds, a.dir)
+    write_splits(a.seeds, a.dir, a.labels) if a.what == "split" else table(a.seeds, a.dir, a.tag)

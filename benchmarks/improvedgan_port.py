@@ -15,7 +15,8 @@ inside the square root), beta1 0.5, lr 3e-3; batches of 100 labelled (a permutat
 unlabelled + 100 for G, the pools permuted every pass; the test error with the reference's average
 (a <- a + 1e-4 (p - a), a starting at 0, over D's trained parameters), and two more reported beside it: the
 warm-up average ssl-ray uses (decay min(0.9999, (1 + n)/(10 + n)), starting at the weights after the init) and
-the raw weights. Switches for bisecting: --adam torch (torch.optim.Adam's eps outside the root).
+the raw weights. Switches for bisecting: --adam torch (torch.optim.Adam's eps outside the root). I2GAN's two
+changes (slides; ssl_ray/methods/i2gan.py): --tau 2 --n-fake 200 --fm-norm l1 is `ssl-ray train i2gan`'s defaults.
 
   python benchmarks/improvedgan_port.py --data DIR/split_1.npz --seed 1 --steps 2100 --out port_1.json
 """
@@ -34,6 +35,11 @@ p.add_argument("--steps", type=int, default=2100)
 p.add_argument("--eval-every", type=int, default=105)
 p.add_argument("--lr", type=float, default=3e-3)
 p.add_argument("--adam", choices=("reference", "torch"), default="reference")
+p.add_argument("--tau", type=float, default=1.0, help="I2GAN (a): L_unl scaled by tau in D's loss (1 = ImprovedGAN)")
+p.add_argument("--n-fake", type=int, default=0, help="I2GAN (b): N' generated samples in G's feature matching (0 = "
+               "the batch, ImprovedGAN)")
+p.add_argument("--fm-norm", choices=("l2", "l1"), default="l2", help="G's loss: l2 = the reference's mean squared "
+               "difference, l1 = the I2GAN slides' L1 norm (as a mean absolute difference)")
 p.add_argument("--out", default=None)
 args = p.parse_args()
 torch.set_num_threads(1)
@@ -171,7 +177,7 @@ while step < args.steps:
         out_lab, out_unl, out_fake = disc(x_lab[idx]), disc(unl[t * B:(t + 1) * B]), disc(fake)
         l_unl, l_fake = lse(out_unl, 1), lse(out_fake, 1)
         loss_lab = -out_lab.gather(1, y_lab[idx][:, None]).mean() + lse(out_lab, 1).mean()
-        loss_unl = -0.5 * l_unl.mean() + 0.5 * F.softplus(l_unl).mean() + 0.5 * F.softplus(l_fake).mean()
+        loss_unl = args.tau * (-0.5 * l_unl.mean() + 0.5 * F.softplus(l_unl).mean() + 0.5 * F.softplus(l_fake).mean())
         with torch.no_grad():
             for a, q in zip(avg_ref, d_params):  # theano's updates read p before this step's update
                 a.add_(1e-4 * (q - a))
@@ -182,8 +188,9 @@ while step < args.steps:
                 a.lerp_(q, 1 - dec)
             n_wu += 1
             f_real = disc(unl2[t * B:(t + 1) * B], features=True).mean(0)
-        f_fake = disc(gen(B), features=True).mean(0)
-        opt_step(opt_g, (f_fake - f_real).pow(2).mean())
+        f_fake = disc(gen(args.n_fake or B), features=True).mean(0)
+        diff = f_fake - f_real
+        opt_step(opt_g, diff.abs().mean() if args.fm_norm == "l1" else diff.pow(2).mean())
         for q in d_params:
             q.grad = None
         step += 1
@@ -193,7 +200,8 @@ while step < args.steps:
                    "test_error_raw": test_error([q.detach() for q in d_params]), "seconds": time.time() - t0}
             log.append(row)
             print(json.dumps(row), flush=True)
-result = {"seed": args.seed, "steps": step, "data": args.data, "adam": args.adam, "lr": args.lr, "log": log,
+result = {"seed": args.seed, "steps": step, "data": args.data, "adam": args.adam, "lr": args.lr, "tau": args.tau,
+          "n_fake": args.n_fake, "fm_norm": args.fm_norm, "log": log,
           **{k: v for k, v in log[-1].items() if k.startswith("test_error")}}
 if args.out:
     with open(args.out, "w") as f:
