@@ -212,7 +212,7 @@ def resume_setup(method: str, given: dict[str, Any], storage: str | None, name: 
         space = parse_space(text, source=f"{exp}/{SPACE_FILE}", method=method)
     except SSLRayError as e:
         raise SSLRayError(f"{exp}/{SPACE_FILE} is damaged or from another ssl-ray: {e}") from None
-    saved = _Saved(doc, space, f"the experiment at {exp}", method, given, typed_space)
+    saved = _Saved(doc, space, f"the experiment at {exp}", given, typed_space)
     for k, v in given.items():
         if k not in RUNTIME_OPTIONS and v is not None and v != ():
             saved.check(k, v)
@@ -243,9 +243,8 @@ def _saved_experiment(method: str, storage: str | None, name: str | None) -> tup
 class _Saved:
     """A saved experiment's settings, against which each option typed with --resume is checked."""
 
-    def __init__(self, doc: dict[str, Any], space: Any, where: str, method: str, given: dict[str, Any],
-                 typed_space: Any = None):
-        self.doc, self.space, self.where, self.method, self.given = doc, space, where, method, given
+    def __init__(self, doc: dict[str, Any], space: Any, where: str, given: dict[str, Any], typed_space: Any = None):
+        self.doc, self.space, self.where, self.given = doc, space, where, given
         self.typed_space = typed_space
         self.opts = doc.get("options") or {}
 
