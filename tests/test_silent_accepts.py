@@ -147,12 +147,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from adversarial_rerun import HWM  # noqa: E402
 
 
+@pytest.mark.parametrize("resume", [False, True], ids=["new", "resume"])
 @pytest.mark.parametrize("which, needle", [("/dev/zero", "search space /dev/zero is a device, not a regular file"),
                                            ("bomb", "expands to more than 100,000 YAML nodes")])
-def test_a_hostile_space_file_is_refused_in_seconds_and_under_500_mb(tmp_path, which, needle):
+def test_a_hostile_space_file_is_refused_in_seconds_and_under_500_mb(tmp_path, which, needle, resume):
     """The space file is read and composed before torch is imported (its import alone is ~500 MB resident):
-    measured in a real subprocess under `ulimit -v 4 GiB`, its peak resident memory (VmHWM) read at its exit."""
+    measured in a real subprocess under `ulimit -v 4 GiB`, its peak resident memory (VmHWM) read at its exit.
+    A resumed search reads a typed --space the same way (before the experiment is even looked up)."""
     space = which if which == "/dev/zero" else str(_bomb(tmp_path / "bomb.yaml"))
+    more = ["--resume", "--storage", str(tmp_path / "runs"), "--name", "nothing_here"] if resume else []
 
     def cap():
         import resource
@@ -160,7 +163,7 @@ def test_a_hostile_space_file_is_refused_in_seconds_and_under_500_mb(tmp_path, w
         resource.setrlimit(resource.RLIMIT_AS, (4 * 2 ** 30, 4 * 2 ** 30))
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-c", HWM, str(tmp_path / "hwm"), "tune", "i2gan", "--space", space,
-                        "--dry-run"], capture_output=True, text=True, timeout=120, preexec_fn=cap)
+                        "--dry-run", *more], capture_output=True, text=True, timeout=120, preexec_fn=cap)
     seconds = time.monotonic() - t0
     err = p.stderr.strip()
     assert p.returncode == 2 and err.splitlines() == [err], err[-3000:]

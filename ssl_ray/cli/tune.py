@@ -106,6 +106,8 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         check_storage(opts.storage)
     if opts.name:
         check_name(opts.name)
+    if space_file is not None:  # on both paths, a resumed search's typed --space included
+        _read_space_first(space_file)
     if opts.resume:  # the experiment's own method, dataset, space and scheduler; typed options must agree
         from click.core import ParameterSource
 
@@ -123,8 +125,6 @@ def tune(method: str, space_file: str | None, sets: tuple[str, ...], as_json: bo
         _check_extras(space, opts, optuna_storage)
         _search(space, opts, as_json, optuna_storage)
         return
-    if space_file is not None:
-        _read_space_first(space_file)
     from ..tuning.spaces import check_searched  # imports torch (through the methods)
     from ..tuning.tune import apply_options
 
