@@ -176,6 +176,7 @@ def test_mnist_generator_is_initialised_as_the_reference():
     assert torch.equal(scale(out), torch.ones_like(scale(out))) and id(scale(out)) in optimised(m, "G")
     bns = [mod for mod in m.G.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
     assert len(bns) == 2 and all(not bn.weight.requires_grad and id(bn.bias) in optimised(m, "G") for bn in bns)
+    assert [bn.eps for bn in bns] == [1e-6, 1e-6]  # BatchNormLayer: sqrt(1e-6 + var)
     assert weight_norm_data_init(m.G, torch.rand(8, 100)) == 0  # l2normalize: no data init in the reference
 
 
@@ -294,7 +295,7 @@ def test_i2gan_trains_step_for_step_as_the_reference_equations():
         m.train()
         m.data_init(batches[0].x_all)
         bns = [mod for mod in m.G.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
-        D, G, disc, gen = _reference_step_equations(m, bns[0].eps)
+        D, G, disc, gen = _reference_step_equations(m, 1e-6)  # BatchNormLayer: sqrt(1e-6 + var)
         d_params = [t for layer in D for t in layer.values() if t.requires_grad]
         opt_d = torch.optim.Adam(d_params, lr=3e-3, betas=(0.5, 0.999))
         opt_g = torch.optim.Adam(list(G.values()), lr=3e-3, betas=(0.5, 0.999))

@@ -13,9 +13,11 @@ L = TypeVar("L", nn.Linear, nn.ConvTranspose2d)
 
 
 def _fixed_bn_scale(bn: nn.Module) -> nn.Module:
-    """BatchNorm whose scale stays 1 (requires_grad off; only its shift trains): the reference's
-    `nn.batch_norm(..., g=None)`."""
+    """BatchNorm whose scale stays 1 (requires_grad off; only its shift trains) and whose eps is 1e-6 (PyTorch's
+    default is 1e-5): the reference's `nn.batch_norm(..., g=None)` (its BatchNormLayer divides by
+    sqrt(1e-6 + var))."""
     bn.weight.requires_grad_(False)
+    bn.eps = 1e-6
     return bn
 
 
