@@ -15,8 +15,9 @@ inside the square root), beta1 0.5, lr 3e-3; batches of 100 labelled (a permutat
 unlabelled + 100 for G, the pools permuted every pass; the test error with the reference's average
 (a <- a + 1e-4 (p - a), a starting at 0, over D's trained parameters), and two more reported beside it: the
 warm-up average ssl-ray uses (decay min(0.9999, (1 + n)/(10 + n)), starting at the weights after the init) and
-the raw weights. Switches for bisecting: --adam torch (torch.optim.Adam's eps outside the root). I2GAN's two
-changes (slides; ssl_ray/methods/i2gan.py): --tau 2 --n-fake 200 --fm-norm l1 is `ssl-ray train i2gan`'s defaults.
+the raw weights. Switches for bisecting: --adam torch (torch.optim.Adam's eps outside the root), --init-data
+first-batch and --stream one (ssl-ray's data-init sample and batch stream). I2GAN's two changes (slides;
+ssl_ray/methods/i2gan.py): --tau 2 --n-fake 200 --fm-norm l1 is `ssl-ray train i2gan`'s defaults.
 
   python benchmarks/improvedgan_port.py --data DIR/split_1.npz --seed 1 --steps 2100 --out port_1.json
 """
@@ -40,6 +41,12 @@ p.add_argument("--n-fake", type=int, default=0, help="I2GAN (b): N' generated sa
                "the batch, ImprovedGAN)")
 p.add_argument("--fm-norm", choices=("l2", "l1"), default="l2", help="G's loss: l2 = the reference's mean squared "
                "difference, l1 = the I2GAN slides' L1 norm (as a mean absolute difference)")
+p.add_argument("--init-data", choices=("reference", "first-batch"), default="reference", help="the data-dependent "
+               "init's sample: reference = 500 unlabelled images; first-batch = the 100 labelled + 100 unlabelled "
+               "images, ssl-ray's first batch")
+p.add_argument("--stream", choices=("two", "one"), default="two", help="D's unlabelled batch and G's real batch: "
+               "two = two permutations of the pool per pass (the reference); one = both cut in turn from one endless "
+               "permutation stream (ssl-ray's BatchStream)")
 p.add_argument("--out", default=None)
 args = p.parse_args()
 torch.set_num_threads(1)
@@ -146,7 +153,10 @@ def opt_step(opt, loss):
 
 lse = torch.logsumexp
 with torch.no_grad():
-    disc(x_unl[rng.permutation(len(x_unl))[:500]], init=True)  # init_param(trainx[:500])
+    if args.init_data == "reference":
+        disc(x_unl[rng.permutation(len(x_unl))[:500]], init=True)  # init_param(trainx[:500])
+    else:
+        disc(torch.cat([x_lab, x_unl[rng.permutation(len(x_unl))[:B]]]), init=True)
 opt_d, opt_g = make_opt(d_params), make_opt([G[k] for k in G])
 avg_ref = [torch.zeros_like(q) for q in d_params]            # the reference's average, from 0
 avg_wu, n_wu = [q.detach().clone() for q in d_params], 0     # ssl-ray's warm-up average, from the init
@@ -167,7 +177,11 @@ log, step, t0 = [], 0, time.time()
 n_batches = len(x_unl) // B
 while step < args.steps:
     lab_order = np.concatenate([rng.permutation(len(x_lab)) for _ in range(len(x_unl) // len(x_lab))])
-    unl, unl2 = x_unl[rng.permutation(len(x_unl))], x_unl[rng.permutation(len(x_unl))]
+    if args.stream == "two":
+        unl, unl2 = x_unl[rng.permutation(len(x_unl))], x_unl[rng.permutation(len(x_unl))]
+    else:  # one endless stream, D's batch then G's: 2 passes' worth of permutations cut in turn
+        cut = x_unl[np.concatenate([rng.permutation(len(x_unl)) for _ in range(2)])].view(-1, 2, B, x_unl.shape[1])
+        unl, unl2 = cut[:, 0].reshape(-1, x_unl.shape[1]), cut[:, 1].reshape(-1, x_unl.shape[1])
     for t in range(n_batches):
         if step >= args.steps:
             break
@@ -201,7 +215,7 @@ while step < args.steps:
             log.append(row)
             print(json.dumps(row), flush=True)
 result = {"seed": args.seed, "steps": step, "data": args.data, "adam": args.adam, "lr": args.lr, "tau": args.tau,
-          "n_fake": args.n_fake, "fm_norm": args.fm_norm, "log": log,
+          "n_fake": args.n_fake, "fm_norm": args.fm_norm, "init_data": args.init_data, "stream": args.stream, "log": log,
           **{k: v for k, v in log[-1].items() if k.startswith("test_error")}}
 if args.out:
     with open(args.out, "w") as f:
