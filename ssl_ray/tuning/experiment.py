@@ -21,6 +21,7 @@ kept as they were and not run again. A PBT search cannot be resumed (resume_setu
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -310,7 +311,7 @@ class _Saved:
             raise SSLRayError(f"--space {v} with --resume: the caller must hand the space it composed "
                               f"(resume_setup's typed_space)")
         if self.given.get("num_samples") is not None:  # a larger --num-samples extends: check() judges it
-            other.num_samples = self.space.num_samples
+            other = dataclasses.replace(other, num_samples=self.space.num_samples)  # the caller's stays as typed
         diff = space_contradiction(self.space, other)  # every part: data, fixed, search, scheduler, samples
         if diff:
             raise self.refuse("--space", v, diff)
