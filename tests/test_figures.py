@@ -99,6 +99,42 @@ def test_learning_curves_are_history_parquet(search):
     assert min(data[best][1]) == pytest.approx(summary["best"]["val_error"])
 
 
+def _outside(fig) -> list[str]:
+    """The legends and texts of `fig` that reach beyond its edges once drawn (a label cut off in the PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    w, h = fig.bbox.width, fig.bbox.height
+    items = [lg for ax in fig.axes for lg in [ax.get_legend()] if lg] + list(fig.legends)
+    items += [t for ax in fig.axes for t in [ax.title, ax.xaxis.label, ax.yaxis.label] if t.get_text()]
+    out = []
+    for it in items:
+        b = it.get_window_extent(r)
+        if b.x0 < -1 or b.y0 < -1 or b.x1 > w + 1 or b.y1 > h + 1:
+            out.append(f"{type(it).__name__} {b.x0:.0f}..{b.x1:.0f} x {b.y0:.0f}..{b.y1:.0f} in {w:.0f} x {h:.0f}")
+    return out
+
+
+@pytest.mark.ray
+def test_legends_and_titles_fit_in_the_picture(search):
+    """The curves' legend names the best trial's whole configuration, and an experiment's default name is
+    METHOD-DATASET-DATE-TIME: with the main job's five searched hyperparameters the legend ran off the PNG's right
+    edge, and so did the rungs' title. Here the fixture's experiment under a default-length name, with its three
+    searched hyperparameters and then with four more."""
+    exp_dir, _ = search
+    exp = G.load(exp_dir)
+    exp.name = "i2gan-digits-20261203-115658"
+    for draw in (G.draw_curves, G.draw_rungs, G.draw_hyperparameters):
+        assert _outside(draw(exp)) == [], draw.__name__
+    exp.searched = dict(exp.searched) | {f"hyperparameter_{i}": ("uniform", [0.0, 1.0]) for i in range(4)}
+    for r in exp.rows:
+        r.update({f"config/hyperparameter_{i}": 0.123456789 for i in range(4)})
+    for draw in (G.draw_curves, G.draw_rungs, G.draw_hyperparameters):
+        assert _outside(draw(exp)) == [], draw.__name__
+
+
 @pytest.mark.ray
 def test_hyperparameter_panels_use_the_space_axes_and_the_results(search):
     exp_dir, _ = search

@@ -57,6 +57,14 @@ def _config_text(exp: Experiment, row: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_short(exp.value(row, k))}" for k in exp.searched)
 
 
+def _wrapped(text: str, width: int = 60) -> str:
+    """A legend entry in lines of at most `width` characters (a search's configuration is longer than the figure
+    is wide: one line of it ran off the picture), broken after the commas."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False))
+
+
 def _row(exp: Experiment, trial_id: str | None) -> dict[str, Any] | None:
     return next((r for r in exp.rows if r["trial_id"] == trial_id), None)
 
@@ -89,7 +97,7 @@ def draw_curves(exp: Experiment) -> Figure:
         if r["trial_id"] == exp.best:
             ax.plot(x, y, color=BEST_COLOUR, linewidth=2.6, zorder=5, marker="o" if len(x) < 12 else None,
                     markersize=4, gid=r["trial_id"], label=f"best trial {r['trial_id']}: val {min(y):.2f} % at epoch "
-                                        f"{r.get('epoch_of_best_val')} ({_config_text(exp, r)})")
+                                        f"{r.get('epoch_of_best_val')}\n" + _wrapped(f"({_config_text(exp, r)})"))
             continue
         colour = STATUS_COLOUR.get(status, "tab:purple")
         label = _status_label(exp, status) if status not in seen else None
@@ -209,7 +217,7 @@ def draw_rungs(exp: Experiment) -> Figure:
                     xytext=(3, 3), textcoords="offset points", rotation=90, fontsize=7, va="bottom", ha="left",
                     bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1})
     if exp.rungs:
-        title = (f"{exp.name}: which trials each {exp.stopped_word} rung kept (a bar past a dotted line: kept "
+        title = (f"{exp.name}: which trials each {exp.stopped_word} rung kept\n(a bar past a dotted line: kept "
                  f"at that rung)")
     elif exp.kind.rungs_not_drawn:
         title = f"{exp.name}: epochs each trial ran ({exp.kind.rungs_not_drawn}: rungs not drawn)"
