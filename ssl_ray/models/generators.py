@@ -12,7 +12,7 @@ from .classifiers import maybe_wn
 L = TypeVar("L", nn.Linear, nn.ConvTranspose2d)
 
 
-def _fixed_bn_scale(bn: nn.Module) -> nn.Module:
+def _fixed_bn_scale(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.BatchNorm1d | nn.BatchNorm2d:
     """BatchNorm whose scale stays 1 (requires_grad off; only its shift trains) and whose eps is 1e-6 (PyTorch's
     default is 1e-5): the reference's `nn.batch_norm(..., g=None)` (its BatchNormLayer divides by
     sqrt(1e-6 + var))."""
