@@ -52,8 +52,8 @@ and its output layer is data-initialised. Choices the paper leaves open, each a 
   reference), so BN-based discriminators (conv_small, conv_large) normalise each part on its own.
 Not reproduced: the reference's Adam adds its 1e-8 inside the square root (sqrt(v + 1e-8)); torch.optim.Adam's
 eps is outside it. The independent port with either Adam on mnist5k/100 (3 seeds, 2,100 steps): 17.50 vs
-17.63 % test error, and ssl-ray 17.47 % (docs/results-improvedgan.md, "Parity"); the port's I2GAN with torch's
-Adam at 6,300 steps: 9.40 / 9.30 % on seeds 2 and 3, D never winning ("Step for step, and more long runs").
+17.63 % test error, and ssl-ray 17.47 % (16.70 with G's BN eps 1e-6; results-improvedgan.md, "Parity"); torch's
+Adam in the port's I2GAN at 6,300 steps: 9.40 / 9.30 % (seeds 2, 3), D never winning ("Step for step ...").
 """
 from __future__ import annotations
 
