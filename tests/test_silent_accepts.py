@@ -276,15 +276,15 @@ def test_resume_compares_a_typed_space_without_changing_it(finished):
     """`--num-samples 5 --space F` on a resume: the CLI's typed space carries 5 (apply_options); it is compared
     with the experiment's num_samples (2) in place of its own (a larger --num-samples extends), on a copy: the
     space the caller composed keeps its 5 (the old code set it to 2 in place)."""
-    import dataclasses
-
     from ssl_ray.cli.tune import _compose_space
     from ssl_ray.tuning.experiment import resume_setup
+    from ssl_ray.tuning.options import TuneOptions
+    from ssl_ray.tuning.tune import apply_options
 
     root = finished
     data = dict(dataset=None, data_root=None, download=False, labels=None, val_size=None, data_opts=(),
                 val_per_label=None)
-    typed = dataclasses.replace(_compose_space("supervised", str(root / "space.yaml"), (), data), num_samples=5)
+    typed = apply_options(_compose_space("supervised", str(root / "space.yaml"), (), data), TuneOptions(num_samples=5))
     space, opts = resume_setup("supervised", {"space_file": str(root / "space.yaml"), "num_samples": 5},
                                str(root / "runs"), "x", typed_space=typed)
     assert (typed.num_samples, space.num_samples, opts.num_samples) == (5, 5, 5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +58,6 @@ def _config_text(exp: Experiment, row: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_short(exp.value(row, k))}" for k in exp.searched)
 
 
-def _wrapped(text: str, width: int = 60) -> str:
-    """A legend entry in lines of at most `width` characters (a search's configuration is longer than the figure
-    is wide: one line of it ran off the picture), broken after the commas."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False))
-
-
 def _row(exp: Experiment, trial_id: str | None) -> dict[str, Any] | None:
     return next((r for r in exp.rows if r["trial_id"] == trial_id), None)
 
@@ -95,9 +88,11 @@ def draw_curves(exp: Experiment) -> Figure:
             continue
         status = r["status"]
         if r["trial_id"] == exp.best:
+            config = textwrap.fill(f"({_config_text(exp, r)})", 60, break_long_words=False,
+                                   break_on_hyphens=False)  # a configuration is wider than the figure
             ax.plot(x, y, color=BEST_COLOUR, linewidth=2.6, zorder=5, marker="o" if len(x) < 12 else None,
                     markersize=4, gid=r["trial_id"], label=f"best trial {r['trial_id']}: val {min(y):.2f} % at epoch "
-                                        f"{r.get('epoch_of_best_val')}\n" + _wrapped(f"({_config_text(exp, r)})"))
+                                        f"{r.get('epoch_of_best_val')}\n{config}")
             continue
         colour = STATUS_COLOUR.get(status, "tab:purple")
         label = _status_label(exp, status) if status not in seen else None
