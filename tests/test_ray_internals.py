@@ -308,3 +308,75 @@ def test_a_search_with_rare_snapshots_writes_two_against_tunes_many(tmp_path, ra
     assert as_ray["snapshots"] >= 5, as_ray  # 16 checkpoints, a snapshot forced after every 2 of a trial
     ckpts = [c["by_kind"].get("checkpoints", [0, 0])[0] for c in (rare, as_ray)]
     assert ckpts[0] >= 16 and ckpts[1] >= 16  # the trials' checkpoints reach the storage either way
+
+
+# ---- 11. the traceback of Ray's own SIGTERM handler is not shown on the driver ---------------------------------
+SIGTERM_EXIT = [  # as a Ray 2.60 worker ended by SIGTERM inside a callback writes it (CI of 2026-12-03)
+    "Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7f1e1f6f65c0>",
+    "Traceback (most recent call last):",
+    '  File "/usr/lib/python3.11/_weakrefset.py", line 39, in _remove',
+    "    def _remove(item, selfref=ref(self)):",
+    "    ",
+    '  File "/venv/lib/python3.11/site-packages/ray/_private/worker.py", line 1063, in sigterm_handler',
+    "    raise_sys_exit_with_custom_error_message(",
+    '  File "python/ray/_raylet.pyx", line 712, in ray._raylet.raise_sys_exit_with_custom_error_message',
+    "SystemExit: 1",
+]
+OTHER = ["Traceback (most recent call last):", '  File "train.py", line 3, in step', "    x = 1 / 0",
+         "ZeroDivisionError: division by zero"]
+
+
+def test_without_sigterm_exits_drops_that_traceback_only():
+    f = ray_internals.without_sigterm_exits
+    assert f(["epoch 1", *SIGTERM_EXIT, "epoch 2"]) == ["epoch 1", "epoch 2"]
+    assert f(SIGTERM_EXIT[1:]) == [] and f(SIGTERM_EXIT) == []
+    assert f(OTHER + SIGTERM_EXIT + OTHER) == OTHER + OTHER  # a trial's own traceback stays
+    exit_elsewhere = OTHER[:3] + ["SystemExit: 1"]  # a SystemExit not raised by Ray's handler stays
+    assert f(["Exception ignored in: <x>", *exit_elsewhere]) == ["Exception ignored in: <x>", *exit_elsewhere]
+    assert f(SIGTERM_EXIT[:-1]) == SIGTERM_EXIT[:-1]  # cut before its last line: shown, not guessed at
+
+
+NOISE = """\
+import gc, os, signal, sys, time
+import ray
+from ssl_ray.tuning.cluster import init_ray
+
+init_ray(num_cpus=1, dashboard=False)
+
+
+@ray.remote
+def task():
+    class Dying:
+        def __del__(self):  # Ray's SIGTERM handler raises SystemExit here: "Exception ignored in ..."
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+
+    d = Dying()
+    del d
+    gc.collect()
+    print("after the signal", file=sys.stderr, flush=True)
+    print("a line of the task", flush=True)
+    return "done"
+
+
+print(ray.get(task.remote()), flush=True)
+time.sleep(3)  # the worker's output reaches the driver
+"""
+
+
+@pytest.mark.ray
+def test_a_worker_ended_in_a_callback_shows_no_traceback_on_the_driver(tmp_path):
+    """A real worker runs Ray's own SIGTERM handler inside a __del__ (how a trial's worker, ended by Ray after a
+    Ctrl-C or an ASHA stop, printed a traceback on `ssl-ray tune`'s stderr): the driver shows the worker's other
+    lines, not the traceback (without quiet_sigterm_exits it does: the `SystemExit` lines above)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "noise.py"
+    script.write_text(NOISE)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "SSL_RAY_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "done" in r.stdout and "a line of the task" in r.stdout
+    assert "after the signal" in r.stderr  # the worker lived on and its output was forwarded
+    assert "Traceback" not in r.stderr and "SystemExit" not in r.stderr, r.stderr[-3000:]

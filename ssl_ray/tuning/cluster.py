@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import SSLRayError
 from .ray_internals import (GCS_PORT_ENV, LOOPBACK_NODE, PRESTART_ENV, PRINT_PATCH_ENV, TRAIN_POLL_ENV,  # private
-                            TRAIN_POLL_S, loopback_only, no_api_server, no_token_warning)
+                            TRAIN_POLL_S, loopback_only, no_api_server, no_token_warning, quiet_sigterm_exits)
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -49,6 +49,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         _join(address, env, kwargs)
     else:
         _start_local(env, kwargs, num_cpus=num_cpus, num_gpus=num_gpus, dashboard=dashboard)
+    quiet_sigterm_exits()  # a worker Ray ends mid-callback leaves a traceback that says nothing (ray_internals 11)
 
 
 def _init_settings(quiet: bool) -> tuple[dict[str, str], dict[str, Any]]:

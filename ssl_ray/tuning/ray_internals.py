@@ -43,6 +43,10 @@ it buys, i.e. what happens without it (figures: BENCHMARKS.md):
    instead of ~10 s. `--resume` reads none of them (ssl-ray's records, row files, result.json pushes and the
    trials' checkpoints, written by the trials, are its state); what shows: such a trial's error reads "error",
    its TensorBoard run has no searched values in its name, a retried trial's progress.csv may miss epochs.
+11. The worker output Ray shows on the driver (`ray._private.worker.global_worker_stdstream_dispatcher`, its
+   "ray_print_logs" handler) without the traceback Ray's own SIGTERM handler (`Worker.main_loop`'s
+   sigterm_handler) leaves when Ray ends a worker inside a callback ("Exception ignored in ... SystemExit: 1"):
+   without it that traceback shows, now and then, after a Ctrl-C or an ASHA stop (CI of 2026-12-03).
 """
 from __future__ import annotations
 
@@ -67,6 +71,8 @@ API_SERVER_STEP = "start_api_server"  # the step of ray._private.node.Node that 
 LOOPBACK_NODE: dict[str, Any] = {"_node_ip_address": "127.0.0.1"}  # ray.init's private argument (item 2)
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 RESULT_FILE = "result.json"
+PRINT_LOGS = "ray_print_logs"  # the dispatcher's handler that prints the workers' output on the driver (item 11)
+SIGTERM_FRAME = "in sigterm_handler"  # the frame of Worker.main_loop's handler in a traceback (item 11)
 AUTOSCALING_STATUS_KEY = "__autoscaling_status"  # the autoscaler's status (`ray status`; DEBUG_AUTOSCALING_STATUS)
 
 from . import ray_internals_tune as _tune  # noqa: E402 - items 6, 8, 10, re-exported (their probes: PROBES)
@@ -203,6 +209,50 @@ def autoscaler_status() -> dict[str, Any]:
         return {}
 
 
+# ---- 11. a worker's exit on SIGTERM, not shown as a traceback ---------------------------------------------------
+def quiet_sigterm_exits() -> None:
+    """Show the workers' output on this driver as Ray does, less the tracebacks of Ray's own SIGTERM handler
+    (without_sigterm_exits). A no-op when Ray forwards no output here or moved the handler."""
+    try:
+        from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    with dispatcher._lock:
+        dispatcher.handlers = [(name, _filtered(h) if name == PRINT_LOGS and not hasattr(h, "ssl_ray") else h)
+                               for name, h in dispatcher.handlers]
+
+
+def _filtered(handle: Callable[[dict], None]) -> Callable[[dict], None]:
+    def filtered(data: dict) -> None:
+        lines = without_sigterm_exits(data.get("lines") or [])
+        if lines or not data.get("lines"):
+            handle({**data, "lines": lines})
+
+    filtered.ssl_ray = True  # type: ignore[attr-defined]
+    return filtered
+
+
+def without_sigterm_exits(lines: list[str]) -> list[str]:
+    """`lines` less every traceback that passes through Ray's SIGTERM handler and ends in SystemExit (with the
+    "Exception ignored in" line before it)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("Traceback (most recent call last):"):
+            j = i + 1
+            while j < len(lines) and lines[j][:1] in (" ", "\t"):  # the frames, indented
+                j += 1
+            block = lines[i:j + 1]
+            if j < len(lines) and lines[j].startswith("SystemExit") and any(SIGTERM_FRAME in b for b in block):
+                if out and out[-1].startswith("Exception ignored in"):
+                    out.pop()
+                i = j + 1
+                continue
+        out.append(lines[i])
+        i += 1
+    return out
+
+
 # ---- the probes: (what, the private names it covers, probe), each True when the internal is there as written ----
 PROBES: list[tuple[str, tuple[str, ...], Callable[[], bool]]] = list(_tune.PROBES)
 
@@ -314,3 +364,16 @@ def _cluster() -> bool:
     from ray.experimental.internal_kv import _internal_kv_get
 
     return callable(state.get_max_resources_from_cluster_config) and callable(_internal_kv_get)
+
+
+@probe(f"ray._private.worker.global_worker_stdstream_dispatcher (_lock, handlers: its {PRINT_LOGS!r}, added by "
+       f"connect); Worker.main_loop's sigterm_handler raising SystemExit", "ray._private.worker.Worker",
+       "ray._private.worker.connect", "ray._private.worker.global_worker_stdstream_dispatcher", "_lock", PRINT_LOGS,
+       SIGTERM_FRAME)
+def _sigterm_exits() -> bool:
+    from ray._private.worker import Worker, connect, global_worker_stdstream_dispatcher as d
+
+    loop = inspect.getsource(Worker.main_loop)
+    return (isinstance(d.handlers, list) and hasattr(d._lock, "acquire") and f'"{PRINT_LOGS}"' in
+            inspect.getsource(connect) and "def sigterm_handler(" in loop
+            and "raise_sys_exit_with_custom_error_message" in loop)
