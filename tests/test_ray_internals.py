@@ -334,6 +334,7 @@ def test_without_sigterm_exits_drops_that_traceback_only():
     exit_elsewhere = OTHER[:3] + ["SystemExit: 1"]  # a SystemExit not raised by Ray's handler stays
     assert f(["Exception ignored in: <x>", *exit_elsewhere]) == ["Exception ignored in: <x>", *exit_elsewhere]
     assert f(SIGTERM_EXIT[:-1]) == SIGTERM_EXIT[:-1]  # cut before its last line: shown, not guessed at
+    assert f([line.rstrip() for line in SIGTERM_EXIT]) == []  # its blank frame line with the spaces stripped
 
 
 NOISE = """\

@@ -240,7 +240,7 @@ def without_sigterm_exits(lines: list[str]) -> list[str]:
     while i < len(lines):
         if lines[i].startswith("Traceback (most recent call last):"):
             j = i + 1
-            while j < len(lines) and lines[j][:1] in (" ", "\t"):  # the frames, indented
+            while j < len(lines) and lines[j][:1] in (" ", "\t", ""):  # the frames: indented (or blank)
                 j += 1
             block = lines[i:j + 1]
             if j < len(lines) and lines[j].startswith("SystemExit") and any(SIGTERM_FRAME in b for b in block):
