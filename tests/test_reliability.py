@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from leftovers import staged
 from ssl_ray.data import DataSpec
 from ssl_ray.engine.loop import RunSpec, Trainer
 from ssl_ray.errors import DivergenceError
@@ -107,6 +108,7 @@ def test_killed_data_parallel_worker_recovers_from_checkpoint(tmp_path):
     args = [sys.executable, "-m", "ssl_ray.cli", "train", "faulty", "--workers", "2", "--max-failures", "1",
             "--epochs", "6", "--set", "steps_per_epoch=150", "--set", f"marker={marker}", "--set", "hold_after_epoch=3",
             "--output", str(tmp_path / "run"), "--json"]
+    before = staged()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     deadline = time.time() + 400
     killed = False
@@ -137,6 +139,7 @@ def test_killed_data_parallel_worker_recovers_from_checkpoint(tmp_path):
     assert epochs.count(6) == 2, epochs
     assert epochs[:6] == [1, 1, 2, 2, 3, 3], epochs  # nothing ran past epoch 3 before the kill
     assert len(epochs) >= 12, epochs
+    assert staged() - before == set()  # the SIGKILLed worker had made no folder it could not remove
 
 
 def test_asha_rungs_are_rebuilt_from_saved_results():

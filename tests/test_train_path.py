@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from leftovers import staged
 from ssl_ray.engine import checkpoint
 
 PLUGINS = str(Path(__file__).parent / "plugins")
@@ -161,6 +162,7 @@ def test_divergence_in_process_is_one_line_error(tmp_path):
 @pytest.mark.ray
 def test_divergence_through_ray_train_is_one_line_error_and_not_retried(tmp_path):
     marker = tmp_path / "epochs.log"
+    before = staged()
     r = _cli(["faulty", "--workers", "2", "--max-failures", "2", "--set", "nan_epoch=2", "--set",
               "steps_per_epoch=5", "--set", f"marker={marker}", "--epochs", "4", "--output", str(tmp_path / "nan")],
              tmp_path)
@@ -170,6 +172,7 @@ def test_divergence_through_ray_train_is_one_line_error_and_not_retried(tmp_path
         assert needle not in r.stderr, r.stderr[-3000:]
     # each of the 2 workers finished epoch 1 once (epoch 2 diverged): no restart of the group
     assert sorted(int(e) for e in marker.read_text().split()) == [1, 1]
+    assert staged() - before == set()  # each worker's divergence marker removed after its report
 
 
 def test_ctrl_c_right_after_a_checkpoint_write_records_that_checkpoints_epoch(tmp_path, monkeypatch):

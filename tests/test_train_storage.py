@@ -16,6 +16,7 @@ from ssl_ray.data import DataSpec
 from ssl_ray.engine import checkpoint
 from ssl_ray.engine.loop import RunSpec
 from ssl_ray.errors import SSLRayError
+from leftovers import staged
 from tb_read import read_scalars
 
 pytestmark = pytest.mark.ray
@@ -38,6 +39,7 @@ def test_a_run_in_a_bucket_writes_everything_there_and_resumes_from_it(ray_local
     fs = pafs.SubTreeFileSystem(str(bucket), pafs.LocalFileSystem())
     spec = RunSpec("supervised", DataSpec("digits", labels=50), epochs=2, seed=0, config={"steps_per_epoch": 5},
                    test_every=0, checkpoint_every=1)
+    staged_before = staged()
     s = run_train(spec, output="runs/r1", storage_filesystem=fs, ray_train=True, progress=False)
     root = bucket / "runs" / "r1"
     assert s["epochs"] == 2 and s["path"] == "ray-train" and s["output"] == "runs/r1"
@@ -49,6 +51,7 @@ def test_a_run_in_a_bucket_writes_everything_there_and_resumes_from_it(ray_local
     result = json.loads((root / "result.json").read_text())
     assert result["epochs"] == 2 and result["checkpoint_epoch"] == 2
     assert list(cwd.iterdir()) == []  # nothing went to a local path
+    assert staged() - staged_before == set()  # the worker's TensorBoard staging folder went with it
 
     with pytest.raises(SSLRayError, match="already holds a run"):
         run_train(spec, output="runs/r1", storage_filesystem=fs, ray_train=True, progress=False)

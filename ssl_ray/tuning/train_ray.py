@@ -22,7 +22,9 @@ from .run_folder import RAY_RUN, RunFolder, latest, write_summary
 def worker_loop(config: dict[str, Any]) -> None:
     """The body of every Ray Train worker: engine.worker.run_worker between Ray's lines."""
     import contextlib
+    import shutil
     import tempfile
+    import uuid
 
     import ray.train
     import ray.train.torch
@@ -48,25 +50,35 @@ def worker_loop(config: dict[str, Any]) -> None:
     # [2] resume: Ray's checkpoint (a restart after a failure in this run) and the one `--resume` names (a
     # ray.train.Checkpoint, read from the run's storage on this node): run_worker continues the one further along
     trainer: list[Trainer] = []
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ssl_ray_diverged_") as marker:
-        folders = [stack.enter_context(c.as_directory())
-                   for c in (ray.train.get_checkpoint(), config.get("resume_from")) if c is not None]
-        try:
-            run_worker(spec, device, report, folders, threads=config.get("cpus_per_worker", 1), gpus=gpus,
-                       log_dir=log_dir, progress=config.get("progress", True), marker_dir=marker,
-                       started=trainer.append)
-        except DivergenceError:
-            # Divergence is the same on every worker (the loop sums losses over workers before its check) and a
-            # retry would diverge again: rank 0 reports the marker as the run's last checkpoint and every worker
-            # ends normally, so that Ray Train neither restarts the group (--max-failures) nor raises a
-            # WorkerGroupError at the driver, which finds the marker there (run_ray).
-            from ray.train import Checkpoint
+    # Made only on a divergence (mark_diverged), so that a worker Ray kills (an ASHA stop, a Ctrl-C) leaves
+    # nothing behind; removed with the staged TensorBoard folder when the worker ends.
+    marker = os.path.join(tempfile.gettempdir(), f"ssl_ray_diverged_{uuid.uuid4().hex[:12]}")
+    try:
+        with contextlib.ExitStack() as stack:
+            folders = [stack.enter_context(c.as_directory())
+                       for c in (ray.train.get_checkpoint(), config.get("resume_from")) if c is not None]
+            try:
+                run_worker(spec, device, report, folders, threads=config.get("cpus_per_worker", 1), gpus=gpus,
+                           log_dir=log_dir, progress=config.get("progress", True), marker_dir=marker,
+                           started=trainer.append)
+            except DivergenceError:
+                # Divergence is the same on every worker (the loop sums losses over workers before its check) and
+                # a retry would diverge again: rank 0 reports the marker as the run's last checkpoint and every
+                # worker ends normally, so that Ray Train neither restarts the group (--max-failures) nor raises a
+                # WorkerGroupError at the driver, which finds the marker there (run_ray).
+                from ray.train import Checkpoint
 
-            ray.train.report({"epoch": trainer[0].epoch},
-                             checkpoint=Checkpoint.from_directory(marker) if rank == 0 else None)
-            return
-    if rank == 0:
-        sync_tb()  # the files as closed by fit
+                if rank == 0:
+                    sync_tb()  # the TensorBoard files up to the divergence
+                ray.train.report({"epoch": trainer[0].epoch},
+                                 checkpoint=Checkpoint.from_directory(marker) if rank == 0 else None)
+                return
+        if rank == 0:
+            sync_tb()  # the files as closed by fit
+    finally:
+        for folder in (marker, None if log_dir == config.get("log_dir") else log_dir):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _tensorboard_dir(log_dir: str | None, fs: Any) -> tuple[str | None, Any]:
