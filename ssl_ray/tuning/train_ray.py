@@ -37,6 +37,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     require_gpu(gpus)  # before asking Ray for the device: a GPU torch cannot use would give "cpu" there
     device = ray.train.torch.get_device()  # [1] the worker's device (GPU when given one, else CPU)
     log_dir, sync_tb = _tensorboard_dir(config.get("log_dir"), config.get("log_fs"))
+    staged = None if log_dir == config.get("log_dir") else log_dir  # on this node, for a run in a bucket
     rank = ray.train.get_context().get_world_rank()
 
     def report(metrics: dict[str, Any], ckpt_dir: str | None) -> None:
@@ -76,7 +77,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         if rank == 0:
             sync_tb()  # the files as closed by fit
     finally:
-        for folder in (marker, None if log_dir == config.get("log_dir") else log_dir):
+        for folder in (marker, staged):
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
 
