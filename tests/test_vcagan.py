@@ -150,6 +150,30 @@ def test_fixed_priors_do_not_move_and_parse():
             C.build(get_method("infogan").Config, {"d_c": 4, "prior": bad})
 
 
+def test_latent_sizes_follow_the_data_as_in_the_paper_unless_given():
+    # d_z / d_c 0 (the defaults): the paper's Gaussians setting on points, its MNIST setting on images.
+    tiny = DataInfo("tiny", (1, 8, 8), 10, "image")
+    for name in ("vcagan", "infogan", "gan"):
+        assert (make(name).d_z, make(name).d_c) == (16, 8), name
+        m = make(name, info=tiny, channels=4)
+        assert (m.d_z, m.d_c, m.num_clusters, len(m.prior)) == (128, 16, 16, 16), name
+        z, c = m.sample_latent(5)
+        assert z.shape == (5, 128) and int(c.max()) < 16
+        assert m.G(z, m.onehot(c)).shape == (5, 1, 8, 8)
+    a, logits = make("vcagan", info=tiny, channels=4).D(torch.rand(3, 1, 8, 8))
+    assert a.shape == (3, 16) and logits.shape == (3, 16)
+    # given values win; a fixed prior given as weights sets d_c 0 to their number
+    m = make("vcagan", info=tiny, channels=4, d_z=7, d_c=5)
+    assert (m.d_z, m.d_c) == (7, 5)
+    m = make("infogan", prior="1,2,3,4")
+    assert m.d_c == 4
+    torch.testing.assert_close(m.prior, torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    with pytest.raises(ConfigError, match="3 weights given but d_c = 4"):
+        C.build(get_method("infogan").Config, {"d_c": 4, "prior": "1,2,3"})
+    with pytest.raises(ConfigError, match="positive"):
+        C.build(get_method("infogan").Config, {"prior": "1,0,3"})
+
+
 def test_prior_metrics_and_checkpoint_round_trip():
     m = make("vcagan", d_c=4)
     m.prior = torch.tensor([0.7, 0.295, 0.005, 0.0])

@@ -62,8 +62,10 @@ class CatGANConfig(BaseConfig):
     width: int = hp(512, "units of each hidden fully connected layer (paper, Gaussians: 512)", low=1)
     depth: int = hp(4, "hidden fully connected layers of G and D in the mlp arch (paper, Gaussians: 4)", low=1)
     channels: int = hp(64, "conv arch: channels of the first conv block (the second has twice as many)", low=1)
-    d_z: int = hp(16, "dimension of the continuous latent z ~ N(0, I) (paper: 16 Gaussians, 128 MNIST)", low=1)
-    d_c: int = hp(8, "number of categories of the categorical latent code (paper: 8 Gaussians, 16 MNIST)", low=1)
+    d_z: int = hp(0, "dimension of the continuous latent z ~ N(0, I); 0 = the paper's for the data: 16 for points "
+                  "(Gaussians), 128 for images (MNIST)", low=0)
+    d_c: int = hp(0, "number of categories of the categorical latent code; 0 = the paper's for the data: 8 for "
+                  "points (Gaussians), 16 for images (MNIST), or the number of weights of a fixed prior", low=0)
     lr: float = hp(1e-3, "Adam learning rate of G and D (paper: 1e-3)", low=0, low_open=True)
     beta1: float = hp(0.0, "Adam beta1 (paper: 0)", low=0, high=1, high_open=True)
     beta2: float = hp(0.99, "Adam beta2 (paper: 0.99)", low=0, high=1, high_open=True)
@@ -77,23 +79,49 @@ class FixedPriorConfig(CatGANConfig):
                     "comma-separated weights such as '0.1,0.2,0.3,0.4' (normalised to sum to 1)")
 
     def check(self) -> None:
-        parse_prior(self.prior, self.d_c)
+        if self.d_c:
+            parse_prior(self.prior, self.d_c)
+        else:
+            prior_weights(self.prior)
 
 
-def parse_prior(text: str, d_c: int) -> list[float]:
-    """'uniform' -> [1/d_c] * d_c; 'w1,w2,...' (d_c positive weights) -> the normalised weights."""
+def prior_weights(text: str) -> list[float] | None:
+    """None for 'uniform'; for 'w1,w2,...' (positive, finite) the weights normalised to sum to 1."""
     if text.strip() == "uniform":
-        return [1.0 / d_c] * d_c
+        return None
     try:
         w = [float(v) for v in text.split(",")]
     except ValueError:
         raise ConfigError(f"prior: {text!r} is neither 'uniform' nor comma-separated numbers") from None
-    if len(w) != d_c:
-        raise ConfigError(f"prior: {len(w)} weights given but d_c = {d_c}")
     if any(not math.isfinite(v) or v <= 0 for v in w):
         raise ConfigError(f"prior: weights must be positive and finite, got {text!r}")
     s = sum(w)
     return [v / s for v in w]
+
+
+def parse_prior(text: str, d_c: int) -> list[float]:
+    """'uniform' -> [1/d_c] * d_c; 'w1,w2,...' (d_c positive weights) -> the normalised weights."""
+    w = prior_weights(text)
+    if w is None:
+        return [1.0 / d_c] * d_c
+    if len(w) != d_c:
+        raise ConfigError(f"prior: {len(w)} weights given but d_c = {d_c}")
+    return w
+
+
+PAPER_LATENT = {"points": (16, 8), "images": (128, 16)}
+"""(d_z, d_c) of the paper's experiments (Sec. 4): the 2-D Gaussian clusters, and MNIST."""
+
+
+def latent_sizes(cfg: CatGANConfig, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(d_z, d_c) a model is built with: the config's, and for a 0 the paper's setting for the kind of data
+    (images: inputs of shape (C, H, W); points otherwise). A fixed prior given as weights sets d_c 0 to their
+    number."""
+    d_z, d_c = PAPER_LATENT["images" if len(input_shape) == 3 else "points"]
+    weights = prior_weights(getattr(cfg, "prior", "uniform"))
+    if not cfg.d_c and weights is not None:
+        d_c = len(weights)
+    return cfg.d_z or d_z, cfg.d_c or d_c
 
 
 # ---- losses (pure functions) -----------------------------------------------------------------------------
@@ -147,9 +175,10 @@ class CatGAN(Method[G_C]):
         cfg = self.cfg
         shape = self.info.input_shape
         arch = cfg.arch if cfg.arch != "auto" else ("conv" if len(shape) == 3 else "mlp")
-        n_adv = cfg.d_c if self.adv_kind == "cagan" else 1
-        n_cls = cfg.d_c if self.has_classifier else 0
-        self.G = CondGenerator(cfg.d_z, cfg.d_c, shape, arch, cfg.width, cfg.depth, cfg.channels)
+        self.d_z, self.d_c = latent_sizes(cfg, shape)
+        n_adv = self.d_c if self.adv_kind == "cagan" else 1
+        n_cls = self.d_c if self.has_classifier else 0
+        self.G = CondGenerator(self.d_z, self.d_c, shape, arch, cfg.width, cfg.depth, cfg.channels)
         self.D = CondDiscriminator(shape, n_adv, n_cls, arch, cfg.width, cfg.depth, cfg.channels)
         self.modules = {"G": self.G, "D": self.D}
         betas = (cfg.beta1, cfg.beta2)
@@ -158,21 +187,21 @@ class CatGAN(Method[G_C]):
 
     @property
     def num_clusters(self) -> int:
-        return self.cfg.d_c
+        return self.d_c
 
     def initial_prior(self) -> list[float]:
-        return parse_prior(getattr(self.cfg, "prior", "uniform"), self.cfg.d_c)
+        return parse_prior(getattr(self.cfg, "prior", "uniform"), self.d_c)
 
     # -- latent codes --
     def onehot(self, c: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(c, self.cfg.d_c).float()
+        return F.one_hot(c, self.d_c).float()
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z ~ N(0, I_{d_z}) and category indices c ~ P(C) (the current prior). Training noise comes from the
         stream shared by data-parallel workers (Method.global_rand); `generator` gives a fixed one (pictures)."""
         if generator is None:
-            return self.global_rand(n, self.cfg.d_z, normal=True), self.global_multinomial(self.prior, n)
-        z = torch.randn(n, self.cfg.d_z, device=self.device, generator=generator)
+            return self.global_rand(n, self.d_z, normal=True), self.global_multinomial(self.prior, n)
+        z = torch.randn(n, self.d_z, device=self.device, generator=generator)
         c = torch.multinomial(self.prior, n, replacement=True, generator=generator)
         return z, c
 
@@ -239,7 +268,7 @@ class CatGAN(Method[G_C]):
             out["val_nmi"] = nmi(pred, y)
             # Where the learned prior is heading (its fixed point is E_x[Q(x)]): the categories that the
             # classifier gives at least 1% of the real validation points.
-            share = torch.bincount(pred, minlength=self.cfg.d_c).double() / len(pred)
+            share = torch.bincount(pred, minlength=self.d_c).double() / len(pred)
             out["real_active_categories"] = float((share >= ACTIVE_THRESHOLD).sum())
         if self.info.name == "gaussians":
             out.update(gaussian_generation_metrics(self.generate(self.cfg.eval_samples)[0]))
@@ -271,7 +300,7 @@ class CatGAN(Method[G_C]):
         if len(cats) == 0:
             cats = self.prior.argmax().reshape(1)
         g = self._eval_generator()
-        z = torch.randn(rows, self.cfg.d_z, device=self.device, generator=g)
+        z = torch.randn(rows, self.d_z, device=self.device, generator=g)
         zz = z.repeat_interleave(len(cats), dim=0)
         cc = cats.repeat(rows)
         with eval_mode(self.G):

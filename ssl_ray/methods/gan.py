@@ -44,8 +44,8 @@ class GAN(FixedPriorGAN[GANConfig]):
     @torch.no_grad()
     def generated_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(samples flattened (n * d_c, D), their categories): nn_per_category per category, fixed noise seed."""
-        n, d_c = self.cfg.nn_per_category, self.cfg.d_c
-        z = torch.randn(n * d_c, self.cfg.d_z, device=self.device, generator=self._eval_generator())
+        n, d_c = self.cfg.nn_per_category, self.d_c
+        z = torch.randn(n * d_c, self.d_z, device=self.device, generator=self._eval_generator())
         c = torch.arange(d_c, device=self.device).repeat_interleave(n)
         with eval_mode(self.G):
             return self.G(z, self.onehot(c)).flatten(1), c
@@ -56,7 +56,7 @@ class GAN(FixedPriorGAN[GANConfig]):
         return self.export_module()(x)
 
     def export_module(self) -> nn.Module:
-        return NearestGenerated(*self.generated_bank(), self.cfg.d_c).eval()
+        return NearestGenerated(*self.generated_bank(), self.d_c).eval()
 
 
 class NearestGenerated(nn.Module):

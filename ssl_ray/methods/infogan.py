@@ -7,8 +7,9 @@ L_g = L_adv^g + lambda_cls L_cls. This generator-side classification term is wha
 
 Choices: the adversarial output is the standard scalar one with the non-saturating loss (the VCAGAN
 paper's f_d, f_g), not CAGAN's inner product; networks, optimiser and R1 weight are the VCAGAN experiments'
-(:mod:`ssl_ray.methods._cgan`). The prior is a hyperparameter: `prior=uniform` with d_c = 8 is the
-paper's Fig. 3 right, `d_c=4 prior=0.1,0.2,0.3,0.4` its "optimal" 4-dim prior (Fig. 3 left).
+(:mod:`ssl_ray.methods._cgan`). The prior is a hyperparameter: `prior=uniform` with d_c = 8 (the default
+on points) is the paper's Fig. 3 right, `prior=0.1,0.2,0.3,0.4` (d_c 4 from its weights) its "optimal"
+4-dim prior (Fig. 3 left).
 The clustering prediction is Q's argmax.
 """
 from __future__ import annotations

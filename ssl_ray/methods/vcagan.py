@@ -10,9 +10,9 @@ L_creg = ||grad_x Q(x).onehot(argmax Q(x))||^2 on real x. L_d = L_adv^d + lambda
 lambda_creg L_creg + lambda_r1 R1; L_g = L_adv^g only (no classification term: the paper's point against
 InfoGAN). The categorical prior P(C), from which c_f is sampled, starts uniform and follows the
 classifier: P(C) <- decay P(C) + (1 - decay) mean_batch Q(x_real) every step (decay 0.999); it is
-checkpointed with the model. Defaults are the paper's (Sec. 4; Algorithm 1 is the spec), for the
-Gaussian clusters (d_z 16, d_c 8, 4 x 512 MLPs); MNIST uses d_z 128, d_c 16 and CNNs
-(search_spaces/vcagan-mnist.yaml).
+checkpointed with the model. Defaults are the paper's (Sec. 4; Algorithm 1 is the spec); d_z, d_c and the
+networks follow the data as in its two experiments: d_z 16, d_c 8 and 4 x 512 MLPs on points (the Gaussian
+clusters), d_z 128, d_c 16 and CNNs on images (MNIST; its full scale in search_spaces/vcagan-mnist.yaml).
 
 Choices the paper leaves open (see also :mod:`ssl_ray.methods._cgan`): the R1 penalty is taken on the
 real adversarial value a_r.c_r (the quantity D* outputs for real data) with weight lambda_r1 and no 1/2
