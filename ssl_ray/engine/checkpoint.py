@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,44 @@ import torch
 from ..errors import SSLRayError
 
 STATE_FILE = "state.pt"
+TEMP_PREFIX = "ssl_ray_ckpt_pid"
+ORPHAN_AGE_S = 600.0
+"""A temporary checkpoint folder whose process is gone is removed once it is this old (seconds): a process that
+shares the temp folder from another PID namespace (a container) may look dead while it still uploads."""
+
+
+def temporary_dir() -> str:
+    """A new temporary folder for a checkpoint that is handed to Ray and removed after (Trainer.fit without a
+    checkpoint_dir). Its name holds this process's id: a process killed before its removal (Ray ending a trial or a
+    Ray Train worker while it reports, a SIGKILL) leaves it behind, and the next call removes such orphans."""
+    remove_orphans()
+    return tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}_")
+
+
+def remove_orphans(tmp: str | os.PathLike | None = None, min_age_s: float = ORPHAN_AGE_S) -> list[Path]:
+    """Remove the temporary checkpoint folders (:func:`temporary_dir`) in `tmp` (the temp folder) whose process no
+    longer runs and which were last changed at least `min_age_s` ago; the folders removed."""
+    removed = []
+    for d in Path(tmp or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*_*"):
+        pid = d.name[len(TEMP_PREFIX):].split("_")[0]
+        try:
+            old = time.time() - d.stat().st_mtime >= min_age_s
+        except OSError:  # removed meanwhile
+            continue
+        if pid.isdigit() and old and not _runs(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process; an id beyond any process's
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:

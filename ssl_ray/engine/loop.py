@@ -11,7 +11,6 @@ import errno
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -274,7 +273,7 @@ class Trainer:
                 if want_ckpt:
                     state = self.state()  # every rank: it gathers each rank's random state
                     if self.rank == 0:
-                        ckpt_dir = checkpoint_dir or tempfile.mkdtemp(prefix="ssl_ray_ckpt_")
+                        ckpt_dir = checkpoint_dir or checkpoint.temporary_dir()
                         checkpoint.save(ckpt_dir, state)
                         self.checkpoint_epoch = self.epoch
                     last_ckpt = time.monotonic()
