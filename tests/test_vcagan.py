@@ -13,7 +13,7 @@ from ssl_ray import config as C
 from ssl_ray.data import Batch, DataInfo, DataSpec
 from ssl_ray.data.synthetic import gaussian_generation_metrics
 from ssl_ray.engine.loop import RunSpec, Trainer
-from ssl_ray.errors import ConfigError
+from ssl_ray.errors import ConfigError, SSLRayError
 from ssl_ray.methods import get_method
 from ssl_ray.methods._cgan import (classifier_gradient_penalty, d_adversarial_loss, g_adversarial_loss,
                                    input_gradient_penalty, parse_prior)
@@ -172,6 +172,17 @@ def test_latent_sizes_follow_the_data_as_in_the_paper_unless_given():
         C.build(get_method("infogan").Config, {"d_c": 4, "prior": "1,2,3"})
     with pytest.raises(ConfigError, match="positive"):
         C.build(get_method("infogan").Config, {"prior": "1,0,3"})
+
+
+def test_a_checkpoint_of_other_network_sizes_is_one_clear_error():
+    # a run of the images' defaults before d_z / d_c followed the data (16 / 8), resumed with today's (128 / 16)
+    data = DataSpec("digits", labels=20, val_size=100)
+    old = Trainer(RunSpec("vcagan", data, epochs=1, seed=0, config={"d_z": 16, "d_c": 8, "channels": 4}),
+                  progress=False).state()
+    now = Trainer(RunSpec("vcagan", data, epochs=1, seed=0, config={"channels": 4}), progress=False)
+    with pytest.raises(SSLRayError, match=r"the checkpoint's G does not fit the vcagan network this config builds "
+                                          r"\(size mismatch for net\.0\..*torch\.Size\(\[.*24\]\).*144\]\)"):
+        now.restore(old)
 
 
 def test_prior_metrics_and_checkpoint_round_trip():

@@ -220,8 +220,18 @@ class Method(Generic[C]):
                 "extra": self.extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`. Networks of other sizes than this method builds (a checkpoint written
+        under another config, or before a default changed) are one SSLRayError naming the network and the first
+        difference, not torch's paragraph."""
         for k, m in self.modules.items():
-            m.load_state_dict(state["modules"][k])
+            try:
+                m.load_state_dict(state["modules"][k])
+            except RuntimeError as e:  # torch: size mismatch, missing or unexpected keys
+                detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e)).rstrip(".")
+                raise SSLRayError(f"the checkpoint's {k} does not fit the {self.name} network this config builds "
+                                  f"({detail}): it was written with other sizes (another config, or a default "
+                                  f"that has changed since; the run's recorded overrides are kept, defaults are "
+                                  f"today's)") from None
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
