@@ -230,8 +230,7 @@ class Method(Generic[C]):
                 detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e)).rstrip(".")
                 raise SSLRayError(f"the checkpoint's {k} does not fit the {self.name} network this config builds "
                                   f"({detail}): it was written with other sizes (another config, or a default "
-                                  f"that has changed since; the run's recorded overrides are kept, defaults are "
-                                  f"today's)") from None
+                                  f"that has changed since it was written)") from None
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
