@@ -167,7 +167,7 @@ train.torch_trainer = spy
 try:
     main(['train', 'supervised', '--epochs', '1', '--gpus-per-worker', '1', '--ray-train', '--output', {str(out)!r}])
 finally:
-    print(json.dumps({{k: seen.get(k) for k in ('CPU', 'GPU')}}), file=sys.stderr)
+    print('seen resources:', json.dumps({{k: seen.get(k) for k in ('CPU', 'GPU')}}), file=sys.stderr)
 """
     r = _python(code, tmp_path)
     assert r.returncode == 2, r.stderr[-3000:]
@@ -176,7 +176,10 @@ finally:
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: the Ray Train workers were given GPUs but torch on their "
                                                      "node sees none (ProcessGroupNCCL"), r.stderr[-3000:]
-    assert json.loads(r.stderr.strip().splitlines()[-1])["GPU"] == 2.0  # the instance declared torch's count
+    # found by its prefix: Ray's worker log lines reach stderr asynchronously and can come after it
+    seen = [ln for ln in r.stderr.splitlines() if ln.startswith("seen resources: ")]
+    assert len(seen) == 1, r.stderr[-3000:]
+    assert json.loads(seen[0][len("seen resources: "):])["GPU"] == 2.0  # the instance declared torch's count
     t0 = time.time()
     r = _python(FAKE_TWO_GPUS + f"""
 from ssl_ray.cli import main
