@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from ssl_ray import processes
 from ssl_ray.errors import SSLRayError
 from ssl_ray.tuning import lock
 
@@ -60,7 +61,7 @@ def _end_trial_workers(marker: Path) -> None:
         except ProcessLookupError:
             continue
         for _ in range(100):
-            if not Path(f"/proc/{pid}").exists() or (lock._proc_start(pid) or ("Z",))[0] == "Z":
+            if not Path(f"/proc/{pid}").exists() or (processes.start_time(pid) or ("Z",))[0] == "Z":
                 break
             time.sleep(0.1)
 
@@ -193,7 +194,7 @@ def test_a_stale_lock_is_taken_over_with_a_notice(tmp_path, case):
         _plant(exp, proc_start=(lock._me()["proc_start"] or 0) + 1)
     elif case == "zombie":
         zombie = subprocess.Popen([sys.executable, "-c", "pass"])
-        while lock._proc_start(zombie.pid) and lock._proc_start(zombie.pid)[0] != "Z":
+        while processes.start_time(zombie.pid) and processes.start_time(zombie.pid)[0] != "Z":
             time.sleep(0.05)
         _plant(exp, pid=zombie.pid, proc_start=None)
     else:

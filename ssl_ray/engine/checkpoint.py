@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import SSLRayError
+from ..processes import runs
 
 STATE_FILE = "state.pt"
 TEMP_PREFIX = "ssl_ray_ckpt_pid"
@@ -44,20 +45,10 @@ def remove_orphans(tmp: str | os.PathLike | None = None, min_age_s: float = ORPH
             old = time.time() - d.stat().st_mtime >= min_age_s
         except OSError:  # removed meanwhile
             continue
-        if pid.isdigit() and old and not _runs(int(pid)):
+        if pid.isdigit() and old and not runs(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
-
-
-def _runs(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # no such process; an id beyond any process's
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import SSLRayError
+from ..processes import boot_id, runs, start_time
 
 __all__ = ["LOCK_FILE", "TERMINATED", "ExperimentLock", "Terminated", "catch_sigterm", "restore_sigterm",
            "stop_on_signals", "take"]
@@ -108,52 +109,23 @@ def stopped_by() -> type[KeyboardInterrupt]:
 
 
 # ---- the experiment's lock ---------------------------------------------------------------------------------
-def _proc_start(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks since boot) of a process, from /proc (None where there is none)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return rest[0], int(rest[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _me() -> dict[str, Any]:
-    st = _proc_start(os.getpid())
+    st = start_time(os.getpid())
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "proc_start": st[1] if st else None, "boot_id": _boot_id(), "command": shlex.join(sys.argv)}
+            "proc_start": st[1] if st else None, "boot_id": boot_id(), "command": shlex.join(sys.argv)}
 
 
 def alive(owner: dict[str, Any]) -> bool | None:
     """Whether the driver that wrote lock `owner` still runs: None when it is another host's (not checkable)."""
     if owner.get("host") != socket.gethostname():
         return None
-    if owner.get("boot_id") and _boot_id() and owner["boot_id"] != _boot_id():
+    if owner.get("boot_id") and boot_id() and owner["boot_id"] != boot_id():
         return False  # written before this machine last booted
     pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or isinstance(pid, bool):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    st = _proc_start(pid)
-    if st is None:
-        return True  # no /proc to tell more
-    if st[0] in ("Z", "X"):
-        return False  # killed, not yet reaped by its parent
-    return owner.get("proc_start") is None or st[1] == owner["proc_start"]  # else the PID was given again
+    return runs(pid, owner.get("proc_start"))  # a zombie, or the PID given again since, is gone
 
 
 def _parse(text: str | None) -> dict[str, Any] | None:
