@@ -5,7 +5,7 @@ an import from a lower layer to a higher one and for import cycles between modul
 Layers, low to high (a module may import its own layer and those below; two packages of one layer may import
 each other, but never in a circle):
 
-    0  errors, config                      plain Python: errors, hyperparameter dataclasses
+    0  errors, config, processes           plain Python: errors, hyperparameter dataclasses, process checks
     1  nn, data, models                    torch helpers for the methods, datasets and splits, networks
     2  methods                             the SSL methods (losses, players, steps)
     3  engine                              the loop that drives a method, checkpoints, logging
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Collection
 
 LAYERS = {
-    "": 0, "errors": 0, "config": 0,
+    "": 0, "errors": 0, "config": 0, "processes": 0,
     "nn": 1, "data": 1, "models": 1,
     "methods": 2,
     "engine": 3,
