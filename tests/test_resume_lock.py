@@ -3,6 +3,7 @@ it (and a fresh run of the same --name) is refused in one line naming the runnin
 changes nothing in the experiment; after that driver is killed with SIGKILL (its lock left behind, stale), a
 `--resume` takes the lock over with a notice and finishes every trial, each epoch trained once. Plus the lock's
 own rules, in-process: a live owner refused, a dead or reused PID taken over, another host's lock refused."""
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import pytest
 from ssl_ray import processes
 from ssl_ray.errors import SSLRayError
 from ssl_ray.tuning import lock
+from zombies import zombie
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 CLI = [sys.executable, "-m", "ssl_ray.cli"]
@@ -186,29 +188,25 @@ def test_a_live_owner_is_refused_and_the_lock_is_released_on_every_exit(tmp_path
 @pytest.mark.parametrize("case", ["dead pid", "reused pid", "zombie", "damaged"])
 def test_a_stale_lock_is_taken_over_with_a_notice(tmp_path, case):
     exp = tmp_path / "e"
-    if case == "dead pid":
-        p = subprocess.Popen([sys.executable, "-c", "pass"])
-        p.wait()
-        _plant(exp, pid=p.pid)
-    elif case == "reused pid":  # this very PID, but its start time is another process's
-        _plant(exp, proc_start=(lock._me()["proc_start"] or 0) + 1)
-    elif case == "zombie":
-        zombie = subprocess.Popen([sys.executable, "-c", "pass"])
-        while processes.start_time(zombie.pid) and processes.start_time(zombie.pid)[0] != "Z":
-            time.sleep(0.05)
-        _plant(exp, pid=zombie.pid, proc_start=None)
-    else:
-        exp.mkdir()
-        (exp / lock.LOCK_FILE).write_text("")
-    said: list[str] = []
-    t0 = time.monotonic()
-    with lock.take(str(exp), notice=said.append) as held:
-        assert json.loads((exp / lock.LOCK_FILE).read_text())["pid"] == os.getpid() == held.owner["pid"]
-    assert len(said) == 1 and said[0].startswith("notice: taking over the lock"), said
-    assert time.monotonic() - t0 < (6 if case == "damaged" else 2)
-    assert not (exp / lock.LOCK_FILE).exists() and not (exp / lock.TAKEOVER).exists()
-    if case == "zombie":
-        zombie.wait()
+    with contextlib.ExitStack() as unreaped:
+        if case == "dead pid":
+            p = subprocess.Popen([sys.executable, "-c", "pass"])
+            p.wait()
+            _plant(exp, pid=p.pid)
+        elif case == "reused pid":  # this very PID, but its start time is another process's
+            _plant(exp, proc_start=(lock._me()["proc_start"] or 0) + 1)
+        elif case == "zombie":
+            _plant(exp, pid=unreaped.enter_context(zombie()), proc_start=None)
+        else:
+            exp.mkdir()
+            (exp / lock.LOCK_FILE).write_text("")
+        said: list[str] = []
+        t0 = time.monotonic()
+        with lock.take(str(exp), notice=said.append) as held:
+            assert json.loads((exp / lock.LOCK_FILE).read_text())["pid"] == os.getpid() == held.owner["pid"]
+        assert len(said) == 1 and said[0].startswith("notice: taking over the lock"), said
+        assert time.monotonic() - t0 < (6 if case == "damaged" else 2)
+        assert not (exp / lock.LOCK_FILE).exists() and not (exp / lock.TAKEOVER).exists()
 
 
 def test_another_hosts_lock_is_refused_naming_it_and_the_file(tmp_path):

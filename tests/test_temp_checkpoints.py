@@ -17,12 +17,12 @@ from ssl_ray.data import DataSpec
 from ssl_ray.engine import checkpoint
 from ssl_ray.engine.loop import Trainer
 from ssl_ray.engine.spec import RunSpec
+from zombies import zombie
 
 # a run whose report blocks, as Ray's does while the driver takes the checkpoint
 _BLOCKED_IN_REPORT = """
 import sys, time
 from pathlib import Path
-from ssl_ray import processes
 from ssl_ray.data import DataSpec
 from ssl_ray.engine.loop import Trainer
 from ssl_ray.engine.spec import RunSpec
@@ -99,29 +99,19 @@ def test_a_killed_process_not_yet_reaped_counts_as_gone():
     """A zombie (killed, its parent not yet waited for it) still answers os.kill(pid, 0); its folder is an orphan all
     the same. The PID given again to another process (another start time) is gone too: the rule the experiment lock
     uses (processes.runs)."""
-    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        while (processes.start_time(zombie.pid) or ("Z",))[0] != "Z":
-            time.sleep(0.05)
-        os.kill(zombie.pid, 0)  # still there for the kernel
-        assert not processes.runs(zombie.pid)
-    finally:
-        zombie.wait()
+    with zombie() as pid:
+        os.kill(pid, 0)  # still there for the kernel
+        assert not processes.runs(pid)
     me = processes.start_time(os.getpid())
-    assert me is not None and me[0] in "RS"
+    assert me is not None and me[0] in ("R", "S")
     assert processes.runs(os.getpid()) and processes.runs(os.getpid(), me[1])
     assert not processes.runs(os.getpid(), me[1] + 1)  # this PID, but another process's start time
     assert not processes.runs(0) and not processes.runs(-1) and not processes.runs(10 ** 30)
 
 
 def test_a_zombies_old_folder_is_removed(tmp_path):
-    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        while (processes.start_time(zombie.pid) or ("Z",))[0] != "Z":
-            time.sleep(0.05)
-        d = tmp_path / f"{checkpoint.TEMP_PREFIX}{zombie.pid}_z"
+    with zombie() as pid:
+        d = tmp_path / f"{checkpoint.TEMP_PREFIX}{pid}_z"
         d.mkdir()
         _old(d)
         assert checkpoint.remove_orphans(tmp_path) == [d] and not d.exists()
-    finally:
-        zombie.wait()
